@@ -1,0 +1,32 @@
+use candle_core::Tensor;
+
+use super::{Maps, Method};
+use crate::error::Result;
+use crate::models::Classifier;
+use crate::taps::{ActRecord, Recorded};
+
+/// a^{h,l} = Σ_channels h ⊙ ∂f/∂h at layer l; a^{h,0} = Σ_RGB x ⊙ ∂f/∂x.
+pub struct Activation;
+
+pub(crate) fn act_map(a: &ActRecord) -> Result<Tensor> {
+    Ok((&a.value * &a.grad)?.sum(1)?)
+}
+
+pub(crate) fn input_times_grad(rec: &Recorded) -> Result<Tensor> {
+    Ok((&rec.input * &rec.input_grad)?.sum(1)?)
+}
+
+impl Method for Activation {
+    fn outputs(&self, model: &dyn Classifier) -> Vec<String> {
+        (0..=model.num_layers())
+            .map(|l| format!("act.{l}"))
+            .collect()
+    }
+    fn compute(&self, rec: &Recorded, out: &mut Maps) -> Result<()> {
+        out.insert("act.0", input_times_grad(rec)?);
+        for a in &rec.acts {
+            out.insert(format!("act.{}", a.layer), act_map(a)?);
+        }
+        Ok(())
+    }
+}

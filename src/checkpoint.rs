@@ -1,0 +1,126 @@
+//! Safetensors checkpoints: reading torchvision / timm / zerobias files, the timm →
+//! torchvision key mapping, metadata, and atomic writes.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::safetensors::Load;
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{write_atomic, Error, Result};
+
+/// Metadata key that marks our own checkpoints.
+pub const FORMAT_KEY: &str = "zerobias.format";
+/// Prefix of non-model tensors (optimiser state) in training checkpoints.
+pub const OPTIM_PREFIX: &str = "optim.";
+
+pub struct Checkpoint {
+    /// Model tensors under torchvision names.
+    pub model: HashMap<String, Tensor>,
+    /// Everything else stored beside the model (optimiser moments).
+    pub extra: HashMap<String, Tensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Read a safetensors file; timm VGG names are mapped to torchvision's.
+pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
+    let tensors = read_tensors(path, device)?;
+    let (mut all, metadata) = tensors;
+    let mut extra = HashMap::new();
+    all.retain(|k, v| {
+        if k.starts_with(OPTIM_PREFIX) {
+            extra.insert(k.clone(), v.clone());
+            false
+        } else {
+            true
+        }
+    });
+    let model = timm_to_torchvision(all, path)?;
+    Ok(Checkpoint {
+        model,
+        extra,
+        metadata,
+    })
+}
+
+/// All tensors of a safetensors file (as stored, f32 for floating types) and its metadata.
+pub fn read_tensors(
+    path: &Path,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::file(path, "file not found (expected a .safetensors file)")
+        }
+        _ => Error::io(path, e),
+    })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::file(
+            path,
+            format!("not a valid safetensors file ({e}); the file may be truncated or corrupt"),
+        )
+    })?;
+    let metadata = safetensors::SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().clone())
+        .unwrap_or_default();
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let t = view
+            .load(device)
+            .map_err(|e| Error::file(path, format!("tensor '{name}': {e}")))?;
+        let t = match t.dtype() {
+            DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+            _ => t,
+        };
+        out.insert(name, t);
+    }
+    Ok((out, metadata))
+}
+
+/// timm's VGG puts the classifier in `pre_logits.fc1` (a 7×7 conv), `pre_logits.fc2` (a
+/// 1×1 conv) and `head.fc`; torchvision uses linear layers `classifier.{0,3,6}`. The flatten
+/// order (C, H, W) is the same, so a reshape is exact.
+fn timm_to_torchvision(
+    mut t: HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<HashMap<String, Tensor>> {
+    let moves = [
+        ("pre_logits.fc1", "classifier.0"),
+        ("pre_logits.fc2", "classifier.3"),
+        ("head.fc", "classifier.6"),
+    ];
+    if !t.contains_key("pre_logits.fc1.weight") && !t.contains_key("head.fc.weight") {
+        return Ok(t);
+    }
+    for (from, to) in moves {
+        for suffix in ["weight", "bias"] {
+            if let Some(v) = t.remove(&format!("{from}.{suffix}")) {
+                let v = if suffix == "weight" && v.rank() == 4 {
+                    let out = v.dim(0)?;
+                    v.reshape((out, v.elem_count() / out))
+                        .map_err(|e| Error::file(path, format!("{from}.weight: {e}")))?
+                } else {
+                    v
+                };
+                t.insert(format!("{to}.{suffix}"), v);
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// Write tensors + metadata atomically (temp file + rename).
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(cpu.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
+        .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
+    write_atomic(path, &bytes)
+}

@@ -1,0 +1,97 @@
+//! The library's error type: every variant names the thing that was wrong and what was expected.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+
+    #[error("{path}: I/O error: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+
+    #[error("unknown architecture '{0}': expected vgg16 or resnet50 (VGG with features.* keys, or ResNet bottleneck keys layer1..layer4)")]
+    UnknownArch(String),
+
+    #[error("shape mismatch for {what}: expected {expected}, got {got}")]
+    Shape {
+        what: String,
+        expected: String,
+        got: String,
+    },
+
+    #[error("invalid input: {0}")]
+    Input(String),
+
+    #[error("recipe {field}: {message}")]
+    Recipe { field: String, message: String },
+
+    #[error("training stopped: {0}")]
+    Training(String),
+
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+
+    #[error(transparent)]
+    Stats(#[from] crate::stats::StatsError),
+
+    #[error(transparent)]
+    TensorBoard(#[from] crate::report::tensorboard::TensorBoardError),
+
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn input(msg: impl Into<String>) -> Self {
+        Error::Input(msg.into())
+    }
+    pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::File {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn recipe(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Recipe {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Atomically write bytes: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! `--input`: an image file, a directory of images, or a safetensors batch.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// A batch of already-normalised images with where each came from.
+pub struct InputBatch {
+    pub tensor: Tensor,
+    /// One label per image (file name, or `input[i]`).
+    pub names: Vec<String>,
+}
+
+/// Size images are preprocessed to (torchvision: resize 256, centre crop 224).
+pub const RESIZE: u32 = 256;
+pub const CROP: u32 = 224;
+
+/// The list of sources behind an `--input` argument (one entry per image file, or the
+/// safetensors file).
+pub fn load(path: &Path, device: &Device) -> Result<InputBatch> {
+    if !path.exists() {
+        return Err(Error::file(path, "input not found (expected an image file, a directory of images, or a .safetensors file with tensor 'input')"));
+    }
+    if path.is_dir() {
+        let files = crate::data::list_images(path)?;
+        if files.is_empty() {
+            return Err(Error::file(path, "directory contains no .png/.jpg/.jpeg images"));
+        }
+        return load_images(&files, device);
+    }
+    if path.extension().and_then(|e| e.to_str()).map(|e| e.eq_ignore_ascii_case("safetensors")) == Some(true) {
+        return load_safetensors(path, device);
+    }
+    load_images(&[path.to_path_buf()], device)
+}
+
+pub fn load_images(files: &[PathBuf], device: &Device) -> Result<InputBatch> {
+    let mut data = Vec::with_capacity(files.len() * 3 * (CROP * CROP) as usize);
+    for f in files {
+        data.extend(crate::data::load_image_file(f, RESIZE, CROP)?);
+    }
+    let n = files.len();
+    let tensor = Tensor::from_vec(data, (n, 3, CROP as usize, CROP as usize), device)?;
+    Ok(InputBatch {
+        tensor,
+        names: files
+            .iter()
+            .map(|f| f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
+            .collect(),
+    })
+}
+
+fn load_safetensors(path: &Path, device: &Device) -> Result<InputBatch> {
+    let (tensors, _) = crate::checkpoint::read_tensors(path, device)?;
+    let t = tensors.get("input").ok_or_else(|| {
+        let mut keys: Vec<_> = tensors.keys().cloned().collect();
+        keys.sort();
+        Error::file(path, format!("no tensor 'input' (found: {})", keys.join(", ")))
+    })?;
+    match t.dims() {
+        [_, 3, h, w] if *h > 0 && *w > 0 => {}
+        d => {
+            return Err(Error::file(path, format!("tensor 'input' has shape {d:?}, expected [N, 3, H, W]")))
+        }
+    }
+    let tensor = t.to_dtype(DType::F32)?;
+    let n = tensor.dim(0)?;
+    Ok(InputBatch {
+        tensor,
+        names: (0..n).map(|i| format!("input[{i}]")).collect(),
+    })
+}

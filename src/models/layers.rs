@@ -1,0 +1,390 @@
+//! Building blocks with explicit parameters and attribution taps.
+//!
+//! Every parameter is a `Var` shared with the model's [`ParamStore`], so rescaling a bias
+//! acts on the live model. Layers call back into [`Ctx`] at each tap point.
+
+use candle_core::{DType, Tensor, Var, D};
+
+use super::{Ctx, ParamKind, ParamStore};
+use crate::error::{Error, Result};
+
+/// ReLU whose derivative at exactly 0 is 0, as in PyTorch (candle's `relu` uses 1 there,
+/// which matters once biases decay and many pre-activations sit at exactly 0).
+pub fn relu(x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+    if !ctx.needs_graph() {
+        return Ok(x.relu()?);
+    }
+    let mask = x.gt(0f32)?.to_dtype(x.dtype())?;
+    Ok((x * mask)?)
+}
+
+pub struct Conv2d {
+    pub name: String,
+    pub weight: Var,
+    pub bias: Option<Var>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let w = ctx.param(&self.weight);
+        let y = crate::models::conv::conv2d(x, &w, self.padding, self.stride)?;
+        match &self.bias {
+            None => Ok(y),
+            Some(b) => {
+                let c = b.dims()[0];
+                let y = y.broadcast_add(&ctx.param(b).reshape((1, c, 1, 1))?)?;
+                ctx.tap_module(&self.name, y, b.as_tensor())
+            }
+        }
+    }
+}
+
+pub struct Linear {
+    pub name: String,
+    pub weight: Var,
+    pub bias: Option<Var>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let w = ctx.param(&self.weight);
+        let y = x.matmul(&w.t()?)?;
+        match &self.bias {
+            None => Ok(y),
+            Some(b) => {
+                let y = y.broadcast_add(&ctx.param(b))?;
+                ctx.tap_module(&self.name, y, b.as_tensor())
+            }
+        }
+    }
+}
+
+/// BatchNorm with β and the running mean as explicit, scalable handles.
+pub struct BatchNorm {
+    pub name: String,
+    pub gamma: Var,
+    pub beta: Var,
+    pub running_mean: Var,
+    pub running_var: Var,
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+impl BatchNorm {
+    /// β − γ·μ/√(σ²+ε): the bias of the affine map BN computes in eval mode.
+    pub fn effective_bias(&self) -> Result<Tensor> {
+        let scale = self.scale(
+            &self.gamma.as_tensor().detach(),
+            &self.running_var.as_tensor().detach(),
+        )?;
+        Ok((self.beta.as_tensor().detach() - (self.running_mean.as_tensor().detach() * scale)?)?)
+    }
+
+    fn scale(&self, gamma: &Tensor, var: &Tensor) -> Result<Tensor> {
+        Ok((gamma / (var + self.eps)?.sqrt()?)?)
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let c = self.gamma.dims()[0];
+        let gamma = ctx.param(&self.gamma);
+        let beta = ctx.param(&self.beta);
+        if ctx.train_bn {
+            // Batch statistics; the running statistics follow PyTorch's update rule.
+            let mean = x.mean_keepdim((0, 2, 3))?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
+            let xhat = centered.broadcast_div(&(var.clone() + self.eps)?.sqrt()?)?;
+            let y = xhat
+                .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+            let count = (x.elem_count() / c) as f64;
+            let unbiased = (var.detach().flatten_all()? * (count / (count - 1.0).max(1.0)))?;
+            let m = self.momentum;
+            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))?
+                + (mean.detach().flatten_all()? * m)?)?;
+            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+            self.running_mean.set(&new_mean)?;
+            self.running_var.set(&new_var)?;
+            return Ok(y);
+        }
+        let mean = ctx.param(&self.running_mean);
+        let scale = self.scale(&gamma, &ctx.param(&self.running_var))?;
+        let bias = (beta - (mean * &scale)?)?;
+        let y = x
+            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+        let eff = self.effective_bias()?;
+        ctx.tap_module(&self.name, y, &eff)
+    }
+}
+
+/// Max pooling with PyTorch's gradient: one winner per window (the first maximum in
+/// raster order), for any kernel, stride and padding. Built from strided views + argmax +
+/// gather because candle's max_pool2d has no backward unless kernel == stride and spreads
+/// the gradient over ties.
+pub fn max_pool2d(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    ctx: &Ctx,
+) -> Result<Tensor> {
+    let (_n, _c, h, w) = x.dims4()?;
+    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+        return Err(Error::Shape {
+            what: "max-pool input".into(),
+            expected: format!("spatial size >= {} after padding", kernel),
+            got: format!("{h}x{w}"),
+        });
+    }
+    let ho = (h + 2 * padding - kernel) / stride + 1;
+    let wo = (w + 2 * padding - kernel) / stride + 1;
+    if !ctx.needs_graph() && padding == 0 && kernel == stride {
+        // Inference: candle's kernel is exact for the forward values.
+        return Ok(x.max_pool2d_with_stride(kernel, stride)?);
+    }
+    // Edge padding is equivalent to -inf padding for a max: the padded value is a copy of
+    // an element already inside the window.
+    let need_h = (kernel - 1) + stride * ho;
+    let need_w = (kernel - 1) + stride * wo;
+    let extra_h = need_h.saturating_sub(h + padding);
+    let extra_w = need_w.saturating_sub(w + padding);
+    let xp = x
+        .pad_with_same(2, padding, extra_h)?
+        .pad_with_same(3, padding, extra_w)?;
+    let mut views = Vec::with_capacity(kernel * kernel);
+    for dy in 0..kernel {
+        let rows = strided(&xp, 2, dy, stride, ho)?;
+        for dx in 0..kernel {
+            views.push(strided(&rows, 3, dx, stride, wo)?);
+        }
+    }
+    let stacked = Tensor::stack(&views, 0)?;
+    let idx = stacked.detach().argmax_keepdim(0)?;
+    Ok(stacked.gather(&idx, 0)?.squeeze(0)?)
+}
+
+/// Elements start, start+step, ..., `count` of them, along `dim`.
+fn strided(x: &Tensor, dim: usize, start: usize, step: usize, count: usize) -> Result<Tensor> {
+    let t = x.narrow(dim, start, step * count)?;
+    if step == 1 {
+        return Ok(t);
+    }
+    let mut shape = t.dims().to_vec();
+    shape[dim] = count;
+    shape.insert(dim + 1, step);
+    Ok(t.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)?)
+}
+
+/// PyTorch's AdaptiveAvgPool2d: bin i covers [floor(i·H/O), ceil((i+1)·H/O)), bins overlap
+/// when H is not a multiple of O and repeat when H < O. Done as two small matmuls.
+pub fn adaptive_avg_pool2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if h == out_h && w == out_w {
+        return Ok(x.clone());
+    }
+    let ph = pool_matrix(h, out_h, x.device())?; // [out_h, h]
+    let pw = pool_matrix(w, out_w, x.device())?; // [out_w, w]
+    let y = x.reshape((n * c * h, w))?.matmul(&pw.t()?)?; // [n*c*h, out_w]
+    let y = y.reshape((n * c, h, out_w))?;
+    let y = ph
+        .unsqueeze(0)?
+        .broadcast_as((n * c, out_h, h))?
+        .contiguous()?
+        .matmul(&y)?;
+    Ok(y.reshape((n, c, out_h, out_w))?)
+}
+
+fn pool_matrix(size: usize, out: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let mut m = vec![0f32; out * size];
+    for i in 0..out {
+        let start = (i * size) / out;
+        let end = ((i + 1) * size).div_ceil(out);
+        let len = (end - start) as f32;
+        for j in start..end {
+            m[i * size + j] = 1.0 / len;
+        }
+    }
+    Ok(Tensor::from_vec(m, (out, size), device)?)
+}
+
+/// Mean over H and W, as ResNet's global pool.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    Ok(x.mean((2, 3))?)
+}
+
+/// Reads parameters out of a weight map, remembering which keys were used so that
+/// leftovers can be reported as unexpected.
+pub struct WeightReader<'a> {
+    pub tensors: &'a std::collections::HashMap<String, Tensor>,
+    pub used: std::collections::HashSet<String>,
+    pub store: ParamStore,
+    pub source: String,
+}
+
+impl<'a> WeightReader<'a> {
+    pub fn new(tensors: &'a std::collections::HashMap<String, Tensor>, source: &str) -> Self {
+        Self {
+            tensors,
+            used: Default::default(),
+            store: ParamStore::default(),
+            source: source.to_string(),
+        }
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    fn take(&mut self, key: &str, kind: ParamKind, dims: Option<&[usize]>) -> Result<Var> {
+        let t = self.tensors.get(key).ok_or_else(|| Error::Checkpoint {
+            path: self.source.clone().into(),
+            message: format!("missing key '{key}'"),
+        })?;
+        if let Some(d) = dims {
+            if t.dims() != d {
+                return Err(Error::Checkpoint {
+                    path: self.source.clone().into(),
+                    message: format!("key '{key}' has shape {:?}, expected {:?}", t.dims(), d),
+                });
+            }
+        }
+        self.used.insert(key.to_string());
+        let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+        self.store.push(key, kind, var.clone());
+        Ok(var)
+    }
+
+    pub fn conv(
+        &mut self,
+        name: &str,
+        in_c: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Conv2d> {
+        let key = format!("{name}.weight");
+        let dims = self
+            .tensors
+            .get(&key)
+            .map(|t| t.dims().to_vec())
+            .unwrap_or_default();
+        if dims.len() != 4 || dims[1] != in_c {
+            if dims.is_empty() {
+                self.take(&key, ParamKind::Weight, None)?;
+            }
+            return Err(Error::Checkpoint {
+                path: self.source.clone().into(),
+                message: format!(
+                    "key '{key}' has shape {dims:?}, expected a conv weight [out, {in_c}, kh, kw]"
+                ),
+            });
+        }
+        let weight = self.take(&key, ParamKind::Weight, None)?;
+        let bias_key = format!("{name}.bias");
+        let bias = if self.has(&bias_key) {
+            Some(self.take(&bias_key, ParamKind::Bias, Some(&[dims[0]]))?)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            name: name.to_string(),
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    pub fn linear(&mut self, name: &str, in_f: usize) -> Result<Linear> {
+        let key = format!("{name}.weight");
+        let dims = self
+            .tensors
+            .get(&key)
+            .map(|t| t.dims().to_vec())
+            .unwrap_or_default();
+        if dims.is_empty() {
+            self.take(&key, ParamKind::Weight, None)?;
+        }
+        if dims.len() != 2 || dims[1] != in_f {
+            return Err(Error::Checkpoint {
+                path: self.source.clone().into(),
+                message: format!(
+                    "key '{key}' has shape {dims:?}, expected a linear weight [out, {in_f}]"
+                ),
+            });
+        }
+        let weight = self.take(&key, ParamKind::Weight, None)?;
+        let bias_key = format!("{name}.bias");
+        let bias = if self.has(&bias_key) {
+            Some(self.take(&bias_key, ParamKind::Bias, Some(&[dims[0]]))?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            name: name.to_string(),
+            weight,
+            bias,
+        })
+    }
+
+    pub fn batch_norm(&mut self, name: &str, c: usize) -> Result<BatchNorm> {
+        let shape = [c];
+        Ok(BatchNorm {
+            name: name.to_string(),
+            gamma: self.take(&format!("{name}.weight"), ParamKind::BnGamma, Some(&shape))?,
+            beta: self.take(&format!("{name}.bias"), ParamKind::BnBeta, Some(&shape))?,
+            running_mean: self.take(
+                &format!("{name}.running_mean"),
+                ParamKind::BnMean,
+                Some(&shape),
+            )?,
+            running_var: self.take(
+                &format!("{name}.running_var"),
+                ParamKind::BnVar,
+                Some(&shape),
+            )?,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// Errors on keys nobody asked for (ignoring BN's num_batches_tracked counters).
+    pub fn finish(self) -> Result<ParamStore> {
+        let mut extra: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| !self.used.contains(*k) && !k.ends_with("num_batches_tracked"))
+            .collect();
+        extra.sort();
+        if !extra.is_empty() {
+            let shown: Vec<_> = extra.iter().take(5).map(|s| s.as_str()).collect();
+            return Err(Error::Checkpoint {
+                path: self.source.into(),
+                message: format!(
+                    "unexpected key{} {}{} (not part of the detected architecture)",
+                    if extra.len() > 1 { "s" } else { "" },
+                    shown.join(", "),
+                    if extra.len() > 5 {
+                        format!(" and {} more", extra.len() - 5)
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
+        }
+        Ok(self.store)
+    }
+}
+
+/// Softmax cross-entropy averaged over the batch.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = logp.gather(&labels.unsqueeze(1)?, 1)?;
+    Ok(picked.mean_all()?.neg()?)
+}

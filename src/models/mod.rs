@@ -1,0 +1,282 @@
+//! VGG and ResNet classifiers with explicit parameters, taps and bias handles.
+
+pub mod conv;
+pub mod layers;
+pub mod resnet;
+pub mod vgg;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor, Var};
+
+use crate::bias::{BiasHandle, BiasSet};
+use crate::error::{Error, Result};
+use crate::taps::Recorder;
+
+/// What a parameter is, so that the trainer and the bias handles can select them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    Weight,
+    Bias,
+    BnGamma,
+    BnBeta,
+    BnMean,
+    BnVar,
+}
+
+#[derive(Clone)]
+pub struct Param {
+    pub name: String,
+    pub kind: ParamKind,
+    pub var: Var,
+}
+
+/// Every tensor of a model, in load order, under its torchvision name.
+#[derive(Default, Clone)]
+pub struct ParamStore {
+    params: Vec<Param>,
+}
+
+impl ParamStore {
+    pub fn push(&mut self, name: &str, kind: ParamKind, var: Var) {
+        self.params.push(Param {
+            name: name.to_string(),
+            kind,
+            var,
+        });
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Param> {
+        self.params.iter()
+    }
+    pub fn get(&self, name: &str) -> Option<&Param> {
+        self.params.iter().find(|p| p.name == name)
+    }
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+    /// Number of scalars.
+    pub fn numel(&self) -> usize {
+        self.params.iter().map(|p| p.var.elem_count()).sum()
+    }
+    /// Named tensors (detached copies of the current values) for saving.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.var.as_tensor().detach()))
+            .collect()
+    }
+    /// Overwrite the live values from a map (e.g. a checkpoint being resumed).
+    pub fn assign(&self, tensors: &HashMap<String, Tensor>, source: &str) -> Result<()> {
+        for p in &self.params {
+            let t = tensors.get(&p.name).ok_or_else(|| Error::Checkpoint {
+                path: source.into(),
+                message: format!("missing key '{}'", p.name),
+            })?;
+            if t.dims() != p.var.dims() {
+                return Err(Error::Checkpoint {
+                    path: source.into(),
+                    message: format!(
+                        "key '{}' has shape {:?}, expected {:?}",
+                        p.name,
+                        t.dims(),
+                        p.var.dims()
+                    ),
+                });
+            }
+            p.var.set(&t.to_device(p.var.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Per-forward settings: whether BN uses batch statistics (supervised training from
+/// scratch), whether parameters are tracked for gradients, and where taps go.
+pub struct Ctx<'a> {
+    pub train_bn: bool,
+    pub track_params: bool,
+    pub recorder: Option<&'a mut Recorder>,
+    /// Layer index l that the modules now running belong to (for grouping bias maps).
+    pub layer: usize,
+}
+
+impl<'a> Ctx<'a> {
+    /// Plain inference: no graph, no taps.
+    pub fn inference() -> Self {
+        Ctx {
+            train_bn: false,
+            track_params: false,
+            recorder: None,
+            layer: 0,
+        }
+    }
+    /// Training: parameters tracked; BN in eval mode unless `train_bn`.
+    pub fn training(train_bn: bool) -> Self {
+        Ctx {
+            train_bn,
+            track_params: true,
+            recorder: None,
+            layer: 0,
+        }
+    }
+    /// Attribution: frozen parameters, taps recorded.
+    pub fn recording(recorder: &'a mut Recorder) -> Self {
+        Ctx {
+            train_bn: false,
+            track_params: false,
+            recorder: Some(recorder),
+            layer: 0,
+        }
+    }
+
+    /// Whether a backward pass will follow (so ops must have PyTorch's gradients).
+    pub fn needs_graph(&self) -> bool {
+        self.track_params || self.recorder.is_some()
+    }
+
+    /// The tensor of a parameter as this pass should see it: tracked for training,
+    /// detached (no weight gradients computed) otherwise.
+    pub fn param(&self, v: &Var) -> Tensor {
+        if self.track_params {
+            v.as_tensor().clone()
+        } else {
+            v.as_tensor().detach()
+        }
+    }
+
+    /// Post-ReLU output of layer `l`.
+    pub fn tap_act(&mut self, l: usize, name: &str, h: Tensor) -> Result<Tensor> {
+        match self.recorder.as_deref_mut() {
+            Some(r) => r.act(l, name, h),
+            None => Ok(h),
+        }
+    }
+
+    /// Output of a bias-carrying module, with its (effective) bias vector.
+    pub fn tap_module(&mut self, name: &str, out: Tensor, bias: &Tensor) -> Result<Tensor> {
+        let layer = self.layer;
+        match self.recorder.as_deref_mut() {
+            Some(r) => r.module(layer, name, out, bias),
+            None => Ok(out),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Vgg,
+    ResNet,
+}
+
+/// A layer l as the paper numbers them.
+#[derive(Clone, Debug)]
+pub struct LayerInfo {
+    pub index: usize,
+    pub name: String,
+    pub channels: usize,
+}
+
+pub trait Classifier: Send + Sync {
+    /// e.g. "vgg16", "resnet50".
+    fn name(&self) -> String;
+    fn arch(&self) -> Arch;
+    fn num_classes(&self) -> usize;
+    /// Layers l = 1..=L in order.
+    fn layers(&self) -> &[LayerInfo];
+    fn params(&self) -> &ParamStore;
+    fn forward_ctx(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor>;
+    /// Every bias-carrying module's name, in forward order, with its layer index
+    /// (L+1 for the classifier head).
+    fn bias_modules(&self) -> Vec<(String, usize)>;
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_ctx(x, &mut Ctx::inference())
+    }
+    fn num_layers(&self) -> usize {
+        self.layers().len()
+    }
+    fn device(&self) -> Device {
+        self.params()
+            .iter()
+            .next()
+            .map(|p| p.var.device().clone())
+            .unwrap_or(Device::Cpu)
+    }
+    /// Every bias-like parameter: conv/linear biases, BN β and running mean.
+    fn bias_set(&self) -> BiasSet {
+        let handles = self
+            .params()
+            .iter()
+            .filter_map(|p| {
+                let kind = match p.kind {
+                    ParamKind::Bias => {
+                        if p.var.rank() == 1 && self.is_linear(&p.name) {
+                            crate::bias::BiasKind::LinearBias
+                        } else {
+                            crate::bias::BiasKind::ConvBias
+                        }
+                    }
+                    ParamKind::BnBeta => crate::bias::BiasKind::BnBeta,
+                    ParamKind::BnMean => crate::bias::BiasKind::BnRunningMean,
+                    _ => return None,
+                };
+                let module = p.name.rsplit_once('.').map(|(m, _)| m).unwrap_or(&p.name);
+                Some(BiasHandle {
+                    module: module.to_string(),
+                    param: p.name.clone(),
+                    kind,
+                    var: p.var.clone(),
+                })
+            })
+            .collect();
+        BiasSet::new(handles)
+    }
+    /// Whether the module owning parameter `name` is a linear layer.
+    fn is_linear(&self, name: &str) -> bool;
+}
+
+/// Detect the architecture from the key names and build the model.
+pub fn build(tensors: &HashMap<String, Tensor>, source: &str) -> Result<Box<dyn Classifier>> {
+    if tensors.contains_key("features.0.weight") {
+        return Ok(Box::new(vgg::Vgg::from_tensors(tensors, source)?));
+    }
+    if tensors.contains_key("conv1.weight") && tensors.keys().any(|k| k.starts_with("layer1.")) {
+        return Ok(Box::new(resnet::ResNet::from_tensors(tensors, source)?));
+    }
+    let mut sample: Vec<_> = tensors.keys().take(4).cloned().collect();
+    sample.sort();
+    Err(Error::Checkpoint {
+        path: source.into(),
+        message: format!(
+            "unknown architecture: expected VGG keys (features.0.weight, ...) or ResNet keys (conv1.weight, layer1.0.conv1.weight, ...), found {}",
+            if sample.is_empty() { "no tensors".to_string() } else { sample.join(", ") }
+        ),
+    })
+}
+
+/// Load a model from a local safetensors file (torchvision, timm or zerobias naming).
+pub fn load(path: &Path, device: &Device) -> Result<Box<dyn Classifier>> {
+    let ckpt = crate::checkpoint::load(path, device)?;
+    build(&ckpt.model, &path.display().to_string())
+}
+
+/// Load a model from a `--model` argument: a local safetensors file (torchvision, timm or
+/// a zerobias checkpoint) or a Hub id such as `timm/vgg16.tv_in1k`.
+pub fn open(spec: &str, revision: Option<&str>, device: &Device) -> Result<Box<dyn Classifier>> {
+    let cfg = crate::hub::HubConfig::from_env();
+    let path = crate::hub::resolve_model(&cfg, spec, revision)?;
+    load(&path, device)
+}
+
+/// Output shape [C, H, W] of every layer for an input of `size`×`size` (one cheap pass).
+pub fn layer_shapes(model: &dyn Classifier, size: usize) -> Result<Vec<Vec<usize>>> {
+    let x = Tensor::zeros((1, 3, size, size), candle_core::DType::F32, &model.device())?;
+    let mut rec = Recorder::default();
+    let mut ctx = Ctx::recording(&mut rec);
+    model.forward_ctx(&x, &mut ctx)?;
+    Ok(rec.act_shapes())
+}

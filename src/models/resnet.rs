@@ -1,0 +1,201 @@
+//! ResNet v1.5 with bottleneck blocks (ResNet-50/101/152 layouts): stage depths, widths and
+//! the class count are read from the weights; the stride sits in each stage's first 3×3.
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use super::layers::{global_avg_pool, max_pool2d, relu, BatchNorm, Conv2d, Linear, WeightReader};
+use super::vgg::check_input;
+use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
+use crate::error::{Error, Result};
+
+struct Bottleneck {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    conv3: Conv2d,
+    bn3: BatchNorm,
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl Bottleneck {
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let h = self.conv1.forward(x, ctx)?;
+        let h = relu(&self.bn1.forward(&h, ctx)?, ctx)?;
+        let h = self.conv2.forward(&h, ctx)?;
+        let h = relu(&self.bn2.forward(&h, ctx)?, ctx)?;
+        let h = self.conv3.forward(&h, ctx)?;
+        let h = self.bn3.forward(&h, ctx)?;
+        let shortcut = match &self.downsample {
+            Some((conv, bn)) => {
+                let s = conv.forward(x, ctx)?;
+                bn.forward(&s, ctx)?
+            }
+            None => x.clone(),
+        };
+        relu(&(h + shortcut)?, ctx)
+    }
+}
+
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    blocks: Vec<Bottleneck>,
+    fc: Linear,
+    layers: Vec<LayerInfo>,
+    store: ParamStore,
+    classes: usize,
+}
+
+impl ResNet {
+    pub fn from_tensors(tensors: &HashMap<String, Tensor>, source: &str) -> Result<Self> {
+        let mut r = WeightReader::new(tensors, source);
+        if tensors.contains_key("layer1.0.conv3.weight") {
+        } else if tensors.contains_key("layer1.0.conv2.weight") {
+            return Err(Error::Checkpoint {
+                path: source.into(),
+                message: "ResNet with basic blocks (ResNet-18/34) is not supported: expected bottleneck blocks (layer1.0.conv3.weight)".into(),
+            });
+        }
+        let conv1 = r.conv("conv1", 3, 2, 3)?;
+        let stem = conv1.out_channels();
+        let bn1 = r.batch_norm("bn1", stem)?;
+        let mut layers = vec![LayerInfo {
+            index: 1,
+            name: "relu".into(),
+            channels: stem,
+        }];
+        let mut blocks = Vec::new();
+        let mut in_c = stem;
+        for stage in 1..=4 {
+            let depth = (0..)
+                .take_while(|i| tensors.contains_key(&format!("layer{stage}.{i}.conv1.weight")))
+                .count();
+            if depth == 0 {
+                return Err(Error::Checkpoint {
+                    path: source.into(),
+                    message: format!(
+                        "missing key 'layer{stage}.0.conv1.weight' (ResNet stage {stage})"
+                    ),
+                });
+            }
+            for i in 0..depth {
+                let p = format!("layer{stage}.{i}");
+                let stride = if stage > 1 && i == 0 { 2 } else { 1 };
+                let conv1 = r.conv(&format!("{p}.conv1"), in_c, 1, 0)?;
+                let width = conv1.out_channels();
+                let bn1 = r.batch_norm(&format!("{p}.bn1"), width)?;
+                let conv2 = r.conv(&format!("{p}.conv2"), width, stride, 1)?;
+                let bn2 = r.batch_norm(&format!("{p}.bn2"), conv2.out_channels())?;
+                let conv3 = r.conv(&format!("{p}.conv3"), conv2.out_channels(), 1, 0)?;
+                let out_c = conv3.out_channels();
+                let bn3 = r.batch_norm(&format!("{p}.bn3"), out_c)?;
+                let downsample = if r.has(&format!("{p}.downsample.0.weight")) {
+                    let conv = r.conv(&format!("{p}.downsample.0"), in_c, stride, 0)?;
+                    let bn = r.batch_norm(&format!("{p}.downsample.1"), conv.out_channels())?;
+                    Some((conv, bn))
+                } else {
+                    if in_c != out_c || stride != 1 {
+                        return Err(Error::Checkpoint {
+                            path: source.into(),
+                            message: format!("missing key '{p}.downsample.0.weight' (block changes shape {in_c}->{out_c}, stride {stride})"),
+                        });
+                    }
+                    None
+                };
+                blocks.push(Bottleneck {
+                    conv1,
+                    bn1,
+                    conv2,
+                    bn2,
+                    conv3,
+                    bn3,
+                    downsample,
+                });
+                layers.push(LayerInfo {
+                    index: layers.len() + 1,
+                    name: p,
+                    channels: out_c,
+                });
+                in_c = out_c;
+            }
+        }
+        let fc = r.linear("fc", in_c)?;
+        let classes = fc.weight.dims()[0];
+        let store = r.finish()?;
+        Ok(Self {
+            conv1,
+            bn1,
+            blocks,
+            fc,
+            layers,
+            store,
+            classes,
+        })
+    }
+}
+
+impl Classifier for ResNet {
+    fn name(&self) -> String {
+        format!("resnet{}", 3 * self.blocks.len() + 2)
+    }
+    fn arch(&self) -> Arch {
+        Arch::ResNet
+    }
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+    fn layers(&self) -> &[LayerInfo] {
+        &self.layers
+    }
+    fn params(&self) -> &ParamStore {
+        &self.store
+    }
+    fn is_linear(&self, name: &str) -> bool {
+        name.starts_with("fc.")
+    }
+    fn bias_modules(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        let conv = |c: &Conv2d, l: usize, out: &mut Vec<(String, usize)>| {
+            if c.bias.is_some() {
+                out.push((c.name.clone(), l));
+            }
+        };
+        conv(&self.conv1, 1, &mut out);
+        out.push(("bn1".into(), 1));
+        for (i, b) in self.blocks.iter().enumerate() {
+            let l = i + 2;
+            for (c, bn) in [(&b.conv1, &b.bn1), (&b.conv2, &b.bn2), (&b.conv3, &b.bn3)] {
+                conv(c, l, &mut out);
+                out.push((bn.name.clone(), l));
+            }
+            if let Some((c, bn)) = &b.downsample {
+                conv(c, l, &mut out);
+                out.push((bn.name.clone(), l));
+            }
+        }
+        if self.fc.bias.is_some() {
+            out.push(("fc".into(), self.layers.len() + 1));
+        }
+        out
+    }
+
+    fn forward_ctx(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        check_input(x)?;
+        ctx.layer = 1;
+        let h = self.conv1.forward(x, ctx)?;
+        let h = relu(&self.bn1.forward(&h, ctx)?, ctx)?;
+        let h = ctx.tap_act(1, "relu", h)?;
+        let mut h = max_pool2d(&h, 3, 2, 1, ctx)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            ctx.layer = i + 2;
+            h = block.forward(&h, ctx)?;
+            h = ctx.tap_act(i + 2, &self.layers[i + 1].name, h)?;
+        }
+        ctx.layer = self.layers.len() + 1;
+        let h = global_avg_pool(&h)?;
+        self.fc.forward(&h, ctx)
+    }
+}

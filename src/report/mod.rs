@@ -1,0 +1,4 @@
+//! Writers for what people read: tables, pictures and TensorBoard logs.
+
+pub mod progress;
+pub mod tensorboard;

@@ -1,0 +1,193 @@
+//! Taps: zero `Var` probes added at hidden tensors so that one backward pass yields the
+//! gradient at every layer (candle drops gradients of non-`Var` nodes).
+
+use candle_core::{DType, Tensor, Var};
+
+use crate::error::{Error, Result};
+use crate::models::{Classifier, Ctx};
+
+pub struct ActTap {
+    pub layer: usize,
+    pub name: String,
+    pub value: Tensor,
+    probe: Var,
+}
+
+pub struct ModuleTap {
+    pub name: String,
+    pub layer: usize,
+    /// Effective bias per output channel / feature.
+    pub bias: Tensor,
+    probe: Var,
+}
+
+/// Collects taps during a forward pass.
+#[derive(Default)]
+pub struct Recorder {
+    acts: Vec<ActTap>,
+    modules: Vec<ModuleTap>,
+}
+
+impl Recorder {
+    /// [C, H, W] of each recorded layer activation.
+    pub fn act_shapes(&self) -> Vec<Vec<usize>> {
+        self.acts
+            .iter()
+            .map(|a| a.value.dims()[1..].to_vec())
+            .collect()
+    }
+
+    pub fn act(&mut self, layer: usize, name: &str, h: Tensor) -> Result<Tensor> {
+        let probe = Var::zeros(h.shape(), h.dtype(), h.device())?;
+        let out = (&h + probe.as_tensor())?;
+        self.acts.push(ActTap {
+            layer,
+            name: name.to_string(),
+            value: h.detach(),
+            probe,
+        });
+        Ok(out)
+    }
+
+    pub fn module(
+        &mut self,
+        layer: usize,
+        name: &str,
+        out: Tensor,
+        bias: &Tensor,
+    ) -> Result<Tensor> {
+        let probe = Var::zeros(out.shape(), out.dtype(), out.device())?;
+        let tapped = (&out + probe.as_tensor())?;
+        self.modules.push(ModuleTap {
+            name: name.to_string(),
+            layer,
+            bias: bias.detach(),
+            probe,
+        });
+        Ok(tapped)
+    }
+}
+
+/// A layer's activation and the gradient of the target logit with respect to it.
+pub struct ActRecord {
+    pub layer: usize,
+    pub name: String,
+    pub value: Tensor,
+    pub grad: Tensor,
+}
+
+/// A bias-carrying module's effective bias and the gradient at its output.
+pub struct ModuleRecord {
+    pub name: String,
+    pub layer: usize,
+    pub bias: Tensor,
+    pub grad: Tensor,
+}
+
+/// Everything one forward + one backward pass records.
+pub struct Recorded {
+    pub input: Tensor,
+    pub input_grad: Tensor,
+    pub logits: Tensor,
+    /// Target class per image (u32).
+    pub target: Vec<u32>,
+    /// Target logit per image.
+    pub target_logit: Tensor,
+    /// Layers 1..=L in order.
+    pub acts: Vec<ActRecord>,
+    pub modules: Vec<ModuleRecord>,
+}
+
+/// How to choose the class whose logit is explained.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    Predicted,
+    Class(usize),
+    PerImage(Vec<usize>),
+}
+
+/// One forward with taps, then one backward of the sum of the target logits (images are
+/// independent in eval mode, so each image's gradients are its own).
+pub fn record(model: &dyn Classifier, x: &Tensor, target: &Target) -> Result<Recorded> {
+    let x = x.to_dtype(DType::F32)?;
+    let input = Var::from_tensor(&x)?;
+    let mut rec = Recorder::default();
+    let logits = {
+        let mut ctx = Ctx::recording(&mut rec);
+        model.forward_ctx(input.as_tensor(), &mut ctx)?
+    };
+    let (n, classes) = logits.dims2()?;
+    let target: Vec<u32> = match target {
+        Target::Predicted => logits.detach().argmax(1)?.to_vec1::<u32>()?,
+        Target::Class(c) => {
+            check_class(*c, classes)?;
+            vec![*c as u32; n]
+        }
+        Target::PerImage(v) => {
+            if v.len() != n {
+                return Err(Error::input(format!(
+                    "{} targets given for a batch of {n} images",
+                    v.len()
+                )));
+            }
+            for &c in v {
+                check_class(c, classes)?;
+            }
+            v.iter().map(|&c| c as u32).collect()
+        }
+    };
+    let idx = Tensor::from_vec(target.clone(), (n, 1), logits.device())?;
+    let picked = logits.gather(&idx, 1)?.squeeze(1)?;
+    let grads = picked.sum_all()?.backward()?;
+    let grad_of = |v: &Var| -> Result<Tensor> {
+        Ok(match grads.get(v.as_tensor()) {
+            Some(g) => g.clone(),
+            // Not reached by the target (e.g. a layer after which nothing depends on it).
+            None => v.as_tensor().zeros_like()?,
+        })
+    };
+    let input_grad = grad_of(&input)?;
+    let acts = rec
+        .acts
+        .iter()
+        .map(|t| {
+            Ok(ActRecord {
+                layer: t.layer,
+                name: t.name.clone(),
+                value: t.value.clone(),
+                grad: grad_of(&t.probe)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let modules = rec
+        .modules
+        .iter()
+        .map(|t| {
+            Ok(ModuleRecord {
+                name: t.name.clone(),
+                layer: t.layer,
+                bias: t.bias.clone(),
+                grad: grad_of(&t.probe)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Recorded {
+        input: x,
+        input_grad,
+        logits: logits.detach(),
+        target,
+        target_logit: picked.detach(),
+        acts,
+        modules,
+    })
+}
+
+fn check_class(c: usize, classes: usize) -> Result<()> {
+    if c >= classes {
+        return Err(Error::input(format!(
+            "target class {c} is out of range: the model has {classes} classes (0..={})",
+            classes - 1
+        )));
+    }
+    Ok(())
+}
