@@ -40,6 +40,12 @@ pub enum Error {
     Hub(#[from] crate::hub::HubError),
 
     #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+
+    #[error(transparent)]
+    Plot(#[from] crate::report::plot::PlotError),
+
+    #[error(transparent)]
     Stats(#[from] crate::stats::StatsError),
 
     #[error(transparent)]

@@ -26,11 +26,19 @@ pub fn load(path: &Path, device: &Device) -> Result<InputBatch> {
     if path.is_dir() {
         let files = crate::data::list_images(path)?;
         if files.is_empty() {
-            return Err(Error::file(path, "directory contains no .png/.jpg/.jpeg images"));
+            return Err(Error::file(
+                path,
+                "directory contains no .png/.jpg/.jpeg images",
+            ));
         }
         return load_images(&files, device);
     }
-    if path.extension().and_then(|e| e.to_str()).map(|e| e.eq_ignore_ascii_case("safetensors")) == Some(true) {
+    if path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.eq_ignore_ascii_case("safetensors"))
+        == Some(true)
+    {
         return load_safetensors(path, device);
     }
     load_images(&[path.to_path_buf()], device)
@@ -47,7 +55,11 @@ pub fn load_images(files: &[PathBuf], device: &Device) -> Result<InputBatch> {
         tensor,
         names: files
             .iter()
-            .map(|f| f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
+            .map(|f| {
+                f.file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
             .collect(),
     })
 }
@@ -57,12 +69,18 @@ fn load_safetensors(path: &Path, device: &Device) -> Result<InputBatch> {
     let t = tensors.get("input").ok_or_else(|| {
         let mut keys: Vec<_> = tensors.keys().cloned().collect();
         keys.sort();
-        Error::file(path, format!("no tensor 'input' (found: {})", keys.join(", ")))
+        Error::file(
+            path,
+            format!("no tensor 'input' (found: {})", keys.join(", ")),
+        )
     })?;
     match t.dims() {
         [_, 3, h, w] if *h > 0 && *w > 0 => {}
         d => {
-            return Err(Error::file(path, format!("tensor 'input' has shape {d:?}, expected [N, 3, H, W]")))
+            return Err(Error::file(
+                path,
+                format!("tensor 'input' has shape {d:?}, expected [N, 3, H, W]"),
+            ))
         }
     }
     let tensor = t.to_dtype(DType::F32)?;

@@ -7,13 +7,16 @@
 pub mod attribution;
 pub mod bias;
 pub mod checkpoint;
+pub mod data;
 pub mod error;
+pub mod eval;
 pub mod hub;
+pub mod inputs;
 pub mod labels;
-// pub mod inputs;
 pub mod models;
 pub mod report;
 pub mod stats;
 pub mod taps;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -164,7 +164,7 @@ pub(crate) fn rescale_per_sample(v: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// Bilinear upsampling of [N, H, W] maps to (h, w).
-pub(crate) fn upsample(m: &Tensor, h: usize, w: usize, align_corners: bool) -> Result<Tensor> {
+pub fn upsample(m: &Tensor, h: usize, w: usize, align_corners: bool) -> Result<Tensor> {
     let (_, mh, mw) = m.dims3()?;
     if mh == h && mw == w {
         return Ok(m.clone());

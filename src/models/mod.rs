@@ -1,6 +1,7 @@
 //! VGG and ResNet classifiers with explicit parameters, taps and bias handles.
 
 pub mod conv;
+pub mod init;
 pub mod layers;
 pub mod resnet;
 pub mod vgg;

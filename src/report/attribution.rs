@@ -21,7 +21,10 @@ impl Source {
         if path.is_dir() {
             let files = crate::data::list_images(path)?;
             if files.is_empty() {
-                return Err(Error::file(path, "directory contains no .png/.jpg/.jpeg images"));
+                return Err(Error::file(
+                    path,
+                    "directory contains no .png/.jpg/.jpeg images",
+                ));
             }
             return Ok(Source::Files(files));
         }
@@ -36,7 +39,9 @@ impl Source {
     }
     fn batch(&self, start: usize, len: usize, device: &Device) -> Result<Tensor> {
         match self {
-            Source::Files(f) => Ok(crate::inputs::load_images(&f[start..start + len], device)?.tensor),
+            Source::Files(f) => {
+                Ok(crate::inputs::load_images(&f[start..start + len], device)?.tensor)
+            }
             Source::Tensor(t) => Ok(t.narrow(0, start, len)?),
         }
     }
@@ -53,7 +58,9 @@ pub fn run(
     device: &Device,
 ) -> Result<()> {
     if batch == 0 {
-        return Err(Error::input("--batch 0: expected at least 1 image per pass"));
+        return Err(Error::input(
+            "--batch 0: expected at least 1 image per pass",
+        ));
     }
     let source = Source::open(input, device)?;
     let n = source.len()?;
@@ -113,15 +120,26 @@ pub fn save(model: &dyn Classifier, parts: &[Attribution], out: &Path) -> Result
     };
     let mut tensors: Vec<(String, Tensor)> = vec![
         ("logits".into(), cat(&|a| a.logits.clone())?),
-        ("completeness_residual".into(), cat(&|a| a.completeness_residual.clone())?),
+        (
+            "completeness_residual".into(),
+            cat(&|a| a.completeness_residual.clone())?,
+        ),
         ("gross.act".into(), cat(&|a| a.gross_act.clone())?),
         ("gross.bias".into(), cat(&|a| a.gross_bias.clone())?),
     ];
-    let target: Vec<i64> = parts.iter().flat_map(|a| a.target.iter().map(|&t| t as i64)).collect();
+    let target: Vec<i64> = parts
+        .iter()
+        .flat_map(|a| a.target.iter().map(|&t| t as i64))
+        .collect();
     let n = target.len();
     tensors.push(("target".into(), Tensor::from_vec(target, n, &Device::Cpu)?));
     for name in first.maps.names() {
-        let t = cat(&|a| a.maps.get(&name).cloned().unwrap_or_else(|| a.logits.clone()))?;
+        let t = cat(&|a| {
+            a.maps
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| a.logits.clone())
+        })?;
         tensors.push((name, t.to_dtype(DType::F32)?));
     }
     let layers: HashMap<String, String> = model
@@ -131,7 +149,10 @@ pub fn save(model: &dyn Classifier, parts: &[Attribution], out: &Path) -> Result
         .collect();
     let mut meta = HashMap::new();
     meta.insert("arch".into(), model.name());
-    meta.insert("layers".into(), serde_json::to_string(&layers).unwrap_or_default());
+    meta.insert(
+        "layers".into(),
+        serde_json::to_string(&layers).unwrap_or_default(),
+    );
     meta.insert(
         "gross".into(),
         "gross.act[:, l] = A^{h,l} for l = 0..L; gross.bias[:, l-1] = A^{b,l} for l = 1..L+1 (L+1 = classifier head)".into(),

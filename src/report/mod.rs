@@ -1,4 +1,7 @@
 //! Writers for what people read: tables, pictures and TensorBoard logs.
 
+pub mod attribution;
+pub mod figures;
+pub mod plot;
 pub mod progress;
 pub mod tensorboard;

@@ -19,7 +19,7 @@
 //!   characters render as `?`.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
@@ -50,8 +50,10 @@ pub enum PlotError {
     /// Writing or renaming a file failed; `path` is the file that failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
+        /// File that failed (the temporary file for write errors).
         path: PathBuf,
         #[source]
+        /// Underlying I/O error.
         source: std::io::Error,
     },
     /// Inconsistent sizes (map dimensions, mismatched x/y lengths, ...).
@@ -65,8 +67,11 @@ pub enum PlotError {
 /// A 2-D map, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Map2 {
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
+    /// `height * width` values, row-major.
     pub data: Vec<f32>,
 }
 
@@ -153,7 +158,11 @@ pub fn diverging_rgb(value: f32, vmax: f32) -> [u8; 3] {
 /// Sequential colormap (jet) for saliency in `[0, 1]`: dark blue at 0, through
 /// cyan, green and yellow, to dark red at 1. Input is clamped; non-finite maps to 0.
 pub fn sequential_rgb(t: f32) -> [u8; 3] {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let ch = |centre: f32| to_u8(255.0 * (1.5 - (4.0 * t - centre).abs()).clamp(0.0, 1.0));
     [ch(3.0), ch(2.0), ch(1.0)]
 }
@@ -199,7 +208,7 @@ fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, color: 
         for (row, bits) in g.iter().enumerate() {
             for col in 0..8 {
                 // font8x8 stores the leftmost pixel in the least significant bit.
-                if bits >> col & 1 == 1 {
+                if (bits >> col) & 1 == 1 {
                     let px = x + (i as i64 * 8 + col) * s;
                     fill_rect(img, px, y + row as i64 * s, s, s, color);
                 }
@@ -225,7 +234,7 @@ fn draw_text_up(img: &mut RgbImage, x: i64, cy: i64, text: &str, scale: u32, col
         let g = glyph(ch);
         for (row, bits) in g.iter().enumerate() {
             for col in 0..8 {
-                if bits >> col & 1 == 1 {
+                if (bits >> col) & 1 == 1 {
                     let along = (i as i64 * 8 + col + 1) * s;
                     fill_rect(img, x + row as i64 * s, bottom - along, s, s, color);
                 }
@@ -457,7 +466,15 @@ fn marker_covers(m: Marker, dx: i64, dy: i64, r: i64) -> bool {
 }
 
 /// Draws a marker centred on (`cx`, `cy`), blended with `alpha` (1 = opaque).
-fn draw_marker(img: &mut RgbImage, centre: (i64, i64), r: i64, m: Marker, c: [u8; 3], alpha: f32, clip: Rect) {
+fn draw_marker(
+    img: &mut RgbImage,
+    centre: (i64, i64),
+    r: i64,
+    m: Marker,
+    c: [u8; 3],
+    alpha: f32,
+    clip: Rect,
+) {
     for dy in -r..=r {
         for dx in -r..=r {
             let (x, y) = (centre.0 + dx, centre.1 + dy);
@@ -472,20 +489,20 @@ fn draw_marker(img: &mut RgbImage, centre: (i64, i64), r: i64, m: Marker, c: [u8
 // Ticks and number formatting
 // ---------------------------------------------------------------------------
 
-/// Smallest "nice" step (1, 2 or 5 x 10^k) that is >= `raw`.
+/// Nice step (1, 2 or 5 x 10^k) nearest to `raw` on a log-ish scale, so the
+/// tick count stays close to the requested one (Heckbert's rounding rule).
 pub fn nice_step(raw: f64) -> f64 {
     if !(raw.is_finite() && raw > 0.0) {
         return 1.0;
     }
     let exp = raw.log10().floor() as i32;
     let base = 10f64.powi(exp);
-    // Tolerance so that e.g. raw = 0.2 (stored as 0.2000...01) still picks 2, not 5.
-    let f = raw / base * (1.0 - 1e-9);
-    let m = if f <= 1.0 {
+    let f = raw / base;
+    let m = if f < 1.5 {
         1.0
-    } else if f <= 2.0 {
+    } else if f < 3.0 {
         2.0
-    } else if f <= 5.0 {
+    } else if f < 7.0 {
         5.0
     } else {
         10.0
@@ -532,11 +549,14 @@ pub fn format_tick(v: f64, step: f64) -> String {
     if !v.is_finite() {
         return format!("{v}");
     }
-    if v.abs() < step.abs() * 1e-6 {
+    let step_exp = step.abs().log10().floor() as i32;
+    let fixed = (-4..6).contains(&step_exp) && v.abs() < 1e6;
+    // Zero gets the same number of decimals as its neighbours ("0.0", not "0").
+    let v = if v.abs() < step.abs() * 1e-6 { 0.0 } else { v };
+    if v == 0.0 && !fixed {
         return "0".to_string();
     }
-    let step_exp = step.abs().log10().floor() as i32;
-    if (-4..6).contains(&step_exp) && v.abs() < 1e6 {
+    if fixed {
         let decimals = (-step_exp).max(0) as usize;
         format!("{v:.decimals$}")
     } else {
@@ -574,8 +594,12 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
     let k1 = hi.log10().ceil() as i32;
     let decades = k1 - k0;
     // Few decades: label 1,2,5 so there are enough ticks; many: thin the decades.
-    let mults: &[f64] = if decades <= 2 { &[1.0, 2.0, 5.0] } else { &[1.0] };
-    let every = ((decades + 7) / 8).max(1);
+    let mults: &[f64] = if decades <= 2 {
+        &[1.0, 2.0, 5.0]
+    } else {
+        &[1.0]
+    };
+    let every = ((decades.max(0) as u32).div_ceil(8)).max(1) as i32;
     let pow10 = |k: i32| {
         if k < 0 {
             1.0 / 10f64.powi(-k)
@@ -607,12 +631,20 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
     (major, minor)
 }
 
-fn format_log_tick(v: f64) -> String {
-    if (1e-3..1e5).contains(&v) {
-        format!("{v}")
-    } else {
-        format!("{v:e}")
-    }
+/// Labels for log-axis ticks: plain decimals when all fit in [1e-3, 1e5),
+/// otherwise scientific for all, so one axis never mixes "1e-4" with "0.001".
+fn format_log_ticks(ticks: &[f64]) -> Vec<String> {
+    let plain = ticks.iter().all(|v| (1e-3..1e5).contains(v));
+    ticks
+        .iter()
+        .map(|v| {
+            if plain {
+                format!("{v}")
+            } else {
+                format!("{v:e}")
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -644,10 +676,12 @@ impl Scale {
 
 /// Finite min/max of an iterator, None if nothing finite.
 fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
-    values.filter(|v| v.is_finite()).fold(None, |acc, v| match acc {
-        None => Some((v, v)),
-        Some((a, b)) => Some((a.min(v), b.max(v))),
-    })
+    values
+        .filter(|v| v.is_finite())
+        .fold(None, |acc, v| match acc {
+            None => Some((v, v)),
+            Some((a, b)) => Some((a.min(v), b.max(v))),
+        })
 }
 
 /// Pads a data range by `frac` each side; widens degenerate ranges so a single
@@ -692,7 +726,7 @@ const SWATCH_W: i64 = 28;
 const LEGEND_ROW_H: i64 = 22;
 
 fn legend_entry_width(e: &LegendEntry) -> i64 {
-    SWATCH_W + 6 + text_width(&e.name, BIG) + 24
+    SWATCH_W + 10 + text_width(&e.name, BIG) + 24
 }
 
 /// Greedy wrapping of legend entries into rows no wider than `max_w`.
@@ -719,7 +753,11 @@ fn draw_legend(img: &mut RgbImage, entries: &[LegendEntry], rows: &[Vec<usize>],
     let img_w = i64::from(img.width());
     let full = Rect::of_image(img);
     for (r, row) in rows.iter().enumerate() {
-        let total: i64 = row.iter().map(|&i| legend_entry_width(&entries[i])).sum::<i64>() - 24;
+        let total: i64 = row
+            .iter()
+            .map(|&i| legend_entry_width(&entries[i]))
+            .sum::<i64>()
+            - 24;
         let mut x = (img_w - total) / 2;
         let cy = top + r as i64 * LEGEND_ROW_H + LEGEND_ROW_H / 2;
         for &i in row {
@@ -731,7 +769,13 @@ fn draw_legend(img: &mut RgbImage, entries: &[LegendEntry], rows: &[Vec<usize>],
                 }
                 Swatch::Line | Swatch::LineMarker(_) => {
                     let st = Stroke::solid(Rgb(e.color), 2);
-                    draw_line(img, (x as f64, cy as f64), ((x + SWATCH_W) as f64, cy as f64), st, full);
+                    draw_line(
+                        img,
+                        (x as f64, cy as f64),
+                        ((x + SWATCH_W) as f64, cy as f64),
+                        st,
+                        full,
+                    );
                     if let Swatch::LineMarker(m) = e.swatch {
                         draw_marker(img, (x + SWATCH_W / 2, cy), 5, m, e.color, 1.0, full);
                     }
@@ -740,7 +784,14 @@ fn draw_legend(img: &mut RgbImage, entries: &[LegendEntry], rows: &[Vec<usize>],
                     draw_marker(img, (x + SWATCH_W / 2, cy), 4, m, e.color, 1.0, full);
                 }
             }
-            draw_text(img, x + SWATCH_W + 6, cy - text_height(BIG) / 2, &e.name, BIG, TEXT);
+            draw_text(
+                img,
+                x + SWATCH_W + 10,
+                cy - text_height(BIG) / 2,
+                &e.name,
+                BIG,
+                TEXT,
+            );
             x += legend_entry_width(e);
         }
     }
@@ -791,9 +842,14 @@ fn frame(f: &Frame) -> Canvas {
     let (ticks, step) = nice_ticks(f.y_lo, f.y_hi, target);
     let labels: Vec<String> = ticks.iter().map(|&v| format_tick(v, step)).collect();
     let label_w = labels.iter().map(|l| text_width(l, BIG)).max().unwrap_or(0);
-    let y_label_w = if f.y_label.is_empty() { 0 } else { text_height(BIG) + 8 };
+    let y_label_w = if f.y_label.is_empty() {
+        0
+    } else {
+        text_height(BIG) + 8
+    };
     let left = PAD + y_label_w + label_w + 6 + TICK_LEN;
-    let right = 24;
+    // Room for half of the last x tick label.
+    let right = 40;
     let plot = Rect {
         x0: left,
         y0: top,
@@ -830,13 +886,27 @@ fn frame(f: &Frame) -> Canvas {
 /// Axes box drawn last so data never paints over it.
 fn finish_axes(c: &mut Canvas) {
     let p = c.plot;
-    rect_outline(&mut c.img, p.x0 - 1, p.y0 - 1, p.width() + 2, p.height() + 2, AXIS);
+    rect_outline(
+        &mut c.img,
+        p.x0 - 1,
+        p.y0 - 1,
+        p.width() + 2,
+        p.height() + 2,
+        AXIS,
+    );
 }
 
 fn draw_no_data(c: &mut Canvas) {
     let p = c.plot;
     let y = (p.y0 + p.y1) / 2 - text_height(BIG) / 2;
-    draw_text_centered(&mut c.img, (p.x0 + p.x1) / 2, y, "no data", BIG, Rgb([120, 120, 120]));
+    draw_text_centered(
+        &mut c.img,
+        (p.x0 + p.x1) / 2,
+        y,
+        "no data",
+        BIG,
+        Rgb([120, 120, 120]),
+    );
 }
 
 /// Numeric x axis: ticks, grid lines and labels. Thins labels that would overlap.
@@ -845,7 +915,7 @@ fn draw_numeric_x_axis(c: &mut Canvas, x: &Scale) {
     let label_y = p.y1 + TICK_LEN + 4;
     let (ticks, labels, minor): (Vec<f64>, Vec<String>, Vec<f64>) = if x.log {
         let (major, minor) = log_ticks(x.lo, x.hi);
-        let labels = major.iter().map(|&v| format_log_tick(v)).collect();
+        let labels = format_log_ticks(&major);
         (major, labels, minor)
     } else {
         let target = (p.width() / 110).clamp(3, 10) as usize;
@@ -863,7 +933,8 @@ fn draw_numeric_x_axis(c: &mut Canvas, x: &Scale) {
         fill_rect(&mut c.img, px, p.y0, 1, p.height(), GRID);
         fill_rect(&mut c.img, px, p.y1, 1, TICK_LEN, AXIS);
         let lw = text_width(label, BIG);
-        if px - lw / 2 > last_right + 8 {
+        let img_w = i64::from(c.img.width());
+        if px - lw / 2 > last_right + 8 && px + lw / 2 < img_w {
             draw_text_centered(&mut c.img, px, label_y, label, BIG, TEXT);
             last_right = px + lw / 2;
         }
@@ -877,7 +948,9 @@ fn draw_numeric_x_axis(c: &mut Canvas, x: &Scale) {
 /// One row of [`signed_panel`]: a label and `(title, map)` cells, one per layer.
 #[derive(Debug, Clone)]
 pub struct PanelRow {
+    /// Row label drawn at the left (e.g. `a^h`).
     pub label: String,
+    /// `(title, map)` per column (e.g. `("l=3", map)`).
     pub cells: Vec<(String, Map2)>,
 }
 
@@ -892,14 +965,19 @@ pub fn signed_panel(rows: &[PanelRow], cell_px: u32, title: &str) -> Result<RgbI
     }
     let n_cols = rows.iter().map(|r| r.cells.len()).max().unwrap_or(0);
     if n_cols == 0 {
-        return Err(PlotError::Empty("signed_panel: every row has zero cells".into()));
+        return Err(PlotError::Empty(
+            "signed_panel: every row has zero cells".into(),
+        ));
     }
     if cell_px == 0 {
         return Err(PlotError::Shape("signed_panel: cell_px must be > 0".into()));
     }
     for row in rows {
         for (name, map) in &row.cells {
-            map.check(&format!("signed_panel: row '{}', cell '{}'", row.label, name))?;
+            map.check(&format!(
+                "signed_panel: row '{}', cell '{}'",
+                row.label, name
+            ))?;
         }
     }
 
@@ -915,13 +993,24 @@ pub fn signed_panel(rows: &[PanelRow], cell_px: u32, title: &str) -> Result<RgbI
         .unwrap_or(SMALL);
     let sum_scale = fit_scale("+1.23e-10", pitch - 4, BIG);
     let header_h = text_height(title_scale) + 4 + text_height(sum_scale) + 6;
-    let label_w = rows.iter().map(|r| text_width(&r.label, BIG)).max().unwrap_or(0) + 2 * PAD;
-    let title_h = if title.is_empty() { 0 } else { text_height(BIG) + 12 };
+    let label_w = rows
+        .iter()
+        .map(|r| text_width(&r.label, BIG))
+        .max()
+        .unwrap_or(0)
+        + 2 * PAD;
+    let title_h = if title.is_empty() {
+        0
+    } else {
+        text_height(BIG) + 12
+    };
     let key_w = 180;
     let key_h = 14 + 6 + text_height(SMALL) + PAD;
 
     let grid_w = label_w + n_cols as i64 * pitch - gap + PAD;
-    let width = grid_w.max(text_width(title, BIG) + 2 * PAD).max(key_w + 2 * PAD + 160);
+    let width = grid_w
+        .max(text_width(title, BIG) + 2 * PAD)
+        .max(key_w + 2 * PAD + 160);
     let row_h = header_h + cell + gap;
     let height = PAD + title_h + rows.len() as i64 * row_h + key_h;
     let mut img = RgbImage::from_pixel(width as u32, height as u32, WHITE);
@@ -947,11 +1036,23 @@ pub fn signed_panel(rows: &[PanelRow], cell_px: u32, title: &str) -> Result<RgbI
             for y in 0..cell_px {
                 for x in 0..cell_px {
                     let v = map.sample(y, x, cell_px, cell_px);
-                    put(&mut img, cx + i64::from(x), cell_y + i64::from(y), Rgb(diverging_rgb(v, vmax)));
+                    put(
+                        &mut img,
+                        cx + i64::from(x),
+                        cell_y + i64::from(y),
+                        Rgb(diverging_rgb(v, vmax)),
+                    );
                 }
             }
             // Thin frame so an all-zero (white) cell is still visibly a cell.
-            rect_outline(&mut img, cx - 1, cell_y - 1, cell + 2, cell + 2, CELL_BORDER);
+            rect_outline(
+                &mut img,
+                cx - 1,
+                cell_y - 1,
+                cell + 2,
+                cell + 2,
+                CELL_BORDER,
+            );
         }
     }
 
@@ -1009,13 +1110,19 @@ pub fn saliency_overlays(
         map.check(&format!("saliency_overlays: map '{name}'"))?;
     }
 
-    let up = (160 / width.max(height) + u32::from(160 % width.max(height) != 0)).clamp(1, 8);
+    let up = 160u32.div_ceil(width.max(height)).clamp(1, 8);
     let cw = i64::from(width * up);
     let ch = i64::from(height * up);
     let gap = 12;
     let n = maps.len() as i64 + 1;
-    let names: Vec<&str> = std::iter::once("image").chain(maps.iter().map(|(s, _)| s.as_str())).collect();
-    let name_scale = names.iter().map(|s| fit_scale(s, cw + gap - 4, BIG)).min().unwrap_or(SMALL);
+    let names: Vec<&str> = std::iter::once("image")
+        .chain(maps.iter().map(|(s, _)| s.as_str()))
+        .collect();
+    let name_scale = names
+        .iter()
+        .map(|s| fit_scale(s, cw + gap - 4, BIG))
+        .min()
+        .unwrap_or(SMALL);
     let name_h = text_height(name_scale) + 6;
     let bar_h = 10;
     let foot_h = PAD + bar_h + 4 + text_height(SMALL);
@@ -1045,7 +1152,11 @@ pub fn saliency_overlays(
                     (Some(m), Some((lo, hi))) => {
                         let v = m.data[sy as usize * width as usize + sx as usize];
                         if v.is_finite() {
-                            let t = if hi > lo { ((f64::from(v) - lo) / (hi - lo)) as f32 } else { 0.0 };
+                            let t = if hi > lo {
+                                ((f64::from(v) - lo) / (hi - lo)) as f32
+                            } else {
+                                0.0
+                            };
                             mix(base, sequential_rgb(t), 0.5)
                         } else {
                             base
@@ -1067,7 +1178,14 @@ pub fn saliency_overlays(
     }
     draw_text_right(&mut img, kx - 6, ky + 1, "low", SMALL, TEXT);
     draw_text(&mut img, kx + key_w + 6, ky + 1, "high", SMALL, TEXT);
-    draw_text_centered(&mut img, kx + key_w / 2, ky + bar_h + 4, "(min-max per map)", SMALL, TEXT);
+    draw_text_centered(
+        &mut img,
+        kx + key_w / 2,
+        ky + bar_h + 4,
+        "(min-max per map)",
+        SMALL,
+        TEXT,
+    );
     Ok(img)
 }
 
@@ -1078,21 +1196,28 @@ pub fn saliency_overlays(
 /// One series of a grouped box plot: one `Vec` of samples per category.
 #[derive(Debug, Clone)]
 pub struct BoxSeries {
+    /// Legend name.
     pub name: String,
+    /// Box edge colour; the fill is a light tint of it.
     pub color: [u8; 3],
+    /// Samples per category, in category order; may be empty.
     pub groups: Vec<Vec<f64>>,
 }
 
 /// Tukey box statistics of one group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoxStats {
+    /// First quartile (25th percentile).
     pub q1: f64,
+    /// Median.
     pub median: f64,
+    /// Third quartile (75th percentile).
     pub q3: f64,
     /// Lowest sample >= q1 - 1.5 IQR.
     pub whisker_lo: f64,
     /// Highest sample <= q3 + 1.5 IQR.
     pub whisker_hi: f64,
+    /// Samples beyond the 1.5 IQR fences, sorted.
     pub outliers: Vec<f64>,
     /// Number of finite samples used.
     pub n: usize,
@@ -1123,11 +1248,19 @@ pub fn box_stats(values: &[f64]) -> Option<BoxStats> {
     let q3 = quantile_sorted(&v, 0.75)?;
     let iqr = q3 - q1;
     let (lo_fence, hi_fence) = (q1 - 1.5 * iqr, q3 + 1.5 * iqr);
-    let inside = || v.iter().copied().filter(|&x| x >= lo_fence && x <= hi_fence);
+    let inside = || {
+        v.iter()
+            .copied()
+            .filter(|&x| x >= lo_fence && x <= hi_fence)
+    };
     // Quartiles always lie inside the fences, so `inside` is never empty; fall back anyway.
     let whisker_lo = inside().fold(f64::INFINITY, f64::min).min(q1);
     let whisker_hi = inside().fold(f64::NEG_INFINITY, f64::max).max(q3);
-    let outliers = v.iter().copied().filter(|&x| x < lo_fence || x > hi_fence).collect();
+    let outliers = v
+        .iter()
+        .copied()
+        .filter(|&x| x < lo_fence || x > hi_fence)
+        .collect();
     Some(BoxStats {
         q1,
         median,
@@ -1139,12 +1272,9 @@ pub fn box_stats(values: &[f64]) -> Option<BoxStats> {
     })
 }
 
-/// Geometry of the box plot, exposed to the tests.
-struct BoxLayout {
-    canvas: Canvas,
-    /// Pixel x centre of each (category, series) box.
-    centres: Vec<Vec<f64>>,
-}
+/// The drawn canvas plus the pixel x centre of each (category, series) box,
+/// so tests can probe the geometry.
+type BoxLayout = (Canvas, Vec<Vec<f64>>);
 
 /// Grouped Tukey box plots: one slot per category, one box per series inside
 /// it (median, quartiles, whiskers at 1.5 IQR, outliers as dots), legend of the
@@ -1158,7 +1288,7 @@ pub fn box_plot(
     x_label: &str,
     y_label: &str,
 ) -> Result<RgbImage, PlotError> {
-    box_plot_layout(categories, series, title, x_label, y_label).map(|l| l.canvas.img)
+    box_plot_layout(categories, series, title, x_label, y_label).map(|(c, _)| c.img)
 }
 
 fn box_plot_layout(
@@ -1188,13 +1318,12 @@ fn box_plot_layout(
         .iter()
         .map(|s| s.groups.iter().map(|g| box_stats(g)).collect())
         .collect();
-    let range = finite_range(
-        stats
+    let range = finite_range(stats.iter().flatten().flatten().flat_map(|b| {
+        b.outliers
             .iter()
-            .flatten()
-            .flatten()
-            .flat_map(|b| b.outliers.iter().copied().chain([b.whisker_lo, b.whisker_hi])),
-    );
+            .copied()
+            .chain([b.whisker_lo, b.whisker_hi])
+    }));
     let (y_lo, y_hi) = padded(range, 0.06);
 
     let n_cat = categories.len() as i64;
@@ -1223,8 +1352,16 @@ fn box_plot_layout(
     let slot = p.width() as f64 / n_cat as f64;
 
     // Category separators and labels; shrink or thin labels so they never collide.
-    let label_scale = categories.iter().map(|s| fit_scale(s, slot as i64 - 4, BIG)).min().unwrap_or(SMALL);
-    let widest = categories.iter().map(|s| text_width(s, label_scale)).max().unwrap_or(0);
+    let label_scale = categories
+        .iter()
+        .map(|s| fit_scale(s, slot as i64 - 4, BIG))
+        .min()
+        .unwrap_or(SMALL);
+    let widest = categories
+        .iter()
+        .map(|s| text_width(s, label_scale))
+        .max()
+        .unwrap_or(0);
     let every = ((widest + 6) as f64 / slot).ceil().max(1.0) as usize;
     for (i, cat) in categories.iter().enumerate() {
         let mid = (p.x0 as f64 + slot * (i as f64 + 0.5)).round() as i64;
@@ -1248,7 +1385,13 @@ fn box_plot_layout(
             width: 1,
             dash: Some((6, 4)),
         };
-        draw_line(&mut c.img, (p.x0 as f64, zy), ((p.x1 - 1) as f64, zy), dash, p);
+        draw_line(
+            &mut c.img,
+            (p.x0 as f64, zy),
+            ((p.x1 - 1) as f64, zy),
+            dash,
+            p,
+        );
     }
 
     let group_w = slot * 0.8;
@@ -1273,18 +1416,39 @@ fn box_plot_layout(
             }
             let top = py(b.q3).round() as i64;
             let bot = py(b.q1).round() as i64;
-            fill_rect(&mut c.img, x0, top, box_w, bot - top + 1, Rgb(tint(s.color)));
+            fill_rect(
+                &mut c.img,
+                x0,
+                top,
+                box_w,
+                bot - top + 1,
+                Rgb(tint(s.color)),
+            );
             rect_outline(&mut c.img, x0, top, box_w, bot - top + 1, edge);
             let my = py(b.median);
             let med = Stroke::solid(BLACK, 2);
-            draw_line(&mut c.img, (x0 as f64, my), ((x0 + box_w - 1) as f64, my), med, p);
+            draw_line(
+                &mut c.img,
+                (x0 as f64, my),
+                ((x0 + box_w - 1) as f64, my),
+                med,
+                p,
+            );
             for &o in &b.outliers {
-                draw_marker(&mut c.img, (xc, py(o).round() as i64), 2, Marker::Circle, s.color, 1.0, p);
+                draw_marker(
+                    &mut c.img,
+                    (xc, py(o).round() as i64),
+                    2,
+                    Marker::Circle,
+                    s.color,
+                    1.0,
+                    p,
+                );
             }
         }
     }
     finish_axes(&mut c);
-    Ok(BoxLayout { canvas: c, centres })
+    Ok((c, centres))
 }
 
 // ---------------------------------------------------------------------------
@@ -1294,9 +1458,13 @@ fn box_plot_layout(
 /// One curve of [`line_plot`]; `x` and `y` must have equal lengths.
 #[derive(Debug, Clone)]
 pub struct LineSeries {
+    /// Legend name.
     pub name: String,
+    /// Line and marker colour.
     pub color: [u8; 3],
+    /// X values.
     pub x: Vec<f64>,
+    /// Y values, same length as `x`.
     pub y: Vec<f64>,
 }
 
@@ -1334,7 +1502,9 @@ fn line_plot_layout(
         }
     }
     if series.iter().all(|s| s.x.is_empty()) {
-        return Err(PlotError::Empty("line_plot: every series has zero points".into()));
+        return Err(PlotError::Empty(
+            "line_plot: every series has zero points".into(),
+        ));
     }
     let valid = |x: f64, y: f64| x.is_finite() && y.is_finite() && (!log_x || x > 0.0);
     let points = || {
@@ -1345,7 +1515,11 @@ fn line_plot_layout(
     };
     let x_range = finite_range(points().map(|p| p.0));
     let y_range = finite_range(points().map(|p| p.1));
-    let (x_lo, x_hi) = if log_x { padded_log(x_range, 0.04) } else { padded(x_range, 0.04) };
+    let (x_lo, x_hi) = if log_x {
+        padded_log(x_range, 0.04)
+    } else {
+        padded(x_range, 0.04)
+    };
     let (y_lo, y_hi) = padded(y_range, 0.08);
     let legend = series
         .iter()
@@ -1522,11 +1696,17 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), PlotError> {
         let file = File::create(&tmp)?;
         let mut w = BufWriter::new(file);
         let enc = image::codecs::png::PngEncoder::new(&mut w);
-        image::ImageEncoder::write_image(enc, img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
-            .map_err(|e| match e {
-                image::ImageError::IoError(io) => io,
-                other => std::io::Error::other(other),
-            })?;
+        image::ImageEncoder::write_image(
+            enc,
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| match e {
+            image::ImageError::IoError(io) => io,
+            other => std::io::Error::other(other),
+        })?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()
     };
@@ -1592,15 +1772,25 @@ mod tests {
 
     #[test]
     fn nice_steps_are_1_2_5() {
-        assert!(approx(nice_step(0.7), 1.0));
+        assert!(approx(nice_step(0.8), 1.0));
         assert!(approx(nice_step(1.0), 1.0));
-        assert!(approx(nice_step(1.3), 2.0));
+        assert!(approx(nice_step(1.3), 1.0));
         assert!(approx(nice_step(0.2), 0.2));
+        assert!(approx(nice_step(2.9), 2.0));
         assert!(approx(nice_step(3.0), 5.0));
         assert!(approx(nice_step(7.0), 10.0));
-        assert!(approx(nice_step(0.013), 0.02));
+        assert!(approx(nice_step(0.013), 0.01));
         assert!(approx(nice_step(420.0), 500.0));
         assert!(approx(nice_step(f64::NAN), 1.0));
+        // Every step is 1, 2 or 5 times a power of ten.
+        for raw in [3e-7, 0.04, 0.9, 17.0, 6.6e5] {
+            let s = nice_step(raw);
+            let m = s / 10f64.powi(s.log10().floor() as i32);
+            assert!(
+                [1.0, 2.0, 5.0, 10.0].iter().any(|&n| approx(m, n)),
+                "{raw} -> {s}"
+            );
+        }
     }
 
     #[test]
@@ -1627,7 +1817,9 @@ mod tests {
         assert_eq!(format_tick(0.30000000000000004, 0.1), "0.3");
         assert_eq!(format_tick(20.0, 10.0), "20");
         assert_eq!(format_tick(-0.05, 0.05), "-0.05");
-        assert_eq!(format_tick(1e-17, 0.1), "0");
+        assert_eq!(format_tick(1e-17, 0.1), "0.0");
+        assert_eq!(format_tick(0.0, 10.0), "0");
+        assert_eq!(format_tick(0.0, 1e-6), "0");
         assert_eq!(format_tick(2e-5, 1e-5), "2e-5");
         assert_eq!(format_tick(2.5e-5, 5e-6), "2.5e-5");
         assert_eq!(format_tick(3e7, 1e7), "3e7");
@@ -1642,11 +1834,16 @@ mod tests {
         let (major, minor) = log_ticks(0.9e-3, 1.1e2);
         assert_eq!(major, vec![1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]);
         assert!(minor.contains(&0.02) && minor.contains(&50.0));
-        let labels: Vec<String> = major.iter().map(|&v| format_log_tick(v)).collect();
-        assert_eq!(labels, vec!["0.001", "0.01", "0.1", "1", "10", "100"]);
+        assert_eq!(
+            format_log_ticks(&major),
+            vec!["0.001", "0.01", "0.1", "1", "10", "100"]
+        );
         let (major, _) = log_ticks(1.5, 40.0);
         assert_eq!(major, vec![2.0, 5.0, 10.0, 20.0]);
-        assert_eq!(format_log_tick(1e-5), "1e-5");
+        assert_eq!(
+            format_log_ticks(&[1e-5, 1e-3, 1.0, 1e2]),
+            vec!["1e-5", "1e-3", "1e0", "1e2"]
+        );
     }
 
     #[test]
@@ -1673,7 +1870,10 @@ mod tests {
         assert_eq!(b.outliers, vec![-50.0]);
 
         let b = box_stats(&[7.0]).unwrap();
-        assert_eq!((b.q1, b.median, b.q3, b.whisker_lo, b.whisker_hi), (7.0, 7.0, 7.0, 7.0, 7.0));
+        assert_eq!(
+            (b.q1, b.median, b.q3, b.whisker_lo, b.whisker_hi),
+            (7.0, 7.0, 7.0, 7.0, 7.0)
+        );
         assert!(box_stats(&[]).is_none());
         assert!(box_stats(&[f64::NAN]).is_none());
         assert_eq!(quantile_sorted(&[0.0, 10.0], 0.3), Some(3.0));
@@ -1681,19 +1881,38 @@ mod tests {
 
     #[test]
     fn map_shape_errors() {
-        assert!(matches!(Map2::new(2, 3, vec![0.0; 5]), Err(PlotError::Shape(_))));
+        assert!(matches!(
+            Map2::new(2, 3, vec![0.0; 5]),
+            Err(PlotError::Shape(_))
+        ));
         assert!(Map2::new(2, 3, vec![0.0; 6]).is_ok());
         let bad = PanelRow {
             label: "a^h".into(),
-            cells: vec![("l=7".into(), Map2 { height: 2, width: 2, data: vec![0.0; 3] })],
+            cells: vec![(
+                "l=7".into(),
+                Map2 {
+                    height: 2,
+                    width: 2,
+                    data: vec![0.0; 3],
+                },
+            )],
         };
         let err = signed_panel(&[bad], 32, "t").unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, PlotError::Shape(_)));
         assert!(msg.contains("a^h") && msg.contains("l=7"), "{msg}");
-        assert!(matches!(signed_panel(&[], 32, "t"), Err(PlotError::Empty(_))));
-        let no_cells = PanelRow { label: "x".into(), cells: vec![] };
-        assert!(matches!(signed_panel(&[no_cells], 32, "t"), Err(PlotError::Empty(_))));
+        assert!(matches!(
+            signed_panel(&[], 32, "t"),
+            Err(PlotError::Empty(_))
+        ));
+        let no_cells = PanelRow {
+            label: "x".into(),
+            cells: vec![],
+        };
+        assert!(matches!(
+            signed_panel(&[no_cells], 32, "t"),
+            Err(PlotError::Empty(_))
+        ));
     }
 
     #[test]
@@ -1701,32 +1920,63 @@ mod tests {
         let img = vec![0u8; 4 * 3 * 3];
         let good = Map2::new(3, 4, vec![0.0; 12]).unwrap();
         let wrong = Map2::new(4, 3, vec![0.0; 12]).unwrap();
-        let err = saliency_overlays(&img, 4, 3, &[("ok".into(), good.clone()), ("gradcam".into(), wrong)]).unwrap_err();
+        let err = saliency_overlays(
+            &img,
+            4,
+            3,
+            &[("ok".into(), good.clone()), ("gradcam".into(), wrong)],
+        )
+        .unwrap_err();
         assert!(matches!(err, PlotError::Shape(_)));
         assert!(err.to_string().contains("gradcam"), "{err}");
         let err = saliency_overlays(&img[..10], 4, 3, &[]).unwrap_err();
         assert!(matches!(err, PlotError::Shape(_)));
-        assert!(matches!(saliency_overlays(&[], 0, 0, &[]), Err(PlotError::Empty(_))));
+        assert!(matches!(
+            saliency_overlays(&[], 0, 0, &[]),
+            Err(PlotError::Empty(_))
+        ));
         // Map whose data length lies about its shape.
-        let liar = Map2 { height: 3, width: 4, data: vec![0.0; 11] };
+        let liar = Map2 {
+            height: 3,
+            width: 4,
+            data: vec![0.0; 11],
+        };
         let err = saliency_overlays(&img, 4, 3, &[("liar".into(), liar)]).unwrap_err();
         assert!(err.to_string().contains("liar"), "{err}");
     }
 
     #[test]
     fn plot_shape_and_empty_errors() {
-        let s = LineSeries { name: "fullgrad".into(), color: [0, 0, 0], x: vec![1.0, 2.0], y: vec![1.0] };
+        let s = LineSeries {
+            name: "fullgrad".into(),
+            color: [0, 0, 0],
+            x: vec![1.0, 2.0],
+            y: vec![1.0],
+        };
         let err = line_plot(&[s], false, "", "", "").unwrap_err();
         assert!(matches!(err, PlotError::Shape(_)) && err.to_string().contains("fullgrad"));
-        assert!(matches!(line_plot(&[], false, "", "", ""), Err(PlotError::Empty(_))));
+        assert!(matches!(
+            line_plot(&[], false, "", "", ""),
+            Err(PlotError::Empty(_))
+        ));
         let err = scatter_plot(&[1.0], &[], None, "", "", "").unwrap_err();
         assert!(matches!(err, PlotError::Shape(_)));
-        assert!(matches!(scatter_plot(&[], &[], None, "", "", ""), Err(PlotError::Empty(_))));
+        assert!(matches!(
+            scatter_plot(&[], &[], None, "", "", ""),
+            Err(PlotError::Empty(_))
+        ));
         let cats = vec!["1".to_string(), "2".to_string()];
-        let s = BoxSeries { name: "bias".into(), color: [0, 0, 0], groups: vec![vec![1.0]] };
+        let s = BoxSeries {
+            name: "bias".into(),
+            color: [0, 0, 0],
+            groups: vec![vec![1.0]],
+        };
         let err = box_plot(&cats, &[s], "", "", "").unwrap_err();
         assert!(matches!(err, PlotError::Shape(_)) && err.to_string().contains("bias"));
-        assert!(matches!(box_plot(&[], &[], "", "", ""), Err(PlotError::Empty(_))));
+        assert!(matches!(
+            box_plot(&[], &[], "", "", ""),
+            Err(PlotError::Empty(_))
+        ));
     }
 
     #[test]
@@ -1734,8 +1984,14 @@ mod tests {
         let pos = Map2::new(2, 2, vec![1.0, 0.5, 0.0, 0.25]).unwrap();
         let neg = Map2::new(3, 3, vec![-2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0]).unwrap();
         let rows = vec![
-            PanelRow { label: "a^h".into(), cells: vec![("l=1".into(), pos.clone()), ("l=2".into(), neg.clone())] },
-            PanelRow { label: "a^b".into(), cells: vec![("l=1".into(), neg), ("l=2".into(), pos)] },
+            PanelRow {
+                label: "a^h".into(),
+                cells: vec![("l=1".into(), pos.clone()), ("l=2".into(), neg.clone())],
+            },
+            PanelRow {
+                label: "a^b".into(),
+                cells: vec![("l=1".into(), neg), ("l=2".into(), pos)],
+            },
         ];
         let img = signed_panel(&rows, 48, "panel").unwrap();
         // Each cell's own max saturates: top-left quadrant of a 2x2 map is 24x24 pure red.
@@ -1749,7 +2005,9 @@ mod tests {
     fn saliency_overlay_pixels() {
         let (w, h) = (200u32, 100u32);
         let rgb: Vec<u8> = (0..w * h).flat_map(|_| [100u8, 150, 200]).collect();
-        let data: Vec<f32> = (0..w * h).map(|i| if i % w < w / 2 { 0.0 } else { 1.0 }).collect();
+        let data: Vec<f32> = (0..w * h)
+            .map(|i| if i % w < w / 2 { 0.0 } else { 1.0 })
+            .collect();
         let map = Map2::new(h as usize, w as usize, data).unwrap();
         let img = saliency_overlays(&rgb, w, h, &[("grad".into(), map)]).unwrap();
         assert_eq!(img.width() as i64, 2 * PAD + 2 * 200 + 12);
@@ -1767,44 +2025,78 @@ mod tests {
         let act = BoxSeries {
             name: "act".into(),
             color: [31, 119, 180],
-            groups: vec![vec![1.0, 2.0, 3.0, 4.0, 5.0], vec![], vec![-2.0, -1.0, 0.0, 1.0, 30.0]],
+            groups: vec![
+                vec![1.0, 2.0, 3.0, 4.0, 5.0],
+                vec![],
+                vec![-2.0, -1.0, 0.0, 1.0, 30.0],
+            ],
         };
         let bias = BoxSeries {
             name: "bias".into(),
             color: [255, 127, 14],
-            groups: vec![vec![-3.0, -2.0, -1.0], vec![0.5, f64::NAN, 1.5], vec![2.0; 4]],
+            groups: vec![
+                vec![-3.0, -2.0, -1.0],
+                vec![0.5, f64::NAN, 1.5],
+                vec![2.0; 4],
+            ],
         };
-        let l = box_plot_layout(&cats, &[act.clone(), bias.clone()], "t", "layer", "value").unwrap();
-        let img = &l.canvas.img;
+        let (canvas, centres) =
+            box_plot_layout(&cats, &[act.clone(), bias.clone()], "t", "layer", "value").unwrap();
+        let img = &canvas.img;
         assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
         // Between q1 = 2 and median = 3 of act in category 1 the box is filled with the tint.
-        let x = l.centres[0][0].round() as u32;
-        let y_in = l.canvas.y.px(2.5).round() as u32;
+        let x = centres[0][0].round() as u32;
+        let y_in = canvas.y.px(2.5).round() as u32;
         assert_eq!(img.get_pixel(x, y_in).0, tint(act.color));
         // Above q3 (4) but below the whisker end (5): the whisker line at the centre.
-        let y_wh = l.canvas.y.px(4.6).round() as u32;
+        let y_wh = canvas.y.px(4.6).round() as u32;
         assert_eq!(img.get_pixel(x, y_wh).0, act.color);
         // Bias box in category 1 (q1=-2.5, q3=-1.5) sits below zero.
-        let xb = l.centres[0][1].round() as u32;
-        assert_eq!(img.get_pixel(xb, l.canvas.y.px(-1.75).round() as u32).0, tint(bias.color));
+        let xb = centres[0][1].round() as u32;
+        assert_eq!(
+            img.get_pixel(xb, canvas.y.px(-1.75).round() as u32).0,
+            tint(bias.color)
+        );
         // Empty act group in category 2 draws nothing in its column.
-        let xe = l.centres[1][0].round() as i64;
-        let col = Rect { x0: xe, y0: l.canvas.plot.y0, x1: xe + 1, y1: l.canvas.plot.y1 };
+        let xe = centres[1][0].round() as i64;
+        let col = Rect {
+            x0: xe,
+            y0: canvas.plot.y0,
+            x1: xe + 1,
+            y1: canvas.plot.y1,
+        };
         let greys = [GRID.0, ZERO_LINE.0, [240, 240, 240], [255, 255, 255]];
         for y in col.y0..col.y1 {
             assert!(greys.contains(&img.get_pixel(xe as u32, y as u32).0));
         }
         // The outlier 30 of act in category 3 is drawn as a dot.
-        let xo = l.centres[2][0].round() as u32;
-        assert_eq!(img.get_pixel(xo, l.canvas.y.px(30.0).round() as u32).0, act.color);
+        let xo = centres[2][0].round() as u32;
+        assert_eq!(
+            img.get_pixel(xo, canvas.y.px(30.0).round() as u32).0,
+            act.color
+        );
         // Title area has text.
-        assert!(non_white_in(img, Rect { x0: 0, y0: 0, x1: PLOT_WIDTH as i64, y1: 26 }) > 0);
+        assert!(
+            non_white_in(
+                img,
+                Rect {
+                    x0: 0,
+                    y0: 0,
+                    x1: PLOT_WIDTH as i64,
+                    y1: 26
+                }
+            ) > 0
+        );
     }
 
     #[test]
     fn box_plot_all_empty_is_no_data() {
         let cats = vec!["a".to_string()];
-        let s = BoxSeries { name: "x".into(), color: [0, 0, 0], groups: vec![vec![f64::NAN]] };
+        let s = BoxSeries {
+            name: "x".into(),
+            color: [0, 0, 0],
+            groups: vec![vec![f64::NAN]],
+        };
         let img = box_plot(&cats, &[s], "t", "", "").unwrap();
         assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
     }
@@ -1812,20 +2104,33 @@ mod tests {
     #[test]
     fn box_plot_widens_for_many_categories() {
         let cats: Vec<String> = (0..60).map(|i| i.to_string()).collect();
-        let s = BoxSeries { name: "x".into(), color: [0, 0, 0], groups: vec![vec![1.0]; 60] };
+        let s = BoxSeries {
+            name: "x".into(),
+            color: [0, 0, 0],
+            groups: vec![vec![1.0]; 60],
+        };
         let img = box_plot(&cats, &[s], "", "", "").unwrap();
         assert!(img.width() > PLOT_WIDTH);
     }
 
     #[test]
     fn line_plot_markers_at_points() {
-        let s = LineSeries { name: "a".into(), color: [200, 0, 0], x: vec![1.0, 10.0, 100.0, f64::NAN, -1.0], y: vec![0.0, 1.0, 0.5, 2.0, 3.0] };
+        let s = LineSeries {
+            name: "a".into(),
+            color: [200, 0, 0],
+            x: vec![1.0, 10.0, 100.0, f64::NAN, -1.0],
+            y: vec![0.0, 1.0, 0.5, 2.0, 3.0],
+        };
         for log in [false, true] {
             let (c, xs) = line_plot_layout(std::slice::from_ref(&s), log, "t", "x", "y").unwrap();
             assert_eq!((c.img.width(), c.img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
             for (x, y) in [(1.0, 0.0), (10.0, 1.0), (100.0, 0.5)] {
                 let (px, py) = (xs.px(x).round() as u32, c.y.px(y).round() as u32);
-                assert_eq!(c.img.get_pixel(px, py).0, [200, 0, 0], "log={log} at ({x},{y})");
+                assert_eq!(
+                    c.img.get_pixel(px, py).0,
+                    [200, 0, 0],
+                    "log={log} at ({x},{y})"
+                );
             }
             // Skipped y=3 point at x=-1 must not stretch the y range past the valid data.
             assert!(c.y.hi < 2.0 || !log);
@@ -1834,7 +2139,12 @@ mod tests {
 
     #[test]
     fn line_plot_all_nonfinite_is_no_data() {
-        let s = LineSeries { name: "a".into(), color: [0, 0, 0], x: vec![f64::NAN], y: vec![1.0] };
+        let s = LineSeries {
+            name: "a".into(),
+            color: [0, 0, 0],
+            x: vec![f64::NAN],
+            y: vec![1.0],
+        };
         let img = line_plot(&[s], true, "t", "x", "y").unwrap();
         assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
     }
@@ -1845,14 +2155,23 @@ mod tests {
         let y: Vec<f64> = x.iter().map(|v| 2.0 * v + 1.0).collect();
         let (c, xs) = scatter_layout(&x, &y, Some((2.0, 1.0)), "t", "x", "y").unwrap();
         assert_eq!((c.img.width(), c.img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
-        // The fit passes through every point, so the point centres are fit-red.
+        // The fit passes through every point, so fit-red is next to each point centre.
         let (px, py) = (xs.px(20.0).round() as u32, c.y.px(41.0).round() as u32);
-        assert_eq!(c.img.get_pixel(px, py).0, FIT_COLOR);
+        let near = (0..9).any(|k| c.img.get_pixel(px + k % 3 - 1, py + k / 3 - 1).0 == FIT_COLOR);
+        assert!(near);
         let (c, xs) = scatter_layout(&x, &y, None, "t", "x", "y").unwrap();
         let (px, py) = (xs.px(20.0).round() as u32, c.y.px(41.0).round() as u32);
         assert_ne!(c.img.get_pixel(px, py).0, [255, 255, 255]);
         // Non-finite fit is ignored, non-finite points skipped, never a panic.
-        let img = scatter_plot(&[f64::NAN, 1.0], &[1.0, f64::INFINITY], Some((f64::NAN, 0.0)), "", "", "").unwrap();
+        let img = scatter_plot(
+            &[f64::NAN, 1.0],
+            &[1.0, f64::INFINITY],
+            Some((f64::NAN, 0.0)),
+            "",
+            "",
+            "",
+        )
+        .unwrap();
         assert_eq!(img.width(), PLOT_WIDTH);
     }
 
@@ -1872,7 +2191,11 @@ mod tests {
         save_png(&img, &path).unwrap();
         let back = image::open(&path).unwrap().to_rgb8();
         assert_eq!(back, img);
-        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
         assert!(leftovers.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
 

@@ -1,0 +1,473 @@
+//! `zerobias evaluate`: flip metrics for every model × image × method, with the noise
+//! baseline, summaries, paired Wilcoxon tests, correlations and plots.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+
+use super::flip::{FlipEvaluator, Order};
+use crate::attribution::{all_methods, attribute, upsample, Maps};
+use crate::data::Rng;
+use crate::error::{write_atomic, Error, Result};
+use crate::models::Classifier;
+use crate::stats;
+use crate::taps::Target;
+
+#[derive(Clone, Debug)]
+pub struct EvalConfig {
+    /// Method names or patterns: `act.3`, `act.*`, `bias.*`, `agg.*`, `grad`, `all`.
+    pub methods: Vec<String>,
+    pub steps: usize,
+    pub noise_samples: usize,
+    pub seed: u64,
+    pub batch: usize,
+    /// Rank by the signed map instead of its absolute value.
+    pub signed: bool,
+}
+
+/// One row of per_image.csv.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub model: String,
+    pub image: usize,
+    pub method: String,
+    pub e_minus: f64,
+    pub e_plus: f64,
+    pub flip_step_minus: usize,
+    pub flip_step_plus: usize,
+    pub flipped_minus: bool,
+    pub flipped_plus: bool,
+    pub e_minus_noise: f64,
+    pub e_plus_noise: f64,
+    pub forwards: usize,
+}
+
+impl Row {
+    pub fn e_delta(&self) -> f64 {
+        self.e_minus - self.e_plus
+    }
+    pub fn e_delta_noise(&self) -> f64 {
+        self.e_minus_noise - self.e_plus_noise
+    }
+    pub fn metric(&self, name: &str) -> f64 {
+        match name {
+            "e_minus" => self.e_minus,
+            "e_plus" => self.e_plus,
+            "e_delta" => self.e_delta(),
+            "delta_e_minus" => self.e_minus - self.e_minus_noise,
+            "delta_e_plus" => self.e_plus - self.e_plus_noise,
+            "delta_e_delta" => self.e_delta() - self.e_delta_noise(),
+            _ => f64::NAN,
+        }
+    }
+}
+
+pub const METRICS: [&str; 6] = [
+    "e_minus",
+    "e_plus",
+    "e_delta",
+    "delta_e_minus",
+    "delta_e_plus",
+    "delta_e_delta",
+];
+
+/// Expand method patterns against the names a model produces. Maps that are not spatial
+/// (linear-layer bias attributions, one value per image) cannot rank pixels.
+pub fn select_methods(patterns: &[String], available: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for p in patterns {
+        let p = p.trim();
+        let matched: Vec<String> = if p == "all" {
+            available.to_vec()
+        } else if let Some(prefix) = p.strip_suffix('*') {
+            available
+                .iter()
+                .filter(|n| n.starts_with(prefix))
+                .cloned()
+                .collect()
+        } else if available.iter().any(|n| n == p) {
+            vec![p.to_string()]
+        } else {
+            return Err(Error::input(format!("unknown method '{p}': valid names are {} (and the shorthands act.*, bias.*, agg.*, all)", available.join(", "))));
+        };
+        if matched.is_empty() {
+            return Err(Error::input(format!(
+                "method pattern '{p}' matches nothing; valid names are {}",
+                available.join(", ")
+            )));
+        }
+        for m in matched {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Names of the spatial maps `attribute` produces for a model.
+pub fn spatial_methods(model: &dyn Classifier) -> Vec<String> {
+    let head = model.num_layers() + 1;
+    let linear: Vec<String> = model
+        .bias_modules()
+        .into_iter()
+        .filter(|(_, l)| *l == head)
+        .map(|(m, _)| format!("bias.{m}"))
+        .collect();
+    all_methods(model)
+        .iter()
+        .flat_map(|m| m.outputs(model))
+        .filter(|n| !linear.contains(n))
+        .collect()
+}
+
+/// Saliency maps [N, H, W] (Ψ: bilinear upsampling of |map|, or of the map with `signed`).
+pub fn psi(map: &Tensor, h: usize, w: usize, signed: bool) -> Result<Tensor> {
+    let m = if signed { map.clone() } else { map.abs()? };
+    upsample(&m, h, w, false)
+}
+
+/// Attribution maps for all images (kept at their native resolution), in batches.
+pub fn compute_maps(
+    model: &dyn Classifier,
+    x: &Tensor,
+    methods: &[String],
+    batch: usize,
+) -> Result<(Maps, Vec<u32>)> {
+    let n = x.dim(0)?;
+    let all = all_methods(model);
+    let needed: Vec<Box<dyn crate::attribution::Method>> = all
+        .into_iter()
+        .filter(|m| m.outputs(model).iter().any(|o| methods.contains(o)))
+        .collect();
+    let mut parts: HashMap<String, Vec<Tensor>> = HashMap::new();
+    let mut preds = Vec::with_capacity(n);
+    let mut start = 0;
+    while start < n {
+        let len = batch.max(1).min(n - start);
+        let xb = x.narrow(0, start, len)?;
+        let att = attribute(model, &xb, &Target::Predicted, &needed)?;
+        preds.extend(att.target.iter().copied());
+        for name in methods {
+            if let Some(t) = att.maps.get(name) {
+                parts.entry(name.clone()).or_default().push(t.clone());
+            }
+        }
+        start += len;
+    }
+    let mut maps = Maps::default();
+    for name in methods {
+        let ts = parts
+            .remove(name)
+            .ok_or_else(|| Error::input(format!("method '{name}' produced no map")))?;
+        maps.insert(name.clone(), Tensor::cat(&ts, 0)?);
+    }
+    Ok((maps, preds))
+}
+
+/// Flip metrics of one model over all images and methods.
+pub fn evaluate_model(
+    model: &dyn Classifier,
+    label: &str,
+    x: &Tensor,
+    maps: &Maps,
+    cfg: &EvalConfig,
+    progress: &indicatif::ProgressBar,
+) -> Result<Vec<Row>> {
+    let (n, c, h, w) = x.dims4()?;
+    if c != 3 {
+        return Err(Error::input(format!(
+            "inputs have {c} channels, expected 3"
+        )));
+    }
+    if cfg.noise_samples > 0 && n < 2 {
+        return Err(Error::input(format!("the noise baseline needs at least 2 images (maps of other images), got {n}; pass --noise-samples 0 to skip it")));
+    }
+    let evaluator = FlipEvaluator::new(model, cfg.steps, cfg.batch)?;
+    let clean: Vec<u32> = {
+        let mut v = Vec::with_capacity(n);
+        let mut s = 0;
+        while s < n {
+            let len = cfg.batch.max(1).min(n - s);
+            v.extend(
+                model
+                    .forward(&x.narrow(0, s, len)?)?
+                    .argmax(1)?
+                    .to_vec1::<u32>()?,
+            );
+            s += len;
+        }
+        v
+    };
+    let images: Vec<Vec<f32>> = (0..n)
+        .map(|i| x.get(i)?.flatten_all()?.to_vec1::<f32>())
+        .collect::<candle_core::Result<_>>()?;
+    let mut rows = Vec::new();
+    for (name, map) in maps.iter() {
+        let (mn, mh, mw) = map.dims3().map_err(|_| {
+            Error::input(format!(
+                "map '{name}' has shape {:?}, expected [N, H, W]",
+                map.dims()
+            ))
+        })?;
+        if mn != n {
+            return Err(Error::input(format!(
+                "map '{name}' has {mn} images, the inputs have {n}"
+            )));
+        }
+        let _ = (mh, mw);
+        let sal = psi(map, h, w, cfg.signed)?;
+        let sal: Vec<Vec<f32>> = (0..n)
+            .map(|i| sal.get(i)?.flatten_all()?.to_vec1::<f32>())
+            .collect::<candle_core::Result<_>>()?;
+        let mut rng = Rng::new(cfg.seed ^ hash(name));
+        for i in 0..n {
+            let minus = evaluator.scan(&images[i], h, w, clean[i], &sal[i], Order::Minus)?;
+            let plus = evaluator.scan(&images[i], h, w, clean[i], &sal[i], Order::Plus)?;
+            let mut forwards = minus.forwards + plus.forwards;
+            let (mut nm, mut np) = (0.0, 0.0);
+            let others = noise_indices(i, n, cfg.noise_samples, &mut rng);
+            for &j in &others {
+                let a = evaluator.scan(&images[i], h, w, clean[i], &sal[j], Order::Minus)?;
+                let b = evaluator.scan(&images[i], h, w, clean[i], &sal[j], Order::Plus)?;
+                nm += a.e;
+                np += b.e;
+                forwards += a.forwards + b.forwards;
+            }
+            let s = others.len().max(1) as f64;
+            let (nm, np) = if others.is_empty() {
+                (f64::NAN, f64::NAN)
+            } else {
+                (nm / s, np / s)
+            };
+            rows.push(Row {
+                model: label.to_string(),
+                image: i,
+                method: name.clone(),
+                e_minus: minus.e,
+                e_plus: plus.e,
+                flip_step_minus: minus.step,
+                flip_step_plus: plus.step,
+                flipped_minus: minus.flipped,
+                flipped_plus: plus.flipped,
+                e_minus_noise: nm,
+                e_plus_noise: np,
+                forwards,
+            });
+            progress.inc(1);
+        }
+    }
+    Ok(rows)
+}
+
+fn hash(s: &str) -> u64 {
+    // FNV-1a: a stable per-method stream of noise draws.
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// `samples` other images for image i: without replacement while possible.
+fn noise_indices(i: usize, n: usize, samples: usize, rng: &mut Rng) -> Vec<usize> {
+    if samples == 0 || n < 2 {
+        return Vec::new();
+    }
+    let mut pool: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+    rng.shuffle(&mut pool);
+    (0..samples).map(|k| pool[k % pool.len()]).collect()
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_nan() {
+        String::new()
+    } else {
+        format!("{v:.6}")
+    }
+}
+
+pub fn per_image_csv(rows: &[Row]) -> String {
+    let mut s = String::from("model,image,method,e_minus,e_plus,e_delta,flip_step_minus,flip_step_plus,flipped_minus,flipped_plus,e_minus_noise,e_plus_noise,delta_e_minus,delta_e_plus,delta_e_delta,forwards\n");
+    for r in rows {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.model,
+            r.image,
+            r.method,
+            fmt(r.e_minus),
+            fmt(r.e_plus),
+            fmt(r.e_delta()),
+            r.flip_step_minus,
+            r.flip_step_plus,
+            r.flipped_minus,
+            r.flipped_plus,
+            fmt(r.e_minus_noise),
+            fmt(r.e_plus_noise),
+            fmt(r.metric("delta_e_minus")),
+            fmt(r.metric("delta_e_plus")),
+            fmt(r.metric("delta_e_delta")),
+            r.forwards
+        ));
+    }
+    s
+}
+
+/// (model, method) → rows in image order.
+fn grouped(rows: &[Row]) -> Vec<((String, String), Vec<&Row>)> {
+    let mut out: Vec<((String, String), Vec<&Row>)> = Vec::new();
+    for r in rows {
+        let key = (r.model.clone(), r.method.clone());
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r),
+            None => out.push((key, vec![r])),
+        }
+    }
+    out
+}
+
+pub fn summary_csv(rows: &[Row]) -> Result<String> {
+    let mut s = String::from("model,method,metric,n,median,q25,q75\n");
+    for ((model, method), rs) in grouped(rows) {
+        for metric in METRICS {
+            let v: Vec<f64> = rs
+                .iter()
+                .map(|r| r.metric(metric))
+                .filter(|v| v.is_finite())
+                .collect();
+            if v.is_empty() {
+                continue;
+            }
+            s.push_str(&format!(
+                "{model},{method},{metric},{},{},{},{}\n",
+                v.len(),
+                fmt(stats::median(&v)?),
+                fmt(stats::quantile(&v, 0.25)?),
+                fmt(stats::quantile(&v, 0.75)?)
+            ));
+        }
+    }
+    Ok(s)
+}
+
+/// Paired Wilcoxon tests: each method against every other within a model, and each method
+/// across models, for every metric.
+pub fn tests_csv(rows: &[Row]) -> String {
+    let groups = grouped(rows);
+    let mut s = String::from("metric,a,b,n,statistic,p_value,log10_p,median_diff\n");
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for i in 0..groups.len() {
+        for j in i + 1..groups.len() {
+            let ((ma, xa), _) = &groups[i];
+            let ((mb, xb), _) = &groups[j];
+            if ma == mb || xa == xb {
+                pairs.push((i, j));
+            }
+        }
+    }
+    for metric in METRICS {
+        for &(i, j) in &pairs {
+            let (ka, ra) = &groups[i];
+            let (kb, rb) = &groups[j];
+            // Pair by image index.
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            for r in ra {
+                if let Some(o) = rb.iter().find(|o| o.image == r.image) {
+                    let (x, y) = (r.metric(metric), o.metric(metric));
+                    if x.is_finite() && y.is_finite() {
+                        a.push(x);
+                        b.push(y);
+                    }
+                }
+            }
+            let name = |k: &(String, String)| format!("{}:{}", k.0, k.1);
+            match stats::wilcoxon_signed_rank(&a, &b) {
+                Ok(t) => s.push_str(&format!(
+                    "{metric},{},{},{},{},{:e},{},{}\n",
+                    name(ka),
+                    name(kb),
+                    t.n,
+                    t.statistic,
+                    t.p_value,
+                    fmt(t.log10_p),
+                    fmt(t.median_diff)
+                )),
+                Err(_) => {
+                    let md = if a.is_empty() {
+                        f64::NAN
+                    } else {
+                        stats::median(&a.iter().zip(&b).map(|(x, y)| x - y).collect::<Vec<_>>())
+                            .unwrap_or(f64::NAN)
+                    };
+                    s.push_str(&format!(
+                        "{metric},{},{},{},,,,{}\n",
+                        name(ka),
+                        name(kb),
+                        a.len(),
+                        fmt(md)
+                    ));
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Per layer: Pearson ρ between two models' a^{h,l} per image; median and 10th/90th
+/// percentiles over images (the paper's Fig. 8).
+pub fn correlations_csv(a: &Maps, b: &Maps, layers: usize) -> Result<String> {
+    let mut s = String::from("layer,n,median_rho,p10_rho,p90_rho\n");
+    for l in 0..=layers {
+        let name = format!("act.{l}");
+        let (Some(ta), Some(tb)) = (a.get(&name), b.get(&name)) else {
+            continue;
+        };
+        if ta.dims() != tb.dims() {
+            continue;
+        }
+        let n = ta.dim(0)?;
+        let mut rhos = Vec::new();
+        for i in 0..n {
+            let x: Vec<f64> = ta
+                .get(i)?
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(|v| v as f64)
+                .collect();
+            let y: Vec<f64> = tb
+                .get(i)?
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(|v| v as f64)
+                .collect();
+            if let Ok(r) = stats::pearson(&x, &y) {
+                rhos.push(r);
+            }
+        }
+        if rhos.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "{l},{},{},{},{}\n",
+            rhos.len(),
+            fmt(stats::median(&rhos)?),
+            fmt(stats::quantile(&rhos, 0.1)?),
+            fmt(stats::quantile(&rhos, 0.9)?)
+        ));
+    }
+    Ok(s)
+}
+
+/// Write the tables of an evaluation into `dir`, each file atomically.
+pub fn write_tables(dir: &Path, rows: &[Row], correlations: Option<String>) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_atomic(&dir.join("per_image.csv"), per_image_csv(rows).as_bytes())?;
+    write_atomic(&dir.join("summary.csv"), summary_csv(rows)?.as_bytes())?;
+    write_atomic(&dir.join("tests.csv"), tests_csv(rows).as_bytes())?;
+    if let Some(c) = correlations {
+        write_atomic(&dir.join("correlations.csv"), c.as_bytes())?;
+    }
+    Ok(())
+}

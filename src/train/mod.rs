@@ -1,0 +1,700 @@
+//! The bias-decay trainer: recipes with `train` stages (supervised, for teachers) and
+//! `decay` stages (distillation from the frozen original while all bias handles are
+//! rescaled to zero on a schedule, then held at zero).
+
+pub mod loss;
+pub mod optim;
+pub mod recipe;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::bias::BiasSet;
+use crate::checkpoint;
+use crate::data::{Dataset, ImageFolder, Loader, Synthetic};
+use crate::error::{write_atomic, Error, Result};
+use crate::models::{self, Classifier, Ctx, ParamKind};
+use crate::report::tensorboard::EventWriter;
+pub use recipe::{Recipe, Schedule, Stage, StageKind};
+
+pub struct RunOptions {
+    /// Run directory; default `checkpoints/{name}-{timestamp}` (or the latest such run
+    /// with `resume`).
+    pub run_dir: Option<PathBuf>,
+    pub resume: bool,
+    pub overrides: Vec<String>,
+    /// Hide the progress bar (tests).
+    pub quiet: bool,
+    /// Stop after this many global steps (for tests of interruption); None = run all.
+    pub stop_after: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub recipe: String,
+    pub run_dir: PathBuf,
+    pub arch: String,
+    pub teacher_top1: f64,
+    pub student_top1: f64,
+    pub brute_force_zero_top1: f64,
+    pub retention: f64,
+    pub teacher_checkpoint: Option<PathBuf>,
+    pub final_checkpoint: PathBuf,
+    pub tensorboard_dir: PathBuf,
+    pub steps: usize,
+    pub seconds: f64,
+    pub bias_parameters: usize,
+    pub final_max_abs_bias: f32,
+    pub completed: bool,
+}
+
+/// Training progress stored in every checkpoint's metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    pub stage: usize,
+    /// Steps done within the stage.
+    pub stage_step: usize,
+    pub global_step: usize,
+    /// Rescales applied so far in a decay stage.
+    pub rescales_done: usize,
+    pub bias_scale: f64,
+    pub adam_t: u64,
+    pub seconds: f64,
+}
+
+struct Data {
+    train: Arc<dyn Dataset>,
+    val: Arc<dyn Dataset>,
+}
+
+fn open_data(r: &Recipe) -> Result<Data> {
+    let d = &r.data;
+    match d.kind.as_str() {
+        "synthetic" => Ok(Data {
+            train: Arc::new(Synthetic::new(d.train_len, d.size, d.classes, r.seed)?),
+            val: Arc::new(Synthetic::new(
+                d.val_len,
+                d.size,
+                d.classes,
+                r.seed ^ 0x5eed_0f_7a1,
+            )?),
+        }),
+        _ => {
+            let train = d
+                .train
+                .as_deref()
+                .ok_or_else(|| Error::recipe("data.train", "missing"))?;
+            let val = d
+                .val
+                .as_deref()
+                .ok_or_else(|| Error::recipe("data.val", "missing"))?;
+            Ok(Data {
+                train: Arc::new(ImageFolder::open(train, d.size as u32)?),
+                val: Arc::new(ImageFolder::open(val, d.size as u32)?),
+            })
+        }
+    }
+}
+
+fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s.starts_with("cuda") => {
+            let ordinal = s
+                .strip_prefix("cuda:")
+                .map(|n| n.parse::<usize>())
+                .transpose()
+                .map_err(|_| Error::recipe("device", format!("\"{s}\": expected cuda:N")))?
+                .unwrap_or(0);
+            Device::new_cuda(ordinal).map_err(|e| {
+                Error::recipe(
+                    "device",
+                    format!("\"{s}\": {e} (build with --features cuda)"),
+                )
+            })
+        }
+        "metal" => Device::new_metal(0).map_err(|e| {
+            Error::recipe(
+                "device",
+                format!("\"metal\": {e} (build with --features metal)"),
+            )
+        }),
+        other => Err(Error::recipe(
+            "device",
+            format!("\"{other}\": expected cpu, cuda, cuda:N or metal"),
+        )),
+    }
+}
+
+fn build_model(r: &Recipe, classes: usize, device: &Device) -> Result<Box<dyn Classifier>> {
+    let m = &r.model;
+    if m.source == "new" {
+        let width = m.width.unwrap_or(8);
+        let classes = m.classes.unwrap_or(classes);
+        let tensors = match m.arch.as_deref() {
+            Some("resnet50") => models::init::resnet50(width, classes, r.seed, device)?,
+            _ => models::init::vgg16(width, m.hidden.unwrap_or(64), classes, r.seed, device)?,
+        };
+        return models::build(&tensors, "new model");
+    }
+    models::open(&m.source, m.revision.as_deref(), device)
+}
+
+/// Latest `step-XXXXXX.safetensors` in a run directory.
+pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let mut best: Option<(usize, PathBuf)> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name
+            .strip_prefix("step-")
+            .and_then(|s| s.strip_suffix(".safetensors"))
+            .and_then(|s| s.parse::<usize>().ok())
+        {
+            if best.as_ref().map(|(b, _)| step > *b).unwrap_or(true) {
+                best = Some((step, e.path()));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
+fn default_run_dir(name: &str, resume: bool) -> Result<PathBuf> {
+    let root = PathBuf::from("checkpoints");
+    if resume {
+        let mut runs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .map_err(|e| Error::io(&root, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .map(|n| n.to_string_lossy().starts_with(&format!("{name}-")))
+                        .unwrap_or(false)
+            })
+            .collect();
+        runs.sort();
+        return runs.pop().ok_or_else(|| {
+            Error::input(format!(
+                "--resume: no earlier run of '{name}' under {}",
+                root.display()
+            ))
+        });
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(root.join(format!("{name}-{secs}")))
+}
+
+/// Model + optimiser + progress as one safetensors file (atomic).
+fn save_checkpoint(
+    path: &Path,
+    model: &dyn Classifier,
+    adam: Option<&optim::Adam>,
+    state: &TrainState,
+    provenance: &str,
+) -> Result<()> {
+    let mut tensors = model.params().named_tensors();
+    if let Some(a) = adam {
+        tensors.extend(a.state());
+    }
+    let mut meta = HashMap::new();
+    meta.insert(checkpoint::FORMAT_KEY.to_string(), "1".to_string());
+    meta.insert("arch".into(), model.name());
+    meta.insert("bias_scale".into(), state.bias_scale.to_string());
+    meta.insert("provenance".into(), provenance.to_string());
+    meta.insert(
+        "train_state".into(),
+        serde_json::to_string(state).unwrap_or_default(),
+    );
+    checkpoint::save(path, &tensors, meta)
+}
+
+/// Fraction of images whose argmax is the label (and agreement with `reference` if given).
+pub fn evaluate_top1(
+    model: &dyn Classifier,
+    data: &Arc<dyn Dataset>,
+    limit: usize,
+    device: &Device,
+) -> Result<f64> {
+    let loader = Loader::new(data.clone(), 64, false, 0, 2);
+    let mut correct = 0usize;
+    let mut total = 0usize;
+    for batch in loader.epoch(0, 0) {
+        let x = Tensor::from_vec(
+            batch.pixels,
+            (batch.n, 3, batch.height, batch.width),
+            device,
+        )?;
+        let pred: Vec<u32> = model.forward(&x)?.argmax(1)?.to_vec1()?;
+        for (p, l) in pred.iter().zip(&batch.labels) {
+            correct += (p == l) as usize;
+        }
+        total += batch.n;
+        if limit > 0 && total >= limit {
+            break;
+        }
+    }
+    if total == 0 {
+        return Err(Error::input("validation set is empty"));
+    }
+    Ok(correct as f64 / total as f64)
+}
+
+fn trainable(model: &dyn Classifier, kind: StageKind) -> Vec<(String, candle_core::Var)> {
+    model
+        .params()
+        .iter()
+        .filter(|p| match kind {
+            StageKind::Train => matches!(
+                p.kind,
+                ParamKind::Weight | ParamKind::Bias | ParamKind::BnGamma | ParamKind::BnBeta
+            ),
+            // γ and the running statistics stay fixed; β and biases are trained and rescaled.
+            StageKind::Decay => matches!(
+                p.kind,
+                ParamKind::Weight | ParamKind::Bias | ParamKind::BnBeta
+            ),
+        })
+        .map(|p| (p.name.clone(), p.var.clone()))
+        .collect()
+}
+
+/// Run a recipe end to end.
+pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
+    let recipe = Recipe::load(recipe_path, &opts.overrides)?;
+    let run_dir = match &opts.run_dir {
+        Some(d) => d.clone(),
+        None => default_run_dir(&recipe.name, opts.resume)?,
+    };
+    let resume_from = if opts.resume {
+        latest_checkpoint(&run_dir)
+    } else {
+        None
+    };
+    if !opts.resume && latest_checkpoint(&run_dir).is_some() {
+        return Err(Error::input(format!("run directory {} already holds checkpoints: pass --resume to continue it, or another --run-dir", run_dir.display())));
+    }
+    if opts.resume && resume_from.is_none() {
+        eprintln!(
+            "no checkpoint in {} yet: starting from the beginning",
+            run_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    let device = parse_device(&recipe.device)?;
+    let data = open_data(&recipe)?;
+    let mut model = build_model(&recipe, data.train.num_classes(), &device)?;
+    if model.num_classes() != data.train.num_classes() {
+        return Err(Error::input(format!(
+            "model has {} classes but the training data has {}",
+            model.num_classes(),
+            data.train.num_classes()
+        )));
+    }
+    write_atomic(&run_dir.join("recipe.toml"), recipe.to_toml().as_bytes())?;
+    let tb_dir = run_dir.join("tb");
+    let mut tb = EventWriter::create(&tb_dir)?;
+
+    let mut state = TrainState {
+        stage: 0,
+        stage_step: 0,
+        global_step: 0,
+        rescales_done: 0,
+        bias_scale: 1.0,
+        adam_t: 0,
+        seconds: 0.0,
+    };
+    let mut resume_extra: HashMap<String, Tensor> = HashMap::new();
+    if let Some(ck) = &resume_from {
+        let c = checkpoint::load(ck, &device)?;
+        let s = c
+            .metadata
+            .get("train_state")
+            .and_then(|s| serde_json::from_str::<TrainState>(s).ok())
+            .ok_or_else(|| Error::Checkpoint {
+                path: ck.clone(),
+                message: "no train_state metadata (not a zerobias training checkpoint)".into(),
+            })?;
+        model.params().assign(&c.model, &ck.display().to_string())?;
+        resume_extra = c.extra;
+        eprintln!(
+            "resuming {} at stage {} step {} (global step {})",
+            ck.display(),
+            s.stage,
+            s.stage_step,
+            s.global_step
+        );
+        state = s;
+    }
+    let started = Instant::now();
+    let base_seconds = state.seconds;
+    let mut teacher_top1 = f64::NAN;
+    let mut teacher_ckpt: Option<PathBuf> = None;
+    let mut student_top1 = f64::NAN;
+    let mut brute_force = f64::NAN;
+    let total_steps: usize = recipe.stages.iter().map(|s| s.total_steps()).sum();
+    let provenance = format!("recipe {} ({})", recipe.name, recipe_path.display());
+
+    for (si, stage) in recipe.stages.iter().enumerate() {
+        if si < state.stage {
+            continue;
+        }
+        if si > state.stage {
+            state.stage = si;
+            state.stage_step = 0;
+            state.rescales_done = 0;
+            state.bias_scale = 1.0;
+            state.adam_t = 0;
+            resume_extra.clear();
+        }
+        // The teacher of a decay stage is the model as it entered the stage, kept on disk
+        // so that a resumed run distils from the same network.
+        let teacher: Option<Box<dyn Classifier>> = if stage.kind == StageKind::Decay {
+            let path = run_dir.join(format!("teacher-stage{si}.safetensors"));
+            if !path.exists() {
+                save_checkpoint(
+                    &path,
+                    model.as_ref(),
+                    None,
+                    &state,
+                    &format!("{provenance}; teacher of stage {si}"),
+                )?;
+            }
+            teacher_ckpt = Some(path.clone());
+            Some(models::load(&path, &device)?)
+        } else {
+            None
+        };
+        if let Some(t) = &teacher {
+            teacher_top1 = evaluate_top1(t.as_ref(), &data.val, recipe.data.val_limit, &device)?;
+            tb.add_scalar(
+                "eval/teacher_top1",
+                teacher_top1 as f32,
+                state.global_step as i64,
+            )?;
+        }
+        let mut adam = optim::Adam::new(
+            trainable(model.as_ref(), stage.kind),
+            stage.lr,
+            stage.beta1,
+            stage.beta2,
+            stage.weight_decay,
+        )?;
+        adam.load_state(&resume_extra, state.adam_t)?;
+        let biases: BiasSet = model.bias_set();
+        let bias_names: Vec<String> = biases.iter().map(|h| h.param.clone()).collect();
+        if stage.kind == StageKind::Decay && state.rescales_done >= stage.rescales {
+            adam.freeze(&bias_names);
+        }
+        let loader = Loader::new(
+            data.train.clone(),
+            stage.batch_size,
+            true,
+            recipe.seed.wrapping_add(si as u64 * 7919),
+            recipe.data.prefetch,
+        );
+        let per_epoch = loader.batches_per_epoch().max(1);
+        if loader.batches_per_epoch() == 0 {
+            return Err(Error::input(format!(
+                "stage {si}: batch_size {} is larger than the training set ({} images)",
+                stage.batch_size,
+                data.train.len()
+            )));
+        }
+        let total = stage.total_steps();
+        let bar = if opts.quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            crate::report::progress::bar(total as u64, &format!("{:?}", stage.kind).to_lowercase())
+        };
+        bar.set_position(state.stage_step as u64);
+        let mut window = Instant::now();
+        let mut window_images = 0usize;
+        let mut ips = 0.0;
+        while state.stage_step < total {
+            if let Some(limit) = opts.stop_after {
+                if state.global_step >= limit {
+                    bar.abandon();
+                    return Err(Error::Training(format!(
+                        "stopped after {limit} steps as requested"
+                    )));
+                }
+            }
+            let epoch = (state.stage_step / per_epoch) as u64;
+            let in_epoch = state.stage_step % per_epoch;
+            let mut steps_this_epoch = 0;
+            for batch in loader.epoch(epoch, in_epoch) {
+                if state.stage_step >= total
+                    || opts
+                        .stop_after
+                        .map(|l| state.global_step >= l)
+                        .unwrap_or(false)
+                {
+                    break;
+                }
+                let x = Tensor::from_vec(
+                    batch.pixels,
+                    (batch.n, 3, batch.height, batch.width),
+                    &device,
+                )?;
+                let labels = Tensor::from_vec(batch.labels.clone(), batch.n, &device)?;
+                let (loss, agreement) = match &teacher {
+                    None => {
+                        let train_bn = model.arch() == models::Arch::ResNet;
+                        let logits = model.forward_ctx(&x, &mut Ctx::training(train_bn))?;
+                        let loss = models::layers::cross_entropy(&logits, &labels)?;
+                        (loss, f64::NAN)
+                    }
+                    Some(t) => {
+                        let t_logits = t.forward(&x)?;
+                        let s_logits = model.forward_ctx(&x, &mut Ctx::training(false))?;
+                        let mut loss = loss::kd_loss(&s_logits, &t_logits, stage.temperature)?;
+                        if stage.ce_weight > 0.0 {
+                            loss = (loss
+                                + (models::layers::cross_entropy(&s_logits, &labels)?
+                                    * stage.ce_weight)?)?;
+                        }
+                        let a: Vec<u32> = s_logits.detach().argmax(1)?.to_vec1()?;
+                        let b: Vec<u32> = t_logits.argmax(1)?.to_vec1()?;
+                        let agree = a.iter().zip(&b).filter(|(p, q)| p == q).count() as f64
+                            / a.len() as f64;
+                        (loss, agree)
+                    }
+                };
+                let loss_value = loss.to_scalar::<f32>()? as f64;
+                if !loss_value.is_finite() {
+                    bar.abandon();
+                    let last = latest_checkpoint(&run_dir)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "none yet".into());
+                    return Err(Error::Training(format!(
+                        "non-finite loss ({loss_value}) at stage {si} ({:?}) step {}; last good checkpoint: {last}. Lower stage[{si}].lr and resume.",
+                        stage.kind, state.stage_step
+                    )));
+                }
+                let grads = loss.backward()?;
+                let grad_norm = adam.step(&grads)?;
+                state.stage_step += 1;
+                state.global_step += 1;
+                state.adam_t = adam.t;
+                steps_this_epoch += 1;
+                window_images += batch.n;
+
+                if stage.kind == StageKind::Decay
+                    && state.rescales_done < stage.rescales
+                    && state.stage_step == (state.rescales_done + 1) * stage.rescale_every
+                {
+                    let k = state.rescales_done + 1;
+                    let schedule = stage.schedule.unwrap_or(Schedule::Exponential);
+                    biases.scale(schedule::step_factor(
+                        schedule,
+                        stage.factor,
+                        k,
+                        stage.rescales,
+                    ))?;
+                    state.rescales_done = k;
+                    state.bias_scale =
+                        schedule::scale_after(schedule, stage.factor, k, stage.rescales);
+                    if k == stage.rescales {
+                        biases.zero()?;
+                        adam.freeze(&bias_names);
+                    }
+                }
+
+                let g = state.global_step as i64;
+                tb.add_scalar("train/loss", loss_value as f32, g)?;
+                tb.add_scalar("train/grad_norm", grad_norm as f32, g)?;
+                tb.add_scalar("train/lr", stage.lr as f32, g)?;
+                tb.add_scalar("train/bias_scale", state.bias_scale as f32, g)?;
+                if agreement.is_finite() {
+                    tb.add_scalar("train/teacher_agreement", agreement as f32, g)?;
+                }
+                let dt = window.elapsed().as_secs_f64();
+                if dt > 2.0 {
+                    ips = window_images as f64 / dt;
+                    tb.add_scalar("train/images_per_second", ips as f32, g)?;
+                    window = Instant::now();
+                    window_images = 0;
+                }
+                bar.set_position(state.stage_step as u64);
+                bar.set_message(format!(
+                    "loss {loss_value:.4}{} scale {:.3e} {ips:.0} img/s [{}/{} total]",
+                    if agreement.is_finite() {
+                        format!(" agree {:.2}", agreement)
+                    } else {
+                        String::new()
+                    },
+                    state.bias_scale,
+                    state.global_step,
+                    total_steps
+                ));
+                let last_step = state.stage_step == total;
+                if state.stage_step % stage.eval_every == 0 || last_step {
+                    let top1 =
+                        evaluate_top1(model.as_ref(), &data.val, recipe.data.val_limit, &device)?;
+                    tb.add_scalar("eval/top1", top1 as f32, g)?;
+                    for (kind, _, _) in biases.count_by_kind() {
+                        let values: Vec<f32> = biases
+                            .iter()
+                            .filter(|h| h.kind == kind)
+                            .flat_map(|h| {
+                                h.read()
+                                    .flatten_all()
+                                    .and_then(|t| t.to_vec1::<f32>())
+                                    .unwrap_or_default()
+                            })
+                            .collect();
+                        tb.add_histogram(
+                            &format!("bias/{}", kind.label().replace(' ', "_")),
+                            &values,
+                            g,
+                        )?;
+                    }
+                }
+                if state.stage_step % stage.checkpoint_every == 0 || last_step {
+                    state.seconds = base_seconds + started.elapsed().as_secs_f64();
+                    let path = run_dir.join(format!("step-{:06}.safetensors", state.global_step));
+                    save_checkpoint(&path, model.as_ref(), Some(&adam), &state, &provenance)?;
+                }
+            }
+            if steps_this_epoch == 0
+                && state.stage_step < total
+                && opts
+                    .stop_after
+                    .map(|l| state.global_step < l)
+                    .unwrap_or(true)
+            {
+                return Err(Error::Training(format!("stage {si}: the training data yielded no batch ({} images skipped as unreadable)", loader.skipped())));
+            }
+        }
+        bar.finish_and_clear();
+        if loader.skipped() > 0 {
+            eprintln!("stage {si}: skipped {} unreadable images", loader.skipped());
+        }
+        let top1 = evaluate_top1(model.as_ref(), &data.val, recipe.data.val_limit, &device)?;
+        match stage.kind {
+            StageKind::Train => {
+                teacher_top1 = top1;
+                let path = run_dir.join(format!("stage{si}-trained.safetensors"));
+                save_checkpoint(&path, model.as_ref(), None, &state, &provenance)?;
+                teacher_ckpt = Some(path);
+            }
+            StageKind::Decay => {
+                student_top1 = top1;
+                if let Some(t) = &teacher {
+                    let set = t.bias_set();
+                    set.zero()?;
+                    brute_force =
+                        evaluate_top1(t.as_ref(), &data.val, recipe.data.val_limit, &device)?;
+                }
+            }
+        }
+        eprintln!(
+            "stage {si} ({:?}) done: top-1 {:.2}%",
+            stage.kind,
+            100.0 * top1
+        );
+        state.stage = si + 1;
+        state.stage_step = 0;
+        resume_extra.clear();
+    }
+    if student_top1.is_nan() {
+        student_top1 = evaluate_top1(model.as_ref(), &data.val, recipe.data.val_limit, &device)?;
+    }
+    state.seconds = base_seconds + started.elapsed().as_secs_f64();
+    let final_path = run_dir.join("final.safetensors");
+    save_checkpoint(&final_path, model.as_ref(), None, &state, &provenance)?;
+    let biases = model.bias_set();
+    let summary = Summary {
+        recipe: recipe.name.clone(),
+        run_dir: run_dir.clone(),
+        arch: model.name(),
+        teacher_top1,
+        student_top1,
+        brute_force_zero_top1: brute_force,
+        retention: student_top1 / teacher_top1,
+        teacher_checkpoint: teacher_ckpt,
+        final_checkpoint: final_path,
+        tensorboard_dir: tb_dir,
+        steps: state.global_step,
+        seconds: state.seconds,
+        bias_parameters: biases.numel(),
+        final_max_abs_bias: biases.max_abs()?,
+        completed: true,
+    };
+    write_atomic(
+        &run_dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    let _ = &mut model;
+    Ok(summary)
+}
+
+impl Summary {
+    /// The closing table of a run.
+    pub fn table(&self) -> String {
+        let pct = |v: f64| {
+            if v.is_finite() {
+                format!("{:.2}%", 100.0 * v)
+            } else {
+                "n/a".into()
+            }
+        };
+        let mut s = String::new();
+        s.push_str(&format!("\n  {} ({})\n", self.recipe, self.arch));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "teacher top-1",
+            pct(self.teacher_top1)
+        ));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "zero-bias student top-1 (decayed)",
+            pct(self.student_top1)
+        ));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "teacher with biases set to zero",
+            pct(self.brute_force_zero_top1)
+        ));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "retention (student / teacher)",
+            pct(self.retention)
+        ));
+        s.push_str(&format!(
+            "  {:<40} {} ({} values, max |b| = {:.1e})\n",
+            "bias parameters", "all", self.bias_parameters, self.final_max_abs_bias
+        ));
+        s.push_str(&format!("  {:<40} {}\n", "steps", self.steps));
+        s.push_str(&format!("  {:<40} {:.1} s\n", "wall time", self.seconds));
+        if let Some(t) = &self.teacher_checkpoint {
+            s.push_str(&format!("  {:<40} {}\n", "teacher checkpoint", t.display()));
+        }
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "zero-bias checkpoint",
+            self.final_checkpoint.display()
+        ));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "summary",
+            self.run_dir.join("summary.json").display()
+        ));
+        s.push_str(&format!(
+            "\n  view the run: tensorboard --logdir {}\n",
+            self.tensorboard_dir.display()
+        ));
+        s
+    }
+}

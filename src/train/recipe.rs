@@ -1,0 +1,478 @@
+//! Recipes: TOML files in `recipes/`, validated field by field, overridable with
+//! `--set key=value`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_device")]
+    pub device: String,
+    pub model: ModelSpec,
+    pub data: DataSpec,
+    #[serde(rename = "stage")]
+    pub stages: Vec<Stage>,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// "new" (random init, trained by a `train` stage), a .safetensors path, or a Hub id.
+    pub source: String,
+    /// For source = "new": vgg16 or resnet50.
+    #[serde(default)]
+    pub arch: Option<String>,
+    /// For source = "new": base width (VGG: w,2w,4w,8w,8w; ResNet: stem w, planes w..8w).
+    #[serde(default)]
+    pub width: Option<usize>,
+    /// For source = "new", VGG: classifier hidden width.
+    #[serde(default)]
+    pub hidden: Option<usize>,
+    /// For source = "new": number of classes (defaults to the dataset's).
+    #[serde(default)]
+    pub classes: Option<usize>,
+    #[serde(default)]
+    pub revision: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// "synthetic" (built-in, offline) or "imagefolder".
+    pub kind: String,
+    /// imagefolder: training root (ImageNet layout).
+    #[serde(default)]
+    pub train: Option<PathBuf>,
+    /// imagefolder: validation root.
+    #[serde(default)]
+    pub val: Option<PathBuf>,
+    /// Image side in pixels (imagefolder: crop size).
+    #[serde(default = "default_size")]
+    pub size: usize,
+    /// synthetic: number of classes.
+    #[serde(default = "default_classes")]
+    pub classes: usize,
+    /// synthetic: images in the training / validation split.
+    #[serde(default = "default_train_len")]
+    pub train_len: usize,
+    #[serde(default = "default_val_len")]
+    pub val_len: usize,
+    /// Cap on validation images per evaluation (0 = all).
+    #[serde(default)]
+    pub val_limit: usize,
+    /// Batches decoded ahead of the model.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+}
+
+fn default_size() -> usize {
+    64
+}
+fn default_classes() -> usize {
+    10
+}
+fn default_train_len() -> usize {
+    4000
+}
+fn default_val_len() -> usize {
+    1000
+}
+fn default_prefetch() -> usize {
+    4
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Train,
+    Decay,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Exponential,
+    Linear,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub kind: StageKind,
+    pub lr: f64,
+    pub batch_size: usize,
+    /// train: number of steps.
+    #[serde(default)]
+    pub steps: usize,
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// decay: schedule of the bias scale.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    /// decay: number of rescales (the last one reaches exactly zero).
+    #[serde(default)]
+    pub rescales: usize,
+    /// decay: steps between rescales (paper: 200).
+    #[serde(default)]
+    pub rescale_every: usize,
+    /// decay, exponential: factor per rescale.
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    /// decay: steps at zero bias after the last rescale, biases frozen.
+    #[serde(default)]
+    pub zero_steps: usize,
+    /// decay: distillation temperature (paper: 100).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// decay: weight of an extra cross-entropy on labels.
+    #[serde(default)]
+    pub ce_weight: f64,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+fn default_eval_every() -> usize {
+    100
+}
+fn default_checkpoint_every() -> usize {
+    100
+}
+fn default_factor() -> f64 {
+    0.5
+}
+fn default_temperature() -> f64 {
+    100.0
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+
+impl Stage {
+    /// Total optimiser steps of this stage.
+    pub fn total_steps(&self) -> usize {
+        match self.kind {
+            StageKind::Train => self.steps,
+            StageKind::Decay => self.rescales * self.rescale_every + self.zero_steps,
+        }
+    }
+}
+
+impl Recipe {
+    /// Parse a recipe file, apply `key=value` overrides, validate.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::file(
+                path,
+                "recipe not found (expected a TOML file, e.g. recipes/quickstart.toml)",
+            ),
+            _ => Error::io(path, e),
+        })?;
+        Self::parse(&text, overrides, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, overrides: &[String], origin: &str) -> Result<Self> {
+        let mut value: toml::Value = toml::from_str(text)
+            .map_err(|e| Error::file(origin, format!("invalid TOML: {}", e.message())))?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let recipe: Recipe = value
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::recipe(origin, e.message().to_string()))?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |f: &str, m: String| Err(Error::recipe(f, m));
+        if self.name.trim().is_empty() {
+            return bad("name", "must not be empty".into());
+        }
+        match self.model.source.as_str() {
+            "new" => {
+                match self.model.arch.as_deref() {
+                    Some("vgg16") | Some("resnet50") => {}
+                    other => return bad("model.arch", format!("{other:?}: expected \"vgg16\" or \"resnet50\" when model.source = \"new\"")),
+                }
+                if self.model.width.unwrap_or(0) == 0 {
+                    return bad(
+                        "model.width",
+                        "expected a positive base width when model.source = \"new\"".into(),
+                    );
+                }
+                if self.model.arch.as_deref() == Some("vgg16")
+                    && self.model.hidden.unwrap_or(0) == 0
+                {
+                    return bad(
+                        "model.hidden",
+                        "expected a positive classifier width for a new vgg16".into(),
+                    );
+                }
+            }
+            "" => {
+                return bad(
+                    "model.source",
+                    "expected \"new\", a .safetensors path or a Hub id".into(),
+                )
+            }
+            _ => {}
+        }
+        match self.data.kind.as_str() {
+            "synthetic" => {
+                if self.data.classes < 2 {
+                    return bad(
+                        "data.classes",
+                        format!("{}: expected at least 2", self.data.classes),
+                    );
+                }
+                if self.data.train_len == 0 || self.data.val_len == 0 {
+                    return bad(
+                        "data.train_len",
+                        "train_len and val_len must be positive".into(),
+                    );
+                }
+            }
+            "imagefolder" => {
+                if self.data.train.is_none() {
+                    return bad("data.train", "expected the training folder (ImageNet layout) for data.kind = \"imagefolder\"".into());
+                }
+                if self.data.val.is_none() {
+                    return bad(
+                        "data.val",
+                        "expected the validation folder for data.kind = \"imagefolder\"".into(),
+                    );
+                }
+            }
+            other => {
+                return bad(
+                    "data.kind",
+                    format!("\"{other}\": expected \"synthetic\" or \"imagefolder\""),
+                )
+            }
+        }
+        if self.data.size < 32 {
+            return bad(
+                "data.size",
+                format!(
+                    "{}: expected at least 32 pixels (five 2x2 pools)",
+                    self.data.size
+                ),
+            );
+        }
+        if self.stages.is_empty() {
+            return bad("stage", "expected at least one [[stage]]".into());
+        }
+        if self.model.source == "new" && self.stages[0].kind != StageKind::Train {
+            return bad(
+                "stage[0].kind",
+                "a new model must be trained first: expected kind = \"train\"".into(),
+            );
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            let f = |n: &str| format!("stage[{i}].{n}");
+            if !(s.lr.is_finite() && s.lr > 0.0) {
+                return bad(
+                    &f("lr"),
+                    format!("{}: expected a positive learning rate", s.lr),
+                );
+            }
+            if s.batch_size == 0 {
+                return bad(&f("batch_size"), "expected at least 1".into());
+            }
+            if s.eval_every == 0 || s.checkpoint_every == 0 {
+                return bad(
+                    &f("eval_every"),
+                    "eval_every and checkpoint_every must be positive".into(),
+                );
+            }
+            if !(0.0..1.0).contains(&s.beta1) || !(0.0..1.0).contains(&s.beta2) {
+                return bad(&f("beta1"), "Adam betas must lie in [0, 1)".into());
+            }
+            match s.kind {
+                StageKind::Train => {
+                    if s.steps == 0 {
+                        return bad(&f("steps"), "expected a positive number of steps".into());
+                    }
+                }
+                StageKind::Decay => {
+                    if s.schedule.is_none() {
+                        return bad(
+                            &f("schedule"),
+                            "expected \"exponential\" or \"linear\"".into(),
+                        );
+                    }
+                    if s.rescales == 0 {
+                        return bad(
+                            &f("rescales"),
+                            "expected at least 1 rescale (the last one sets biases to zero)".into(),
+                        );
+                    }
+                    if s.rescale_every == 0 {
+                        return bad(
+                            &f("rescale_every"),
+                            "expected a positive number of steps (paper: 200)".into(),
+                        );
+                    }
+                    if s.schedule == Some(Schedule::Exponential)
+                        && !(s.factor > 0.0 && s.factor < 1.0)
+                    {
+                        return bad(
+                            &f("factor"),
+                            format!("{}: expected a factor in (0, 1)", s.factor),
+                        );
+                    }
+                    if !(s.temperature.is_finite() && s.temperature > 0.0) {
+                        return bad(
+                            &f("temperature"),
+                            format!(
+                                "{}: expected a positive temperature (paper: 100)",
+                                s.temperature
+                            ),
+                        );
+                    }
+                    if !(s.ce_weight.is_finite() && s.ce_weight >= 0.0) {
+                        return bad(&f("ce_weight"), format!("{}: expected >= 0", s.ce_weight));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `a.b=value` or `stage.1.lr=1e-3` (array index), the value parsed as TOML when possible
+/// and as a string otherwise.
+fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
+    let (key, raw) = spec.split_once('=').ok_or_else(|| {
+        Error::recipe(
+            spec,
+            "--set expects key=value (e.g. --set stage.0.steps=100)",
+        )
+    })?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut cur = root;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        cur = match cur {
+            toml::Value::Table(t) => {
+                if last {
+                    t.insert(part.to_string(), value);
+                    return Ok(());
+                }
+                if !t.contains_key(*part) {
+                    t.insert(part.to_string(), toml::Value::Table(Default::default()));
+                }
+                t.get_mut(*part)
+                    .ok_or_else(|| Error::recipe(key, "cannot set"))?
+            }
+            toml::Value::Array(a) => {
+                let idx: usize = part.parse().map_err(|_| {
+                    Error::recipe(key, format!("'{part}' is not an index into an array"))
+                })?;
+                let len = a.len();
+                let slot = a.get_mut(idx).ok_or_else(|| {
+                    Error::recipe(
+                        key,
+                        format!("index {idx} is out of range (the array has {len} entries)"),
+                    )
+                })?;
+                if last {
+                    *slot = value;
+                    return Ok(());
+                }
+                slot
+            }
+            _ => return Err(Error::recipe(key, format!("'{part}' is not a table"))),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+name = "t"
+[model]
+source = "new"
+arch = "vgg16"
+width = 4
+hidden = 16
+[data]
+kind = "synthetic"
+[[stage]]
+kind = "train"
+steps = 10
+lr = 1e-3
+batch_size = 4
+[[stage]]
+kind = "decay"
+schedule = "exponential"
+rescales = 3
+rescale_every = 2
+zero_steps = 2
+lr = 1e-4
+batch_size = 4
+"#;
+
+    #[test]
+    fn parses_and_overrides() {
+        let r = Recipe::parse(
+            BASE,
+            &["stage.1.zero_steps=7".into(), "data.size=48".into()],
+            "t",
+        )
+        .unwrap();
+        assert_eq!(r.stages[1].zero_steps, 7);
+        assert_eq!(r.data.size, 48);
+        assert_eq!(r.stages[1].total_steps(), 3 * 2 + 7);
+    }
+
+    #[test]
+    fn typo_names_the_field() {
+        let text = BASE.replace("zero_steps", "zero_stpes");
+        let e = Recipe::parse(&text, &[], "t").unwrap_err().to_string();
+        assert!(e.contains("zero_stpes"), "{e}");
+        let e = Recipe::parse(BASE, &["stage.0.lr=-1".into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stage[0].lr"), "{e}");
+        let e = Recipe::parse(BASE, &["data.kind=\"folder\"".into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data.kind"), "{e}");
+        let e = Recipe::parse(BASE, &["stage.5.lr=1".into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out of range"), "{e}");
+    }
+}
