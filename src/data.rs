@@ -4,7 +4,7 @@
 //!
 //! * [`preprocess_eval`] / [`augment_train`]: torchvision's eval (Resize + CenterCrop) and train
 //!   (RandomResizedCrop + RandomHorizontalFlip) pipelines. Resampling reproduces PIL's
-//!   antialiased bilinear filter (fixed-point, horizontal pass then vertical), which is what
+//!   antialiased bilinear filter (fixed point, Pillow 13's pass order), which is what
 //!   torchvision runs on PIL images, so eval inputs match the PyTorch reference bit for bit
 //!   (up to JPEG decoder differences).
 //! * [`ImageFolder`] (ImageNet layout) and [`Synthetic`] (shapes/textures with object masks,
@@ -232,9 +232,12 @@ pub fn denormalise_chw(chw: &[f32], height: usize, width: usize) -> Vec<u8> {
 
 /// PIL's `ImagingResample` with the BILINEAR filter on 8-bit RGB (Pillow `Resample.c`):
 /// antialiased (support scales with the downscale factor), fixed-point weights with 22
-/// fractional bits, horizontal pass rounded to u8, then vertical pass. Only the requested output
-/// window is computed, so a centre crop never pays for (or allocates) the full resized image.
+/// fractional bits, two separable passes rounded to u8 in between, in Pillow 13's order. Only
+/// the requested output window is computed, so a centre crop never pays for (or allocates) the
+/// full resized image.
 mod resample {
+    use std::ops::Range;
+
     const PRECISION_BITS: u32 = 22;
 
     /// A rectangle of an RGB8 HWC buffer used as the resampling input.
@@ -312,10 +315,66 @@ mod resample {
         (v >> PRECISION_BITS).clamp(0, 255) as u8
     }
 
+    /// First and one-past-last input index any output of `c` reads.
+    fn span(c: &Coeffs) -> Range<usize> {
+        let lo = c.bounds.iter().map(|b| b.0).min().unwrap_or(0);
+        let hi = c.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(lo);
+        lo..hi
+    }
+
+    fn pixel(src: &View, x: usize, y: usize) -> usize {
+        ((src.y0 + y) * src.stride + src.x0 + x) * 3
+    }
+
+    /// Horizontal pass over view rows `rows`; input column `j` of `hc` is view column
+    /// `j - col_offset`. Returns `rows.len() × hc.bounds.len()` RGB8.
+    fn horizontal(src: &View, rows: Range<usize>, hc: &Coeffs, col_offset: usize) -> Vec<u8> {
+        let half = 1i64 << (PRECISION_BITS - 1);
+        let out_w = hc.bounds.len();
+        let mut out = vec![0u8; rows.len() * out_w * 3];
+        for (y, dst_row) in rows.zip(out.chunks_exact_mut(out_w * 3)) {
+            for (c, dst) in dst_row.chunks_exact_mut(3).enumerate() {
+                let (xmin, n) = hc.bounds[c];
+                let k = &hc.k[c * hc.ksize..c * hc.ksize + n];
+                let mut s = [half; 3];
+                for (i, &kv) in k.iter().enumerate() {
+                    let p = pixel(src, xmin + i - col_offset, y);
+                    s[0] += i64::from(src.data[p]) * kv;
+                    s[1] += i64::from(src.data[p + 1]) * kv;
+                    s[2] += i64::from(src.data[p + 2]) * kv;
+                }
+                dst[0] = clip8(s[0]);
+                dst[1] = clip8(s[1]);
+                dst[2] = clip8(s[2]);
+            }
+        }
+        out
+    }
+
+    /// Vertical pass over view columns `cols`; input row `j` of `vc` is view row
+    /// `j - row_offset`. Returns `vc.bounds.len() × cols.len()` RGB8.
+    fn vertical(src: &View, cols: Range<usize>, vc: &Coeffs, row_offset: usize) -> Vec<u8> {
+        let half = 1i64 << (PRECISION_BITS - 1);
+        let row_len = cols.len() * 3;
+        let mut out = vec![0u8; vc.bounds.len() * row_len];
+        for (y, dst_row) in out.chunks_exact_mut(row_len).enumerate() {
+            let (ymin, n) = vc.bounds[y];
+            let k = &vc.k[y * vc.ksize..y * vc.ksize + n];
+            for (c, dst) in dst_row.iter_mut().enumerate() {
+                let mut s = half;
+                for (i, &kv) in k.iter().enumerate() {
+                    let p = pixel(src, cols.start, ymin + i - row_offset) + c;
+                    s += i64::from(src.data[p]) * kv;
+                }
+                *dst = clip8(s);
+            }
+        }
+        out
+    }
+
     /// Resize `src` to `out_w × out_h` and return only `win` (RGB8 HWC, `win.w × win.h`).
-    /// The window must lie inside the output; degenerate inputs give black pixels.
+    /// Degenerate inputs or a window outside the output give black pixels.
     pub(super) fn resize_window(src: &View, out_w: usize, out_h: usize, win: Window) -> Vec<u8> {
-        let mut out = vec![0u8; win.w * win.h * 3];
         if src.width == 0
             || src.height == 0
             || win.w == 0
@@ -325,66 +384,56 @@ mod resample {
             || (src.y0 + src.height - 1) * src.stride * 3 + (src.x0 + src.width) * 3
                 > src.data.len()
         {
-            return out;
+            return vec![0u8; win.w * win.h * 3];
         }
-        let need_h = out_w != src.width;
-        let need_v = out_h != src.height;
-        let vc = need_v.then(|| coeffs(src.height, out_h, win.y, win.h));
-        let hc = need_h.then(|| coeffs(src.width, out_w, win.x, win.w));
-        // Source rows the vertical pass reads (all of them rows of the horizontal output).
-        let (row_first, row_end) = match &vc {
-            Some(c) => (
-                c.bounds.iter().map(|b| b.0).min().unwrap_or(0),
-                c.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0),
-            ),
-            None => (win.y, win.y + win.h),
-        };
-        let row_len = win.w * 3;
-        let half = 1i64 << (PRECISION_BITS - 1);
-
-        let mut tmp = vec![0u8; (row_end - row_first) * row_len];
-        for (r, dst_row) in tmp.chunks_exact_mut(row_len).enumerate() {
-            let sy = src.y0 + row_first + r;
-            let start = (sy * src.stride + src.x0) * 3;
-            let srow = &src.data[start..start + src.width * 3];
-            match &hc {
-                Some(hc) => {
-                    for (c, dst) in dst_row.chunks_exact_mut(3).enumerate() {
-                        let (xmin, n) = hc.bounds[c];
-                        let k = &hc.k[c * hc.ksize..c * hc.ksize + n];
-                        let mut s = [half; 3];
-                        for (i, &kv) in k.iter().enumerate() {
-                            let p = &srow[(xmin + i) * 3..(xmin + i) * 3 + 3];
-                            s[0] += i64::from(p[0]) * kv;
-                            s[1] += i64::from(p[1]) * kv;
-                            s[2] += i64::from(p[2]) * kv;
-                        }
-                        dst[0] = clip8(s[0]);
-                        dst[1] = clip8(s[1]);
-                        dst[2] = clip8(s[2]);
-                    }
+        let rows = win.y..win.y + win.h;
+        let cols = win.x..win.x + win.w;
+        let hc = (out_w != src.width).then(|| coeffs(src.width, out_w, win.x, win.w));
+        let vc = (out_h != src.height).then(|| coeffs(src.height, out_h, win.y, win.h));
+        match (hc, vc) {
+            (None, None) => {
+                let mut out = Vec::with_capacity(win.w * win.h * 3);
+                for y in rows {
+                    let p = pixel(src, cols.start, y);
+                    out.extend_from_slice(&src.data[p..p + win.w * 3]);
                 }
-                None => dst_row.copy_from_slice(&srow[win.x * 3..win.x * 3 + row_len]),
+                out
+            }
+            (Some(hc), None) => horizontal(src, rows, &hc, 0),
+            (None, Some(vc)) => vertical(src, cols, &vc, 0),
+            (Some(hc), Some(vc)) => {
+                // Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first when the
+                // height shrinks by more than twice what the width does; the passes round to
+                // u8 in between, so the order shows in the last bit.
+                let shrink_h = src.height as i64 - out_h as i64;
+                let shrink_w = src.width as i64 - out_w as i64;
+                if shrink_h > 0 && shrink_h > 2 * shrink_w {
+                    let cols = span(&hc);
+                    let tmp = vertical(src, cols.clone(), &vc, 0);
+                    let tv = View {
+                        data: &tmp,
+                        stride: cols.len(),
+                        x0: 0,
+                        y0: 0,
+                        width: cols.len(),
+                        height: win.h,
+                    };
+                    horizontal(&tv, 0..win.h, &hc, cols.start)
+                } else {
+                    let rows = span(&vc);
+                    let tmp = horizontal(src, rows.clone(), &hc, 0);
+                    let tv = View {
+                        data: &tmp,
+                        stride: win.w,
+                        x0: 0,
+                        y0: 0,
+                        width: win.w,
+                        height: rows.len(),
+                    };
+                    vertical(&tv, 0..win.w, &vc, rows.start)
+                }
             }
         }
-
-        for (y, dst_row) in out.chunks_exact_mut(row_len).enumerate() {
-            match &vc {
-                Some(vc) => {
-                    let (ymin, n) = vc.bounds[y];
-                    let k = &vc.k[y * vc.ksize..y * vc.ksize + n];
-                    for (c, dst) in dst_row.iter_mut().enumerate() {
-                        let mut s = half;
-                        for (i, &kv) in k.iter().enumerate() {
-                            s += i64::from(tmp[(ymin - row_first + i) * row_len + c]) * kv;
-                        }
-                        *dst = clip8(s);
-                    }
-                }
-                None => dst_row.copy_from_slice(&tmp[y * row_len..(y + 1) * row_len]),
-            }
-        }
-        out
     }
 }
 
@@ -524,8 +573,9 @@ pub fn decode_image_file(path: &Path) -> Result<DynamicImage, DataError> {
             path: path.to_path_buf(),
             source,
         })?;
-    match reader.format() {
-        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
+    let format = match reader.format() {
+        Some(ImageFormat::Png) => "PNG",
+        Some(ImageFormat::Jpeg) => "JPEG",
         Some(other) => {
             return Err(decode_err(format!(
                 "unsupported image format {other:?} (expected PNG or JPEG)"
@@ -537,11 +587,10 @@ pub fn decode_image_file(path: &Path) -> Result<DynamicImage, DataError> {
                 bytes.len()
             )))
         }
-    }
-    let format = reader.format();
+    };
     let img = reader
         .decode()
-        .map_err(|e| decode_err(format!("cannot decode {format:?} image: {e}")))?;
+        .map_err(|e| decode_err(format!("corrupt or truncated {format} image: {e}")))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(decode_err(format!(
             "image has zero size ({}x{})",
@@ -860,8 +909,10 @@ pub const SYNTHETIC_CLASSES: [&str; 12] = [
 ];
 
 /// Procedural shapes and textures (see [`SYNTHETIC_CLASSES`]) on a cluttered, noisy background,
-/// each with an object mask. Image `i` depends only on `(seed, i)`; labels are `i % classes`
-/// shuffled once by the seed, so classes are balanced to within one sample.
+/// each with an object mask, rendered on demand (nothing is stored but the labels). Labels are
+/// `i % classes` shuffled once by the seed, so classes are balanced to within one sample;
+/// sample `i` is a pure function of `(len, classes, seed, i)`. Use another seed for a
+/// validation split.
 pub struct Synthetic {
     len: usize,
     size: usize,
@@ -872,8 +923,8 @@ pub struct Synthetic {
 
 /// Stream identifiers for [`Rng::derive`], so the different uses never share random numbers.
 const STREAM_LABELS: u64 = 0x6C61_6265_6C73; // "labels"
-const STREAM_IMAGE: u64 = 0x696D_6167_65; // "image"
-const STREAM_ORDER: u64 = 0x6F72_6465_72; // "order"
+const STREAM_IMAGE: u64 = 0x0069_6D61_6765; // "image"
+const STREAM_ORDER: u64 = 0x006F_7264_6572; // "order"
 const STREAM_SAMPLE: u64 = 0x7361_6D70_6C65; // "sample"
 
 impl Synthetic {
@@ -981,7 +1032,7 @@ mod synth {
     use super::Rng;
 
     /// Supersampling per axis: antialiased edges and a coverage-based mask.
-    const SS: usize = 3;
+    const SS: usize = 2;
 
     #[derive(Clone, Copy)]
     enum Outline {
@@ -1099,7 +1150,7 @@ mod synth {
             let a = rng.range(0.0, std::f32::consts::TAU);
             let bg_dir = [a.cos(), a.sin()];
 
-            let n_clutter = 2 + rng.below(4);
+            let n_clutter = 3 + rng.below(4);
             let mut clutter = Vec::with_capacity(n_clutter);
             for _ in 0..n_clutter {
                 let (x, y) = (rng.range(0.0, s), rng.range(0.0, s));
@@ -1131,7 +1182,7 @@ mod synth {
                     }
                 };
                 let c = colour(rng);
-                let alpha = rng.range(0.3, 0.6);
+                let alpha = rng.range(0.35, 0.7);
                 clutter.push((shape, c, alpha));
             }
 
@@ -1264,6 +1315,14 @@ mod synth {
         }
     }
 
+    /// Roughly standard normal noise from one `u64` (Irwin–Hall sum of four 16-bit uniforms):
+    /// pixel noise needs the shape, not exact tails, and Box–Muller dominated render time.
+    fn approx_normal(rng: &mut Rng) -> f32 {
+        let x = rng.next_u64();
+        let sum: u64 = (0..4).map(|i| (x >> (16 * i)) & 0xFFFF).sum();
+        (sum as f32 / 65536.0 - 2.0) * 3f32.sqrt()
+    }
+
     /// Render class `class` at `size`×`size`: (RGB8 HWC, mask HW with 1 = object).
     pub(super) fn render(class: usize, size: usize, rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
         let scene = Scene::new(class, size, rng);
@@ -1272,30 +1331,35 @@ mod synth {
         let n = (SS * SS) as f32;
         for py in 0..size {
             for px in 0..size {
+                // Only the object is supersampled: the background (gradient + clutter) is
+                // sampled once per pixel, which keeps generation cheap next to training.
                 let mut acc = [0.0f32; 3];
                 let mut cover = 0usize;
                 for sy in 0..SS {
                     for sx in 0..SS {
                         let x = px as f32 + (sx as f32 + 0.5) / SS as f32;
                         let y = py as f32 + (sy as f32 + 0.5) / SS as f32;
-                        let c = match scene.object(x, y) {
-                            Some(c) => {
-                                cover += 1;
-                                c
+                        if let Some(c) = scene.object(x, y) {
+                            cover += 1;
+                            for k in 0..3 {
+                                acc[k] += c[k];
                             }
-                            None => scene.background(x, y),
-                        };
-                        for k in 0..3 {
-                            acc[k] += c[k];
                         }
+                    }
+                }
+                if cover < SS * SS {
+                    let bg = scene.background(px as f32 + 0.5, py as f32 + 0.5);
+                    let rest = (SS * SS - cover) as f32;
+                    for k in 0..3 {
+                        acc[k] += bg[k] * rest;
                     }
                 }
                 let i = py * size + px;
                 for k in 0..3 {
-                    let v = acc[k] / n + scene.noise * rng.normal();
+                    let v = acc[k] / n + scene.noise * approx_normal(rng);
                     rgb[i * 3 + k] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
                 }
-                mask[i] = u8::from(cover * 2 > SS * SS);
+                mask[i] = u8::from(cover * 2 >= SS * SS);
             }
         }
         (rgb, mask)
@@ -1429,36 +1493,29 @@ impl Loader {
     /// Iterate epoch `epoch` from batch `start_batch`; `epoch(e, k)` yields exactly what
     /// `epoch(e, 0).skip(k)` would. Dropping the iterator stops the prefetch thread.
     pub fn epoch(&self, epoch: u64, start_batch: usize) -> EpochIter {
-        let producer = Arc::new(Producer {
-            dataset: Arc::clone(&self.dataset),
-            order: self.order(epoch),
-            batch_size: self.batch_size,
-            train: self.train,
-            seed: self.seed,
-            epoch,
-            skips: Arc::clone(&self.skips),
-        });
         let end = self.batches_per_epoch();
         let start = start_batch.min(end);
+        let sync = |producer| EpochIter {
+            inner: Inner::Sync {
+                producer,
+                next: start,
+                end,
+            },
+        };
         if self.prefetch == 0 {
-            return EpochIter {
-                inner: Inner::Sync {
-                    producer,
-                    next: start,
-                    end,
-                },
-            };
+            return sync(self.producer(epoch));
         }
-        // A rendezvous/bounded channel: `prefetch - 1` queued plus one waiting in `send`.
+        // Bounded channel: `prefetch - 1` queued plus one waiting in `send` = `prefetch` ready.
         let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) =
             std::sync::mpsc::sync_channel(self.prefetch - 1);
+        let producer = self.producer(epoch);
         let spawned = std::thread::Builder::new()
             .name("zerobias-loader".into())
             .spawn(move || {
                 for b in start..end {
                     if let Some(batch) = producer.batch(b) {
                         if tx.send(batch).is_err() {
-                            return; // consumer dropped the iterator
+                            return; // the consumer dropped the iterator
                         }
                     }
                 }
@@ -1470,22 +1527,20 @@ impl Loader {
                     handle: Some(handle),
                 },
             },
-            // No thread available: fall back to loading in `next()` (same batches).
-            Err(_) => EpochIter {
-                inner: Inner::Sync {
-                    producer: Arc::new(Producer {
-                        dataset: Arc::clone(&self.dataset),
-                        order: self.order(epoch),
-                        batch_size: self.batch_size,
-                        train: self.train,
-                        seed: self.seed,
-                        epoch,
-                        skips: Arc::clone(&self.skips),
-                    }),
-                    next: start,
-                    end,
-                },
-            },
+            // No thread to be had: load in `next()` instead (same batches, no overlap).
+            Err(_) => sync(self.producer(epoch)),
+        }
+    }
+
+    fn producer(&self, epoch: u64) -> Producer {
+        Producer {
+            dataset: Arc::clone(&self.dataset),
+            order: self.order(epoch),
+            batch_size: self.batch_size,
+            train: self.train,
+            seed: self.seed,
+            epoch,
+            skips: Arc::clone(&self.skips),
         }
     }
 
@@ -1582,7 +1637,7 @@ impl Producer {
 
 enum Inner {
     Sync {
-        producer: Arc<Producer>,
+        producer: Producer,
         next: usize,
         end: usize,
     },
@@ -1815,12 +1870,18 @@ mod tests {
         let down = resize_rgb8(&src, 7, 5, 3, 2);
         let want_down: Vec<u8> = PIL_DOWN_3X2.to_vec();
         assert_eq!(down, want_down);
+        // Height shrinks by more than twice the width: Pillow 13 goes vertical first.
+        assert_eq!(resize_rgb8(&src, 7, 5, 6, 2), PIL_V_FIRST_6X2.to_vec());
         let up = resize_rgb8(&src, 7, 5, 10, 8);
         assert_eq!(up, PIL_UP_10X8.to_vec());
         // Same size: identity (Pillow returns a copy).
         assert_eq!(resize_rgb8(&src, 7, 5, 7, 5), src);
     }
 
+    const PIL_V_FIRST_6X2: [u8; 36] = [
+        18, 98, 178, 60, 140, 198, 101, 181, 110, 143, 216, 47, 184, 85, 88, 226, 50, 130, 40, 120,
+        200, 82, 162, 165, 123, 203, 34, 165, 140, 69, 206, 52, 110, 182, 72, 152,
+    ];
     const PIL_DOWN_3X2: [u8; 18] = [
         43, 123, 188, 122, 184, 85, 201, 78, 105, 65, 145, 172, 144, 165, 66, 194, 62, 127,
     ];

@@ -1,12 +1,11 @@
 //! The `zerobias` command line: one subcommand per capability of the library.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand};
 
-use zerobias::attribution::{self, all_methods};
 use zerobias::models::{self, Classifier};
 use zerobias::taps::Target;
 
@@ -79,6 +78,20 @@ enum Command {
         batch: usize,
         #[arg(long)]
         revision: Option<String>,
+    },
+    /// Run a bias-decay recipe (TOML): train a teacher and/or distil it into a zero-bias network.
+    Decay {
+        /// Recipe file, e.g. recipes/quickstart.toml
+        recipe: PathBuf,
+        /// Run directory (default: checkpoints/{name}-{timestamp}).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue from the latest checkpoint of the run directory (default: the latest run of this recipe).
+        #[arg(long)]
+        resume: bool,
+        /// Override a recipe field, e.g. --set stage.1.lr=1e-4 --set data.train=/data/imagenet/train
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
 }
 
@@ -166,6 +179,11 @@ fn run(cli: Cli) -> Result<()> {
                 &dev,
             )?;
         }
+        Command::Decay { recipe, run_dir, resume, overrides } => {
+            let opts = zerobias::train::RunOptions { run_dir, resume, overrides, quiet: false, stop_after: None };
+            let summary = zerobias::train::run(&recipe, &opts)?;
+            println!("{}", summary.table());
+        }
     }
     Ok(())
 }
@@ -247,16 +265,4 @@ fn print_info(model: &dyn Classifier, size: usize) -> Result<()> {
     }
     println!("  max |bias|: {:.6e}", biases.max_abs()?);
     Ok(())
-}
-
-#[allow(dead_code)]
-fn exists(p: &Path) -> bool {
-    p.exists()
-}
-
-#[allow(unused_imports)]
-use attribution as _attr;
-#[allow(dead_code)]
-fn _methods(m: &dyn Classifier) -> usize {
-    all_methods(m).len()
 }
