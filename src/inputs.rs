@@ -90,3 +90,53 @@ fn load_safetensors(path: &Path, device: &Device) -> Result<InputBatch> {
         names: (0..n).map(|i| format!("input[{i}]")).collect(),
     })
 }
+
+/// `--data DIR`: an ImageNet-layout folder (class sub-folders, labels known) or a flat
+/// folder of images; `limit` images (0 = all) drawn with `seed`, in a stable order.
+pub fn load_data_dir(
+    dir: &Path,
+    limit: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(InputBatch, Option<Vec<u32>>)> {
+    if !dir.is_dir() {
+        return Err(Error::file(
+            dir,
+            "--data expects a directory (ImageNet layout or a flat folder of images)",
+        ));
+    }
+    let has_classes = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .any(|e| e.path().is_dir());
+    let (files, labels): (Vec<PathBuf>, Option<Vec<u32>>) = if has_classes {
+        let folder = crate::data::ImageFolder::open(dir, CROP)?;
+        let mut samples = folder.samples().to_vec();
+        pick(&mut samples, limit, seed);
+        let labels = samples.iter().map(|(_, l)| *l).collect();
+        (samples.into_iter().map(|(p, _)| p).collect(), Some(labels))
+    } else {
+        let mut files = crate::data::list_images(dir)?;
+        pick(&mut files, limit, seed);
+        (files, None)
+    };
+    if files.is_empty() {
+        return Err(Error::file(dir, "no .png/.jpg/.jpeg images found"));
+    }
+    Ok((load_images(&files, device)?, labels))
+}
+
+fn pick<T>(items: &mut Vec<T>, limit: usize, seed: u64) {
+    if limit > 0 && limit < items.len() {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        crate::data::Rng::new(seed).shuffle(&mut order);
+        let mut keep: Vec<usize> = order[..limit].to_vec();
+        keep.sort_unstable();
+        let mut i = 0;
+        items.retain(|_| {
+            let k = keep.binary_search(&i).is_ok();
+            i += 1;
+            k
+        });
+    }
+}

@@ -79,6 +79,59 @@ enum Command {
         #[arg(long)]
         revision: Option<String>,
     },
+    /// Flip metrics (e-, e+, noise baseline) of attribution maps, statistics and plots.
+    Evaluate {
+        /// One or more models (repeat --model); two models also give correlations and Fig. 9.
+        #[arg(long = "model", required = true)]
+        models: Vec<String>,
+        #[arg(long, conflicts_with = "data")]
+        input: Option<PathBuf>,
+        /// Image folder (ImageNet layout or flat).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Images taken from --data (0 = all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Methods: names or shorthands (act.*, bias.*, agg.*, all), comma-separated.
+        #[arg(long, default_value = "all", value_delimiter = ',')]
+        methods: Vec<String>,
+        /// Saliency maps made elsewhere: tensors maps.{name} [N,H,W] at input resolution.
+        #[arg(long)]
+        maps: Option<PathBuf>,
+        /// Grid steps K of the flip scan.
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+        /// Maps of other images per image for the noise baseline (0 = none).
+        #[arg(long, default_value_t = 4)]
+        noise_samples: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Rank pixels by the signed map (the attribution-map variant) instead of |map|.
+        #[arg(long)]
+        signed: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Accuracy with all biases zeroed, logit regression, robustness to input scaling/shifts.
+    Survey {
+        #[arg(long)]
+        model: String,
+        #[arg(long, conflicts_with = "data")]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run a bias-decay recipe (TOML): train a teacher and/or distil it into a zero-bias network.
     Decay {
         /// Recipe file, e.g. recipes/quickstart.toml
@@ -179,13 +232,150 @@ fn run(cli: Cli) -> Result<()> {
                 &dev,
             )?;
         }
-        Command::Decay { recipe, run_dir, resume, overrides } => {
-            let opts = zerobias::train::RunOptions { run_dir, resume, overrides, quiet: false, stop_after: None };
+        Command::Evaluate {
+            models: specs,
+            input,
+            data,
+            limit,
+            methods,
+            maps,
+            steps,
+            noise_samples,
+            seed,
+            batch,
+            signed,
+            out,
+        } => {
+            let (batch_in, _) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, &dev)?;
+            let loaded: Vec<Box<dyn Classifier>> = specs
+                .iter()
+                .map(|s| models::open(s, None, &dev))
+                .collect::<zerobias::Result<_>>()?;
+            let labels = model_labels(&specs);
+            let external = maps
+                .as_deref()
+                .map(|p| zerobias::eval::run::read_maps(p, &batch_in.tensor))
+                .transpose()?;
+            let job = zerobias::eval::run::EvaluateJob {
+                models: labels
+                    .into_iter()
+                    .zip(loaded.iter().map(|m| m.as_ref()))
+                    .collect(),
+                inputs: batch_in.tensor,
+                external_maps: external,
+                config: zerobias::eval::run::EvalConfig {
+                    methods,
+                    steps,
+                    noise_samples,
+                    seed,
+                    batch,
+                    signed,
+                },
+                out: out.clone(),
+            };
+            let report = zerobias::eval::run::run(&job)?;
+            println!(
+                "{} rows, {} forward passes",
+                report.rows.len(),
+                report.forwards
+            );
+            for f in report.files {
+                println!("wrote {}", f.display());
+            }
+        }
+        Command::Survey {
+            model,
+            input,
+            data,
+            limit,
+            seed,
+            batch,
+            out,
+        } => {
+            let (batch_in, labels) =
+                load_inputs(input.as_deref(), data.as_deref(), limit, seed, &dev)?;
+            let m = models::open(&model, None, &dev)?;
+            let label = model_labels(std::slice::from_ref(&model)).remove(0);
+            let r = zerobias::eval::survey::run(
+                m.as_ref(),
+                &label,
+                &batch_in.tensor,
+                labels.as_deref(),
+                batch,
+                &out,
+            )?;
+            println!("bias parameters: {}", r.bias_parameters);
+            println!("{:<12} {:>8} {:>8}", "variant", "top-1", "top-5");
+            println!(
+                "{:<12} {:>7.2}% {:>7.2}%",
+                "vanilla",
+                100.0 * r.top1_vanilla,
+                100.0 * r.top5_vanilla
+            );
+            println!(
+                "{:<12} {:>7.2}% {:>7.2}%",
+                "zero-bias",
+                100.0 * r.top1_zero,
+                100.0 * r.top5_zero
+            );
+            if labels.is_none() {
+                println!("(no labels: accuracy is agreement with the vanilla model's predictions)");
+            }
+            for f in r.files {
+                println!("wrote {}", f.display());
+            }
+        }
+        Command::Decay {
+            recipe,
+            run_dir,
+            resume,
+            overrides,
+        } => {
+            let opts = zerobias::train::RunOptions {
+                run_dir,
+                resume,
+                overrides,
+                quiet: false,
+                stop_after: None,
+            };
             let summary = zerobias::train::run(&recipe, &opts)?;
             println!("{}", summary.table());
         }
     }
     Ok(())
+}
+
+fn load_inputs(
+    input: Option<&std::path::Path>,
+    data: Option<&std::path::Path>,
+    limit: usize,
+    seed: u64,
+    dev: &Device,
+) -> Result<(zerobias::inputs::InputBatch, Option<Vec<u32>>)> {
+    match (input, data) {
+        (Some(i), None) => Ok((zerobias::inputs::load(i, dev)?, None)),
+        (None, Some(d)) => Ok(zerobias::inputs::load_data_dir(d, limit, seed, dev)?),
+        _ => bail!("give exactly one of --input X or --data DIR"),
+    }
+}
+
+/// Short, unique labels for models in tables (file stem or repo name).
+fn model_labels(specs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in specs {
+        let base = std::path::Path::new(s.trim_end_matches(".safetensors"))
+            .file_name()
+            .map(|n| n.to_string_lossy().replace(',', "_"))
+            .unwrap_or_else(|| "model".into());
+        let mut label = base.clone();
+        let mut k = 2;
+        while out.contains(&label) {
+            label = format!("{base}-{k}");
+            k += 1;
+        }
+        out.push(label);
+    }
+    out
 }
 
 fn parse_target(s: &str) -> Result<Target> {

@@ -3,5 +3,6 @@
 
 pub mod flip;
 pub mod run;
+pub mod survey;
 
 pub use flip::{FlipEvaluator, FlipOutcome, Order};

@@ -471,3 +471,173 @@ pub fn write_tables(dir: &Path, rows: &[Row], correlations: Option<String>) -> R
     }
     Ok(())
 }
+
+/// Everything `zerobias evaluate` needs.
+pub struct EvaluateJob<'a> {
+    /// (label, model) pairs.
+    pub models: Vec<(String, &'a dyn Classifier)>,
+    /// Normalised inputs [N, 3, H, W].
+    pub inputs: Tensor,
+    /// Saliency maps made elsewhere (`maps.{name}` [N, H, W]), used exactly as given.
+    pub external_maps: Option<Maps>,
+    pub config: EvalConfig,
+    pub out: std::path::PathBuf,
+}
+
+pub struct EvaluateReport {
+    pub rows: Vec<Row>,
+    pub forwards: usize,
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// Read `maps.{name}` tensors from a safetensors file, checking them against the inputs.
+pub fn read_maps(path: &Path, inputs: &Tensor) -> Result<Maps> {
+    let (n, _, h, w) = inputs.dims4()?;
+    let (tensors, _) = crate::checkpoint::read_tensors(path, inputs.device())?;
+    let mut names: Vec<&String> = tensors.keys().filter(|k| k.starts_with("maps.")).collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(Error::file(
+            path,
+            "no tensors named maps.{name} (expected [N, H, W] saliency maps)",
+        ));
+    }
+    let mut maps = Maps::default();
+    for k in names {
+        let t = &tensors[k];
+        if t.dims() != [n, h, w] {
+            return Err(Error::file(
+                path,
+                format!(
+                    "{k} has shape {:?}, expected [{n}, {h}, {w}] to match the inputs",
+                    t.dims()
+                ),
+            ));
+        }
+        maps.insert(
+            k.trim_start_matches("maps.").to_string(),
+            t.to_dtype(candle_core::DType::F32)?,
+        );
+    }
+    Ok(maps)
+}
+
+pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
+    let n = job.inputs.dim(0)?;
+    let mut rows = Vec::new();
+    let mut act_maps: Vec<Maps> = Vec::new();
+    let mut files = Vec::new();
+    for (label, model) in &job.models {
+        let (maps, signed) = match &job.external_maps {
+            Some(m) => {
+                let names = m.names();
+                let chosen = select_methods(&job.config.methods, &names)?;
+                let mut sel = Maps::default();
+                for c in chosen {
+                    if let Some(t) = m.get(&c) {
+                        sel.insert(c, t.clone());
+                    }
+                }
+                (sel, true)
+            }
+            None => {
+                let available = spatial_methods(*model);
+                let chosen = select_methods(&job.config.methods, &available)?;
+                let mut with_acts = chosen.clone();
+                if job.models.len() == 2 {
+                    for l in 0..=model.num_layers() {
+                        let a = format!("act.{l}");
+                        if !with_acts.contains(&a) {
+                            with_acts.push(a);
+                        }
+                    }
+                }
+                let (all, _) = compute_maps(*model, &job.inputs, &with_acts, job.config.batch)?;
+                let mut acts = Maps::default();
+                let mut sel = Maps::default();
+                for (k, v) in all.iter() {
+                    if k.starts_with("act.") {
+                        acts.insert(k.clone(), v.clone());
+                    }
+                    if chosen.contains(k) {
+                        sel.insert(k.clone(), v.clone());
+                    }
+                }
+                act_maps.push(acts);
+                (sel, job.config.signed)
+            }
+        };
+        let bar = crate::report::progress::bar((maps.len() * n) as u64, label);
+        let cfg = EvalConfig {
+            signed,
+            ..job.config.clone()
+        };
+        rows.extend(evaluate_model(
+            *model,
+            label,
+            &job.inputs,
+            &maps,
+            &cfg,
+            &bar,
+        )?);
+        bar.finish_and_clear();
+    }
+    let correlations = if act_maps.len() == 2 {
+        Some(correlations_csv(
+            &act_maps[0],
+            &act_maps[1],
+            job.models[0]
+                .1
+                .num_layers()
+                .min(job.models[1].1.num_layers()),
+        )?)
+    } else {
+        None
+    };
+    write_tables(&job.out, &rows, correlations.clone())?;
+    for f in ["per_image.csv", "summary.csv", "tests.csv"] {
+        files.push(job.out.join(f));
+    }
+    if correlations.is_some() {
+        files.push(job.out.join("correlations.csv"));
+    }
+    // Figures.
+    use crate::report::eval_plots;
+    let labels: Vec<String> = job.models.iter().map(|(l, _)| l.clone()).collect();
+    for (label, model) in &job.models {
+        let modules = model.bias_modules();
+        let module_layer = |m: &str| modules.iter().find(|(name, _)| name == m).map(|(_, l)| *l);
+        for metric in ["delta_e_minus", "e_minus"] {
+            let p = job.out.join(format!("fig5-{label}-{metric}.png"));
+            if eval_plots::act_vs_bias(&rows, label, model.num_layers(), &module_layer, metric, &p)?
+            {
+                files.push(p);
+            }
+        }
+    }
+    let layers = job
+        .models
+        .iter()
+        .map(|(_, m)| m.num_layers())
+        .max()
+        .unwrap_or(0);
+    for metric in ["delta_e_minus", "e_minus"] {
+        let p = job.out.join(format!("fig6-aggregates-{metric}.png"));
+        if eval_plots::aggregates(&rows, &labels, layers, metric, &p)? {
+            files.push(p);
+        }
+    }
+    if labels.len() == 2 {
+        let p = job.out.join("fig9-difference-delta_e_minus.png");
+        if eval_plots::model_difference(&rows, &labels[0], &labels[1], layers, "delta_e_minus", &p)?
+        {
+            files.push(p);
+        }
+    }
+    let forwards = rows.iter().map(|r| r.forwards).sum();
+    Ok(EvaluateReport {
+        rows,
+        forwards,
+        files,
+    })
+}

@@ -59,9 +59,12 @@ impl Adam {
             if self.frozen[i] {
                 continue;
             }
-            let Some(g) = grads.get(p.as_tensor()) else {
+            // Gradients carry the step's autograd graph: detach them so that the moments
+            // do not keep every past step's graph alive.
+            let Some(g) = grads.get(p.as_tensor()).map(|g| g.detach()) else {
                 continue;
             };
+            let g = &g;
             norm2 += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
             let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;

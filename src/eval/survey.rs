@@ -1,0 +1,293 @@
+//! The bias survey: what happens when all biases are set to zero (paper Fig. 3,
+//! Supp. Figs 1–2 and 4–5).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+
+use crate::error::{write_atomic, Error, Result};
+use crate::models::Classifier;
+use crate::report::plot::{line_plot, save_png, scatter_plot, LineSeries};
+use crate::stats;
+
+/// Input scalings and shifts (fractions of the input value range) of part (c).
+pub const SCALES: [f64; 7] = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0];
+pub const SHIFTS: [f64; 9] = [-0.5, -0.25, -0.1, -0.05, 0.0, 0.05, 0.1, 0.25, 0.5];
+
+pub struct SurveyReport {
+    pub top1_vanilla: f64,
+    pub top5_vanilla: f64,
+    pub top1_zero: f64,
+    pub top5_zero: f64,
+    pub bias_parameters: usize,
+    pub files: Vec<PathBuf>,
+}
+
+fn logits_batched(model: &dyn Classifier, x: &Tensor, batch: usize) -> Result<Vec<Vec<f32>>> {
+    let n = x.dim(0)?;
+    let mut out = Vec::with_capacity(n);
+    let mut s = 0;
+    while s < n {
+        let len = batch.max(1).min(n - s);
+        out.extend(model.forward(&x.narrow(0, s, len)?)?.to_vec2::<f32>()?);
+        s += len;
+    }
+    Ok(out)
+}
+
+fn topk_accuracy(logits: &[Vec<f32>], labels: &[u32], k: usize) -> f64 {
+    let hits = logits
+        .iter()
+        .zip(labels)
+        .filter(|(row, &y)| {
+            let target = row[y as usize];
+            let better = row
+                .iter()
+                .enumerate()
+                .filter(|(c, v)| **v > target || (**v == target && *c < y as usize))
+                .count();
+            better < k
+        })
+        .count();
+    hits as f64 / labels.len().max(1) as f64
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0 as u32
+}
+
+/// Run the survey on inputs `x`. Without labels, accuracy is measured against the vanilla
+/// model's own predictions on the clean inputs (so vanilla top-1 is 1 by definition).
+pub fn run(
+    model: &dyn Classifier,
+    label: &str,
+    x: &Tensor,
+    labels: Option<&[u32]>,
+    batch: usize,
+    out: &Path,
+) -> Result<SurveyReport> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let n = x.dim(0)?;
+    if n == 0 {
+        return Err(Error::input("survey needs at least one image"));
+    }
+    let biases = model.bias_set();
+    let vanilla = logits_batched(model, x, batch)?;
+    let reference: Vec<u32> = match labels {
+        Some(l) => {
+            if l.len() != n {
+                return Err(Error::input(format!("{} labels for {n} images", l.len())));
+            }
+            if let Some(bad) = l.iter().find(|&&y| y as usize >= model.num_classes()) {
+                return Err(Error::input(format!(
+                    "label {bad} is out of range for a {}-class model",
+                    model.num_classes()
+                )));
+            }
+            l.to_vec()
+        }
+        None => vanilla.iter().map(|r| argmax(r)).collect(),
+    };
+    let saved = biases.snapshot();
+    biases.zero()?;
+    let zero = logits_batched(model, x, batch);
+    // Part (c) runs both variants; restore the biases whatever happens.
+    let result = (|| -> Result<_> {
+        let zero = zero?;
+        let mut curves: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+        let (min, max) = (
+            x.min_all()?.to_scalar::<f32>()? as f64,
+            x.max_all()?.to_scalar::<f32>()? as f64,
+        );
+        let range = (max - min).max(f64::MIN_POSITIVE);
+        let mut zero_scale = Vec::new();
+        let mut zero_shift = Vec::new();
+        for s in SCALES {
+            zero_scale.push(topk_accuracy(
+                &logits_batched(model, &(x * s)?, batch)?,
+                &reference,
+                1,
+            ));
+        }
+        for f in SHIFTS {
+            zero_shift.push(topk_accuracy(
+                &logits_batched(model, &(x + f * range)?, batch)?,
+                &reference,
+                1,
+            ));
+        }
+        curves.push(("zero-bias".into(), zero_scale, zero_shift));
+        Ok((zero, curves, range))
+    })();
+    biases.restore(&saved)?;
+    let (zero, mut curves, range) = result?;
+    let mut van_scale = Vec::new();
+    let mut van_shift = Vec::new();
+    for s in SCALES {
+        van_scale.push(topk_accuracy(
+            &logits_batched(model, &(x * s)?, batch)?,
+            &reference,
+            1,
+        ));
+    }
+    for f in SHIFTS {
+        van_shift.push(topk_accuracy(
+            &logits_batched(model, &(x + f * range)?, batch)?,
+            &reference,
+            1,
+        ));
+    }
+    curves.insert(0, ("vanilla".into(), van_scale, van_shift));
+
+    let k5 = 5.min(model.num_classes());
+    let report_top = (
+        topk_accuracy(&vanilla, &reference, 1),
+        topk_accuracy(&vanilla, &reference, k5),
+        topk_accuracy(&zero, &reference, 1),
+        topk_accuracy(&zero, &reference, k5),
+    );
+    let mut files = Vec::new();
+    let acc = format!(
+        "model,variant,top1,top5,bias_parameters,reference\n{label},vanilla,{:.6},{:.6},{},{}\n{label},zero_bias,{:.6},{:.6},{},{}\n",
+        report_top.0,
+        report_top.1,
+        biases.numel(),
+        if labels.is_some() { "labels" } else { "vanilla_predictions" },
+        report_top.2,
+        report_top.3,
+        biases.numel(),
+        if labels.is_some() { "labels" } else { "vanilla_predictions" }
+    );
+    write_atomic(&out.join("accuracy.csv"), acc.as_bytes())?;
+    files.push(out.join("accuracy.csv"));
+
+    // (b) per image: f0 = alpha * f + beta over classes.
+    let mut reg = String::from("image,alpha,beta,pearson\n");
+    for (i, (v, z)) in vanilla.iter().zip(&zero).enumerate() {
+        let f: Vec<f64> = v.iter().map(|&a| a as f64).collect();
+        let g: Vec<f64> = z.iter().map(|&a| a as f64).collect();
+        let (alpha, beta) = linear_fit(&f, &g);
+        let rho = stats::pearson(&f, &g).unwrap_or(f64::NAN);
+        reg.push_str(&format!("{i},{alpha:.6},{beta:.6},{rho:.6}\n"));
+    }
+    write_atomic(&out.join("regression.csv"), reg.as_bytes())?;
+    files.push(out.join("regression.csv"));
+    let f: Vec<f64> = vanilla.iter().flatten().map(|&a| a as f64).collect();
+    let g: Vec<f64> = zero.iter().flatten().map(|&a| a as f64).collect();
+    let fit = linear_fit(&f, &g);
+    let img = scatter_plot(
+        &f,
+        &g,
+        Some(fit),
+        &format!("{label}: zero-bias vs vanilla logits"),
+        "vanilla logit f",
+        "zero-bias logit f0",
+    )?;
+    save_png(&img, &out.join("regression.png"))?;
+    files.push(out.join("regression.png"));
+
+    // (c) robustness to input scaling and shifts.
+    let mut rob = String::from("variant,transform,value,top1\n");
+    for (name, sc, sh) in &curves {
+        for (s, a) in SCALES.iter().zip(sc) {
+            rob.push_str(&format!("{name},scale,{s},{a:.6}\n"));
+        }
+        for (s, a) in SHIFTS.iter().zip(sh) {
+            rob.push_str(&format!("{name},shift,{s},{a:.6}\n"));
+        }
+    }
+    write_atomic(&out.join("robustness.csv"), rob.as_bytes())?;
+    files.push(out.join("robustness.csv"));
+    let colors = [[214, 96, 77], [67, 147, 195]];
+    let scale_series: Vec<LineSeries> = curves
+        .iter()
+        .zip(colors)
+        .map(|((n, sc, _), c)| LineSeries {
+            name: n.clone(),
+            color: c,
+            x: SCALES.to_vec(),
+            y: sc.clone(),
+        })
+        .collect();
+    save_png(
+        &line_plot(
+            &scale_series,
+            true,
+            &format!("{label}: top-1 under input scaling"),
+            "input scale",
+            "top-1",
+        )?,
+        &out.join("scaling.png"),
+    )?;
+    files.push(out.join("scaling.png"));
+    let shift_series: Vec<LineSeries> = curves
+        .iter()
+        .zip(colors)
+        .map(|((n, _, sh), c)| LineSeries {
+            name: n.clone(),
+            color: c,
+            x: SHIFTS.to_vec(),
+            y: sh.clone(),
+        })
+        .collect();
+    save_png(
+        &line_plot(
+            &shift_series,
+            false,
+            &format!("{label}: top-1 under input shifts"),
+            "shift (fraction of value range)",
+            "top-1",
+        )?,
+        &out.join("shift.png"),
+    )?;
+    files.push(out.join("shift.png"));
+
+    Ok(SurveyReport {
+        top1_vanilla: report_top.0,
+        top5_vanilla: report_top.1,
+        top1_zero: report_top.2,
+        top5_zero: report_top.3,
+        bias_parameters: biases.numel(),
+        files,
+    })
+}
+
+/// Least squares y = a x + b.
+fn linear_fit(x: &[f64], y: &[f64]) -> (f64, f64) {
+    let n = x.len().min(y.len()) as f64;
+    if n < 2.0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mx = x.iter().sum::<f64>() / n;
+    let my = y.iter().sum::<f64>() / n;
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        return (f64::NAN, my);
+    }
+    let a = sxy / sxx;
+    (a, my - a * mx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_and_topk() {
+        let (a, b) = linear_fit(&[0.0, 1.0, 2.0], &[1.0, 3.0, 5.0]);
+        assert!((a - 2.0).abs() < 1e-12 && (b - 1.0).abs() < 1e-12);
+        let logits = vec![vec![0.1f32, 0.9, 0.0], vec![0.5, 0.2, 0.3]];
+        assert_eq!(topk_accuracy(&logits, &[1, 2], 1), 0.5);
+        assert_eq!(topk_accuracy(&logits, &[1, 2], 2), 1.0);
+    }
+}
