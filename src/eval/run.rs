@@ -524,6 +524,12 @@ pub fn read_maps(path: &Path, inputs: &Tensor) -> Result<Maps> {
 
 pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
     let n = job.inputs.dim(0)?;
+    if job.config.steps == 0 {
+        return Err(Error::input(
+            "--steps 0: the flip metric needs at least 1 step",
+        ));
+    }
+
     let mut rows = Vec::new();
     let mut act_maps: Vec<Maps> = Vec::new();
     let mut files = Vec::new();
