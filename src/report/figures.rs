@@ -52,6 +52,49 @@ pub fn denormalise(x: &Tensor) -> Result<(Vec<u8>, u32, u32)> {
     Ok((rgb, w as u32, h as u32))
 }
 
+/// The Fig. 2/4-style panel of image `i` of a batch: signed a^{h,l} and a^{b,l} per layer.
+pub fn layer_panel(
+    model: &dyn Classifier,
+    att: &Attribution,
+    i: usize,
+    title: &str,
+) -> Result<image::RgbImage> {
+    let layers = model.num_layers();
+    let modules = model.bias_modules();
+    let mut act_row = Vec::new();
+    let mut bias_row = Vec::new();
+    for l in 1..=layers {
+        let Some(a) = att.maps.get(&format!("act.{l}")) else {
+            continue;
+        };
+        let a = a.get(i)?;
+        let (h, w) = a.dims2()?;
+        act_row.push((format!("l={l}"), map2(&a)?));
+        let mut b = Tensor::zeros((h, w), candle_core::DType::F32, a.device())?;
+        for (m, _) in modules.iter().filter(|(_, ml)| *ml == l) {
+            if let Some(t) = att.maps.get(&format!("bias.{m}")) {
+                if t.rank() == 3 {
+                    if let Some(p) = sum_pool(&t.get(i)?, h, w)? {
+                        b = (b + p)?;
+                    }
+                }
+            }
+        }
+        bias_row.push((format!("l={l}"), map2(&b)?));
+    }
+    let rows = [
+        PanelRow {
+            label: "a^h".into(),
+            cells: act_row,
+        },
+        PanelRow {
+            label: "a^b".into(),
+            cells: bias_row,
+        },
+    ];
+    Ok(signed_panel(&rows, 96, title)?)
+}
+
 pub fn attribution_figures(
     model: &dyn Classifier,
     x: &Tensor,
@@ -62,42 +105,10 @@ pub fn attribution_figures(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let n = x.dim(0)?;
     let layers = model.num_layers();
-    let modules = model.bias_modules();
     for i in 0..n {
         let idx = offset + i;
-        let mut act_row = Vec::new();
-        let mut bias_row = Vec::new();
-        for l in 1..=layers {
-            let Some(a) = att.maps.get(&format!("act.{l}")) else {
-                continue;
-            };
-            let a = a.get(i)?;
-            let (h, w) = a.dims2()?;
-            act_row.push((format!("l={l}"), map2(&a)?));
-            let mut b = Tensor::zeros((h, w), candle_core::DType::F32, a.device())?;
-            for (m, _) in modules.iter().filter(|(_, ml)| *ml == l) {
-                if let Some(t) = att.maps.get(&format!("bias.{m}")) {
-                    if t.rank() == 3 {
-                        if let Some(p) = sum_pool(&t.get(i)?, h, w)? {
-                            b = (b + p)?;
-                        }
-                    }
-                }
-            }
-            bias_row.push((format!("l={l}"), map2(&b)?));
-        }
-        let rows = [
-            PanelRow {
-                label: "a^h".into(),
-                cells: act_row,
-            },
-            PanelRow {
-                label: "a^b".into(),
-                cells: bias_row,
-            },
-        ];
         let title = format!("{} image {idx}, class {}", model.name(), att.target[i]);
-        let panel = signed_panel(&rows, 96, &title)?;
+        let panel = layer_panel(model, att, i, &title)?;
         save_png(&panel, &dir.join(format!("image-{idx:04}-layers.png")))?;
 
         let (rgb, w, h) = denormalise(&x.get(i)?)?;

@@ -541,6 +541,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                     let top1 =
                         evaluate_top1(model.as_ref(), &data.val, recipe.data.val_limit, &device)?;
                     tb.add_scalar("eval/top1", top1 as f32, g)?;
+                    log_probe_panel(&mut tb, model.as_ref(), &data.val, &device, g)?;
                     for (kind, _, _) in biases.count_by_kind() {
                         let values: Vec<f32> = biases
                             .iter()
@@ -638,6 +639,38 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
     )?;
     let _ = &mut model;
     Ok(summary)
+}
+
+/// TensorBoard image: the attribution panel of a fixed probe image (validation image 0).
+fn log_probe_panel(
+    tb: &mut EventWriter,
+    model: &dyn Classifier,
+    val: &Arc<dyn Dataset>,
+    device: &Device,
+    step: i64,
+) -> Result<()> {
+    let (h, w) = val.image_size();
+    let sample = val.get(0, false, &mut crate::data::Rng::new(0))?;
+    let x = Tensor::from_vec(sample.pixels, (1, 3, h, w), device)?;
+    let methods: Vec<Box<dyn crate::attribution::Method>> = vec![
+        Box::new(crate::attribution::Activation),
+        Box::new(crate::attribution::BiasAttribution),
+    ];
+    let att = crate::attribution::attribute(model, &x, &crate::taps::Target::Predicted, &methods)?;
+    let img = crate::report::figures::layer_panel(
+        model,
+        &att,
+        0,
+        &format!("step {step}, class {}", att.target[0]),
+    )?;
+    tb.add_image_rgb(
+        "attribution/probe",
+        img.width(),
+        img.height(),
+        img.as_raw(),
+        step,
+    )?;
+    Ok(())
 }
 
 impl Summary {

@@ -1,0 +1,187 @@
+//! The trainer: resume equivalence, failure handling, and a short quickstart run.
+
+use std::path::Path;
+
+use candle_core::Device;
+use zerobias::train::{run, RunOptions};
+
+const TINY: &str = r#"
+name = "tiny"
+seed = 3
+[model]
+source = "new"
+arch = "vgg16"
+width = 2
+hidden = 8
+[data]
+kind = "synthetic"
+size = 32
+classes = 3
+train_len = 48
+val_len = 16
+prefetch = 2
+[[stage]]
+kind = "train"
+steps = 6
+lr = 1e-3
+batch_size = 8
+eval_every = 3
+checkpoint_every = 2
+[[stage]]
+kind = "decay"
+schedule = "linear"
+rescales = 2
+rescale_every = 2
+zero_steps = 3
+temperature = 100.0
+lr = 1e-4
+batch_size = 8
+eval_every = 3
+checkpoint_every = 2
+"#;
+
+fn opts(dir: &Path, resume: bool, stop_after: Option<usize>, overrides: &[&str]) -> RunOptions {
+    RunOptions {
+        run_dir: Some(dir.to_path_buf()),
+        resume,
+        overrides: overrides.iter().map(|s| s.to_string()).collect(),
+        quiet: true,
+        stop_after,
+    }
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let (t, _) = zerobias::checkpoint::read_tensors(path, &Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("optim."))
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let a = tmp.path().join("a");
+    let sa = run(&recipe, &opts(&a, false, None, &[])).unwrap();
+    assert_eq!(sa.steps, 6 + 2 * 2 + 3);
+    assert_eq!(
+        sa.final_max_abs_bias, 0.0,
+        "biases must end at exactly zero"
+    );
+
+    // Interrupt in the decay stage (after the step-8 checkpoint), then resume.
+    let b = tmp.path().join("b");
+    let err = run(&recipe, &opts(&b, false, Some(9), &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stopped after 9"), "{err}");
+    assert!(b.join("step-000008.safetensors").exists());
+    let sb = run(&recipe, &opts(&b, true, None, &[])).unwrap();
+    assert_eq!(sb.steps, sa.steps);
+    assert_eq!(
+        weights(&sa.final_checkpoint),
+        weights(&sb.final_checkpoint),
+        "resumed weights differ"
+    );
+
+    // Interrupt inside the train stage too.
+    let c = tmp.path().join("c");
+    run(&recipe, &opts(&c, false, Some(3), &[])).unwrap_err();
+    let sc = run(&recipe, &opts(&c, true, None, &[])).unwrap();
+    assert_eq!(weights(&sa.final_checkpoint), weights(&sc.final_checkpoint));
+
+    // A summary and TensorBoard events are there.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
+    for k in [
+        "teacher_top1",
+        "student_top1",
+        "brute_force_zero_top1",
+        "final_checkpoint",
+        "tensorboard_dir",
+        "steps",
+        "seconds",
+    ] {
+        assert!(summary.get(k).is_some(), "summary.json lacks {k}");
+    }
+    assert!(std::fs::read_dir(a.join("tb")).unwrap().count() >= 1);
+    // Existing checkpoints without --resume are refused.
+    let e = run(&recipe, &opts(&a, false, None, &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--resume"), "{e}");
+}
+
+#[test]
+fn non_finite_loss_stops_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let err = run(
+        &recipe,
+        &opts(&tmp.path().join("r"), false, None, &["stage.0.lr=1e30"]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("non-finite loss") && err.contains("stage 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn recipe_errors_come_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let e = run(
+        &recipe,
+        &opts(
+            &tmp.path().join("r"),
+            false,
+            None,
+            &["stage.1.schedule=\"cosine\""],
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("cosine"), "{e}");
+    let e = run(
+        &recipe,
+        &opts(
+            &tmp.path().join("r"),
+            false,
+            None,
+            &[
+                "data.kind=\"imagefolder\"",
+                "data.train=/nonexistent/train",
+                "data.val=/nonexistent/val",
+            ],
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("/nonexistent/train"), "{e}");
+    let e = run(
+        &recipe,
+        &opts(
+            &tmp.path().join("r"),
+            false,
+            None,
+            &["model.source=\"/nonexistent/teacher.safetensors\""],
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("/nonexistent/teacher.safetensors"), "{e}");
+    assert!(!tmp
+        .path()
+        .join("r")
+        .join("step-000001.safetensors")
+        .exists());
+}
