@@ -5,6 +5,7 @@
 //! [`report`]. The [`train`] module decays the [`bias`] handles to zero by distillation.
 
 pub mod attribution;
+pub mod bench;
 pub mod bias;
 pub mod checkpoint;
 pub mod error;
