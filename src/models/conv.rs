@@ -19,8 +19,11 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<T
     if !x.device().is_cpu()
         || x.dtype() != DType::F32
         || w.dtype() != DType::F32
+        || x.elem_count() == 0
+        || w.elem_count() == 0
         || candle_conv_forced()
     {
+        // Empty operands too: the kernels split buffers into per-image / per-channel chunks.
         return Ok(x.conv2d(w, padding, stride, 1, 1)?);
     }
     let g = Geom::new(x.dims(), w.dims(), padding, stride)?;
@@ -798,6 +801,8 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_errors() {
+        let empty = Tensor::zeros((0, 3, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let _ = conv2d(&empty, &randn(&[2, 3, 3, 3], 2), 1, 1); // no panic
         let x = randn(&[1, 3, 4, 4], 1);
         assert!(conv2d(&x, &randn(&[2, 4, 3, 3], 2), 0, 1).is_err());
         assert!(conv2d(&x, &randn(&[2, 3, 7, 7], 2), 1, 1).is_err());
