@@ -2,11 +2,13 @@
 //!
 //! cargo run --release --example bench -- ARCH SIZE BATCHES [REPEATS] [PHASES] [--json]
 //! e.g. `-- resnet50 224 1,8 3 forward,attribution`. ZEROBIAS_CONV=candle selects
-//! candle's convolution for a before/after comparison.
+//! candle's convolution for a before/after comparison. CANDLE_NUM_THREADS defaults to 1
+//! here, as in the CLI (see `zerobias::init_cpu_runtime`); set it to compare.
 
 use zerobias::bench::{run_phases, Phase};
 
 fn main() {
+    zerobias::init_cpu_runtime();
     if let Err(e) = real_main() {
         eprintln!("error: {e}");
         std::process::exit(1);

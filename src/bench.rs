@@ -56,7 +56,11 @@ pub struct Measurement {
     pub phase: Phase,
     /// Convolution kernel in use: "zerobias" (im2col + gemm custom op) or "candle".
     pub conv: &'static str,
+    /// rayon threads (convolutions, matmuls).
     pub threads: usize,
+    /// Threads candle uses for element-wise ops (`CANDLE_NUM_THREADS`, else `threads`);
+    /// see [`crate::init_cpu_runtime`].
+    pub elementwise_threads: usize,
     pub repeats: usize,
     /// Seconds per run (one batch).
     pub min_s: f64,
@@ -122,6 +126,11 @@ pub fn run_phases(
                 phase,
                 conv: crate::models::conv::backend(),
                 threads: rayon::current_num_threads(),
+                elementwise_threads: std::env::var("CANDLE_NUM_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(rayon::current_num_threads),
                 repeats,
                 min_s: times[0],
                 median_s: median(&times),
@@ -134,12 +143,13 @@ pub fn run_phases(
                 );
             } else {
                 println!(
-                    "{:<9} {:>4} b={:<3} {:<12} conv={:<8} {:>9.1} ms/img {:>8.2} img/s  (min {:.3}s med {:.3}s max {:.3}s)",
+                    "{:<9} {:>4} b={:<3} {:<12} conv={:<8} ew={} {:>9.1} ms/img {:>8.2} img/s  (min {:.3}s med {:.3}s max {:.3}s)",
                     m.arch,
                     m.size,
                     m.batch,
                     m.phase.name(),
                     m.conv,
+                    m.elementwise_threads,
                     m.ms_per_image(),
                     m.images_per_s(),
                     m.min_s,
