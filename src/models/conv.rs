@@ -1,9 +1,915 @@
 //! The one place convolutions are computed, so a faster kernel can replace it everywhere.
+//!
+//! On the CPU, f32 convolutions run as a custom op (im2col + gemm) whose backward computes
+//! the input gradient with gemm + col2im instead of candle's direct `conv_transpose2d`
+//! loop, and skips the kernel (or input) gradient when that operand is not tracked: during
+//! attribution the weights are detached, so their gradient would be thrown away.
+//! Other devices and dtypes use candle's built-in convolution.
 
-use candle_core::Tensor;
+use std::borrow::Cow;
 
-use crate::error::Result;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
 
+use crate::error::{Error, Result};
+
+/// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    Ok(x.conv2d(w, padding, stride, 1, 1)?)
+    if !x.device().is_cpu()
+        || x.dtype() != DType::F32
+        || w.dtype() != DType::F32
+        || x.elem_count() == 0
+        || w.elem_count() == 0
+        || candle_conv_forced()
+    {
+        // Empty operands too: the kernels split buffers into per-image / per-channel chunks.
+        return Ok(x.conv2d(w, padding, stride, 1, 1)?);
+    }
+    let g = Geom::new(x.dims(), w.dims(), padding, stride)?;
+    // The kernels index dense row-major buffers; contiguous() is free when already dense.
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    Ok(x.apply_op2(&w, ConvOp(g))?)
+}
+
+/// Which kernel [`conv2d`] uses on the CPU: "candle" when forced, else "zerobias".
+pub fn backend() -> &'static str {
+    if candle_conv_forced() {
+        "candle"
+    } else {
+        "zerobias"
+    }
+}
+
+/// `ZEROBIAS_CONV=candle` selects candle's built-in convolution, so that benchmarks can
+/// compare both kernels in one binary (and as an escape hatch should a result be doubted).
+fn candle_conv_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("ZEROBIAS_CONV").is_ok_and(|v| v == "candle"))
+}
+
+/// Shapes of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geom {
+    n: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geom {
+    fn new(x: &[usize], w: &[usize], pad: usize, stride: usize) -> Result<Self> {
+        let (&[n, c_in, h, wi], &[c_out, wc, kh, kw]) = (x, w) else {
+            return Err(Error::Shape {
+                what: "conv2d operands".into(),
+                expected: "input [N, C, H, W] and weight [O, C, kh, kw]".into(),
+                got: format!("{x:?} and {w:?}"),
+            });
+        };
+        if wc != c_in || stride == 0 || kh == 0 || kw == 0 {
+            return Err(Error::Shape {
+                what: "conv2d weight".into(),
+                expected: format!("[O, {c_in}, kh>0, kw>0] with stride > 0"),
+                got: format!("{w:?} with stride {stride}"),
+            });
+        }
+        if h + 2 * pad < kh || wi + 2 * pad < kw {
+            return Err(Error::Shape {
+                what: "conv2d input".into(),
+                expected: format!("spatial size >= {kh}x{kw} after padding {pad}"),
+                got: format!("{h}x{wi}"),
+            });
+        }
+        Ok(Geom {
+            n,
+            c_in,
+            h,
+            w: wi,
+            c_out,
+            kh,
+            kw,
+            stride,
+            pad,
+            oh: (h + 2 * pad - kh) / stride + 1,
+            ow: (wi + 2 * pad - kw) / stride + 1,
+        })
+    }
+    fn kk(&self) -> usize {
+        self.kh * self.kw
+    }
+    /// Rows of the im2col matrix (its contraction length).
+    fn k_size(&self) -> usize {
+        self.c_in * self.kk()
+    }
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    fn ohw(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// 1×1, stride 1, no padding: the input image already is its im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+    /// Output pixels per gemm tile: bounds the im2col buffer (≤ k_size × TILE floats)
+    /// while keeping the gemm wide enough to run at full speed.
+    fn tile(&self) -> usize {
+        const TILE: usize = 512;
+        TILE.min(self.ohw()).max(1)
+    }
+}
+
+/// Whether to parallelise across images (each image single-threaded) or inside each image
+/// (rayon in im2col/col2im, multi-threaded gemm). Across images has no synchronisation but
+/// needs at least one image per thread.
+fn across_images(n: usize) -> bool {
+    n >= rayon::current_num_threads()
+}
+
+fn gemm_par(inner: bool) -> Parallelism {
+    let t = rayon::current_num_threads();
+    if inner && t > 1 {
+        Parallelism::Rayon(t)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// Strided view of a dense f32 matrix for gemm: element (i, j) at ptr[i*rs + j*cs].
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// dst[m×n] (row stride dst_rs) = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n].
+///
+/// # Safety
+/// All pointers must cover the addressed elements; dst must not alias lhs or rhs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    par: Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs,
+        lhs.rs,
+        rhs.ptr,
+        rhs.cs,
+        rhs.rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    )
+}
+
+/// Range [lo, hi) of output columns `ox` whose input column `ox*s + kx - pad` is inside
+/// the image.
+fn valid_range(out: usize, inp: usize, k: usize, s: usize, pad: usize) -> (usize, usize) {
+    // ox*s + k >= pad  ⇔  ox >= ceil((pad - k) / s)
+    let lo = pad.saturating_sub(k).div_ceil(s).min(out);
+    // ox*s + k - pad <= inp - 1  ⇔  ox <= (inp - 1 + pad - k) / s
+    let hi = match (inp + pad).checked_sub(k + 1) {
+        Some(v) => (v / s + 1).min(out),
+        None => 0,
+    };
+    (lo, hi.max(lo))
+}
+
+/// One im2col row (input channel plane `plane`, kernel offset ky, kx) for output pixels
+/// p0..p0+row.len(), zero where the window reads padding.
+fn im2col_row(g: &Geom, plane: &[f32], ky: usize, kx: usize, p0: usize, row: &mut [f32]) {
+    let (lo, hi) = valid_range(g.ow, g.w, kx, g.stride, g.pad);
+    let mut j = 0;
+    let (mut oy, mut ox0) = (p0 / g.ow, p0 % g.ow);
+    while j < row.len() {
+        let len = (g.ow - ox0).min(row.len() - j);
+        let seg = &mut row[j..j + len];
+        let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
+        if iy >= g.h {
+            seg.fill(0.0);
+        } else {
+            let src = &plane[iy * g.w..(iy + 1) * g.w];
+            for (q, o) in seg.iter_mut().enumerate() {
+                let ox = ox0 + q;
+                *o = if ox >= lo && ox < hi {
+                    src[ox * g.stride + kx - g.pad]
+                } else {
+                    0.0
+                };
+            }
+        }
+        j += len;
+        oy += 1;
+        ox0 = 0;
+    }
+}
+
+/// The inverse scatter of [`im2col_row`]: plane[window position] += row.
+fn col2im_row(g: &Geom, plane: &mut [f32], ky: usize, kx: usize, p0: usize, row: &[f32]) {
+    let (lo, hi) = valid_range(g.ow, g.w, kx, g.stride, g.pad);
+    let mut j = 0;
+    let (mut oy, mut ox0) = (p0 / g.ow, p0 % g.ow);
+    while j < row.len() {
+        let len = (g.ow - ox0).min(row.len() - j);
+        let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
+        if iy < g.h {
+            let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
+            let (a, b) = (lo.max(ox0), hi.min(ox0 + len));
+            for ox in a..b {
+                dst[ox * g.stride + kx - g.pad] += row[j + ox - ox0];
+            }
+        }
+        j += len;
+        oy += 1;
+        ox0 = 0;
+    }
+}
+
+/// Row r of the im2col matrix is input channel `r % c_in` at kernel offset `r / c_in`
+/// (kernel-offset-major, as candle's kernel orders its contraction, so that forward sums
+/// are accumulated in the same order and come out bit-identical).
+fn row_of(g: &Geom, r: usize) -> (usize, usize, usize) {
+    let (o, ci) = (r / g.c_in, r % g.c_in);
+    (ci, o / g.kw, o % g.kw)
+}
+
+/// im2col of one image for output pixels p0..p0+t into `col` [k_size, t].
+fn im2col(g: &Geom, x_b: &[f32], p0: usize, t: usize, col: &mut [f32], inner: bool) {
+    let hw = g.hw();
+    let fill = |(r, row): (usize, &mut [f32])| {
+        let (ci, ky, kx) = row_of(g, r);
+        im2col_row(g, &x_b[ci * hw..(ci + 1) * hw], ky, kx, p0, row);
+    };
+    let col = &mut col[..g.k_size() * t];
+    if inner {
+        col.par_chunks_mut(t).enumerate().for_each(fill);
+    } else {
+        col.chunks_mut(t).enumerate().for_each(fill);
+    }
+}
+
+/// dx_b += col2im(col) for output pixels p0..p0+t, col [k_size, t].
+fn col2im(g: &Geom, col: &[f32], p0: usize, t: usize, dx_b: &mut [f32], inner: bool) {
+    // One task per input channel: its rows scatter into its own plane only.
+    let add = |(ci, plane): (usize, &mut [f32])| {
+        for o in 0..g.kk() {
+            let r = o * g.c_in + ci;
+            col2im_row(g, plane, o / g.kw, o % g.kw, p0, &col[r * t..(r + 1) * t]);
+        }
+    };
+    if inner {
+        dx_b.par_chunks_mut(g.hw()).enumerate().for_each(add);
+    } else {
+        dx_b.chunks_mut(g.hw()).enumerate().for_each(add);
+    }
+}
+
+/// The weight [O, C, kh, kw] as the gemm operand [O, k_size] in im2col row order.
+fn weight_to_rows<'a>(g: &Geom, w: &'a [f32]) -> Cow<'a, [f32]> {
+    let kk = g.kk();
+    if kk == 1 {
+        return Cow::Borrowed(w);
+    }
+    let mut out = vec![0f32; w.len()];
+    for (dst, src) in out.chunks_mut(g.k_size()).zip(w.chunks(g.k_size())) {
+        for ci in 0..g.c_in {
+            for o in 0..kk {
+                dst[o * g.c_in + ci] = src[ci * kk + o];
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The inverse of [`weight_to_rows`].
+fn rows_to_weight(g: &Geom, rows: Vec<f32>) -> Vec<f32> {
+    let kk = g.kk();
+    if kk == 1 {
+        return rows;
+    }
+    let mut out = vec![0f32; rows.len()];
+    for (dst, src) in out.chunks_mut(g.k_size()).zip(rows.chunks(g.k_size())) {
+        for ci in 0..g.c_in {
+            for o in 0..kk {
+                dst[ci * kk + o] = src[o * g.c_in + ci];
+            }
+        }
+    }
+    out
+}
+
+/// 1×1 convolution with stride or padding, for the whole batch, as candle computes it
+/// (pixels-major [N·oh·ow, C] · Wᵀ, so results are bit-identical), then back to NCHW.
+fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (c, ohw, hw) = (g.c_in, g.ohw(), g.hw());
+    let rows = g.n * ohw;
+    let mut col = vec![0f32; rows * c];
+    col.par_chunks_mut(c).enumerate().for_each(|(p, v)| {
+        let (b, q) = (p / ohw, p % ohw);
+        let iy = ((q / g.ow) * g.stride).wrapping_sub(g.pad);
+        let ix = ((q % g.ow) * g.stride).wrapping_sub(g.pad);
+        if iy < g.h && ix < g.w {
+            let x_b = &x[b * c * hw..];
+            for (ci, e) in v.iter_mut().enumerate() {
+                *e = x_b[ci * hw + iy * g.w + ix];
+            }
+        }
+    });
+    let mut yt = vec![0f32; rows * g.c_out];
+    // SAFETY: yt is rows × O, col rows × C, w is O × C read as its transpose.
+    unsafe {
+        gemm_f32(
+            rows,
+            g.c_out,
+            c,
+            yt.as_mut_ptr(),
+            g.c_out,
+            false,
+            Mat {
+                ptr: col.as_ptr(),
+                rs: c as isize,
+                cs: 1,
+            },
+            Mat {
+                ptr: w.as_ptr(),
+                rs: 1,
+                cs: c as isize,
+            },
+            gemm_par(true),
+        )
+    }
+    let mut y = vec![0f32; rows * g.c_out];
+    y.par_chunks_mut(ohw).enumerate().for_each(|(bo, plane)| {
+        let (b, o) = (bo / g.c_out, bo % g.c_out);
+        for (q, e) in plane.iter_mut().enumerate() {
+            *e = yt[(b * ohw + q) * g.c_out + o];
+        }
+    });
+    y
+}
+
+/// Forward of one image: y_b [O, oh*ow] = W [O, k_size] · im2col(x_b).
+fn forward_image(g: &Geom, x_b: &[f32], wt: &[f32], y_b: &mut [f32], inner: bool) {
+    let (ohw, ks) = (g.ohw(), g.k_size());
+    // Untiled for 1×1: the image is its own im2col matrix, and candle multiplies it whole.
+    let tile = if g.is_pointwise() { ohw } else { g.tile() };
+    let mut col = if g.is_pointwise() {
+        Vec::new()
+    } else {
+        vec![0f32; ks * tile]
+    };
+    let lhs = Mat {
+        ptr: wt.as_ptr(),
+        rs: ks as isize,
+        cs: 1,
+    };
+    for p0 in (0..ohw).step_by(tile) {
+        let t = tile.min(ohw - p0);
+        let rhs = if g.is_pointwise() {
+            Mat {
+                ptr: x_b[p0..].as_ptr(),
+                rs: ohw as isize,
+                cs: 1,
+            }
+        } else {
+            im2col(g, x_b, p0, t, &mut col, inner);
+            Mat {
+                ptr: col.as_ptr(),
+                rs: t as isize,
+                cs: 1,
+            }
+        };
+        // SAFETY: y_b holds O rows of ohw; columns p0..p0+t are in range; col/x_b/wt are
+        // read-only and distinct from y_b.
+        unsafe {
+            gemm_f32(
+                g.c_out,
+                t,
+                ks,
+                y_b[p0..].as_mut_ptr(),
+                ohw,
+                false,
+                lhs,
+                rhs,
+                gemm_par(inner),
+            )
+        }
+    }
+}
+
+/// Input gradient of one image: dx_b = col2im(Wᵀ · grad_b).
+fn input_grad_image(g: &Geom, gr_b: &[f32], wt: &[f32], dx_b: &mut [f32], inner: bool) {
+    let (ohw, ks) = (g.ohw(), g.k_size());
+    let tile = g.tile();
+    // Wᵀ as a [k_size, O] matrix without copying.
+    let lhs = Mat {
+        ptr: wt.as_ptr(),
+        rs: 1,
+        cs: ks as isize,
+    };
+    if g.is_pointwise() {
+        // SAFETY: dx_b is [C, hw] with hw == ohw; grad_b is [O, ohw].
+        unsafe {
+            gemm_f32(
+                ks,
+                ohw,
+                g.c_out,
+                dx_b.as_mut_ptr(),
+                ohw,
+                false,
+                lhs,
+                Mat {
+                    ptr: gr_b.as_ptr(),
+                    rs: ohw as isize,
+                    cs: 1,
+                },
+                gemm_par(inner),
+            )
+        }
+        return;
+    }
+    dx_b.fill(0.0);
+    let mut col = vec![0f32; ks * tile];
+    for p0 in (0..ohw).step_by(tile) {
+        let t = tile.min(ohw - p0);
+        // SAFETY: col holds ks × t; grad columns p0..p0+t of O rows are in range.
+        unsafe {
+            gemm_f32(
+                ks,
+                t,
+                g.c_out,
+                col.as_mut_ptr(),
+                t,
+                false,
+                lhs,
+                Mat {
+                    ptr: gr_b[p0..].as_ptr(),
+                    rs: ohw as isize,
+                    cs: 1,
+                },
+                gemm_par(inner),
+            )
+        }
+        col2im(g, &col, p0, t, dx_b, inner);
+    }
+}
+
+/// Kernel gradient contribution of one image: dw [O, k_size] += grad_b · im2col(x_b)ᵀ.
+fn weight_grad_image(
+    g: &Geom,
+    x_b: &[f32],
+    gr_b: &[f32],
+    dw: &mut [f32],
+    accumulate: bool,
+    inner: bool,
+) {
+    let (ohw, ks, hw) = (g.ohw(), g.k_size(), g.hw());
+    let tile = g.tile();
+    let mut col = if g.is_pointwise() {
+        Vec::new()
+    } else {
+        vec![0f32; ks * tile]
+    };
+    let mut acc = accumulate;
+    for p0 in (0..ohw).step_by(tile) {
+        let t = tile.min(ohw - p0);
+        // im2col(x)ᵀ as a [t, k_size] matrix.
+        let rhs = if g.is_pointwise() {
+            Mat {
+                ptr: x_b[p0..].as_ptr(),
+                rs: 1,
+                cs: hw as isize,
+            }
+        } else {
+            im2col(g, x_b, p0, t, &mut col, inner);
+            Mat {
+                ptr: col.as_ptr(),
+                rs: 1,
+                cs: t as isize,
+            }
+        };
+        // SAFETY: dw is O × k_size; grad columns p0..p0+t of O rows are in range.
+        unsafe {
+            gemm_f32(
+                g.c_out,
+                ks,
+                t,
+                dw.as_mut_ptr(),
+                ks,
+                acc,
+                Mat {
+                    ptr: gr_b[p0..].as_ptr(),
+                    rs: ohw as isize,
+                    cs: 1,
+                },
+                rhs,
+                gemm_par(inner),
+            )
+        }
+        acc = true;
+    }
+}
+
+/// The dense f32 data of a contiguous operand.
+fn dense<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("conv2d: {what} must be f32"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("conv2d: {what} must be contiguous"),
+    }
+}
+
+fn check_len(data: &[f32], want: usize, what: &str) -> candle_core::Result<()> {
+    if data.len() != want {
+        candle_core::bail!(
+            "conv2d: {what} has {} elements, expected {want}",
+            data.len()
+        );
+    }
+    Ok(())
+}
+
+/// Forward convolution (x, w) → y.
+struct ConvOp(Geom);
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "zerobias-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let x = dense(s1, l1, "input")?;
+        let w = dense(s2, l2, "weight")?;
+        check_len(x, g.n * g.c_in * g.hw(), "input")?;
+        check_len(w, g.c_out * g.k_size(), "weight")?;
+        let shape = Shape::from((g.n, g.c_out, g.oh, g.ow));
+        if g.kk() == 1 && !g.is_pointwise() {
+            return Ok((CpuStorage::F32(forward_1x1_strided(g, x, w)), shape));
+        }
+        let w = weight_to_rows(g, w);
+        let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
+        let mut y = vec![0f32; g.n * ys];
+        if across_images(g.n) {
+            y.par_chunks_mut(ys)
+                .zip(x.par_chunks(xs))
+                .for_each(|(y_b, x_b)| forward_image(g, x_b, &w, y_b, false));
+        } else {
+            for (y_b, x_b) in y.chunks_mut(ys).zip(x.chunks(xs)) {
+                forward_image(g, x_b, &w, y_b, true);
+            }
+        }
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.0;
+        let grad = grad.contiguous()?;
+        // An operand that is neither a variable nor computed from one (a detached weight
+        // during attribution, the raw image during training) gets no gradient.
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(w, &InputGradOp(g))?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&grad, &WeightGradOp(g))?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// (grad, w) → dL/dx.
+struct InputGradOp(Geom);
+
+impl CustomOp2 for InputGradOp {
+    fn name(&self) -> &'static str {
+        "zerobias-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let gr = dense(s1, l1, "output gradient")?;
+        let w = dense(s2, l2, "weight")?;
+        check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
+        check_len(w, g.c_out * g.k_size(), "weight")?;
+        let w = weight_to_rows(g, w);
+        let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
+        let mut dx = vec![0f32; g.n * xs];
+        if across_images(g.n) {
+            dx.par_chunks_mut(xs)
+                .zip(gr.par_chunks(ys))
+                .for_each(|(dx_b, gr_b)| input_grad_image(g, gr_b, &w, dx_b, false));
+        } else {
+            for (dx_b, gr_b) in dx.chunks_mut(xs).zip(gr.chunks(ys)) {
+                input_grad_image(g, gr_b, &w, dx_b, true);
+            }
+        }
+        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c_in, g.h, g.w))))
+    }
+}
+
+/// (x, grad) → dL/dw.
+struct WeightGradOp(Geom);
+
+impl CustomOp2 for WeightGradOp {
+    fn name(&self) -> &'static str {
+        "zerobias-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let x = dense(s1, l1, "input")?;
+        let gr = dense(s2, l2, "output gradient")?;
+        check_len(x, g.n * g.c_in * g.hw(), "input")?;
+        check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
+        let (xs, ys, ws) = (g.c_in * g.hw(), g.c_out * g.ohw(), g.c_out * g.k_size());
+        let dw = if across_images(g.n) {
+            // One partial sum per rayon split, added at the end.
+            x.par_chunks(xs)
+                .zip(gr.par_chunks(ys))
+                .fold(
+                    || None,
+                    |acc: Option<Vec<f32>>, (x_b, gr_b)| {
+                        let started = acc.is_some();
+                        let mut acc = acc.unwrap_or_else(|| vec![0f32; ws]);
+                        weight_grad_image(g, x_b, gr_b, &mut acc, started, false);
+                        Some(acc)
+                    },
+                )
+                .reduce(
+                    || None,
+                    |a, b| match (a, b) {
+                        (Some(mut a), Some(b)) => {
+                            a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
+                            Some(a)
+                        }
+                        (a, None) => a,
+                        (None, b) => b,
+                    },
+                )
+                .unwrap_or_else(|| vec![0f32; ws])
+        } else {
+            let mut dw = vec![0f32; ws];
+            for (i, (x_b, gr_b)) in x.chunks(xs).zip(gr.chunks(ys)).enumerate() {
+                weight_grad_image(g, x_b, gr_b, &mut dw, i > 0, true);
+            }
+            dw
+        };
+        Ok((
+            CpuStorage::F32(rows_to_weight(g, dw)),
+            Shape::from((g.c_out, g.c_in, g.kh, g.kw)),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        // Deterministic pseudo-random values (xorshift), so failures reproduce.
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        let s = b.abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f32>().unwrap() / s.to_scalar::<f32>().unwrap().max(1e-12)
+    }
+
+    /// (n, c_in, h, w, c_out, k, stride, pad)
+    type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+    const CASES: &[Case] = &[
+        (1, 3, 17, 19, 8, 7, 2, 3),
+        (2, 3, 32, 32, 16, 7, 2, 3),
+        (3, 8, 9, 9, 12, 1, 2, 0),
+        (2, 16, 10, 10, 8, 1, 1, 0),
+        (1, 5, 12, 11, 7, 3, 1, 1),
+        (4, 6, 13, 13, 9, 3, 2, 1),
+        (1, 4, 40, 40, 6, 3, 1, 1), // more than one pixel tile
+        (2, 3, 64, 64, 4, 3, 1, 1), // several tiles, across images
+        (2, 4, 33, 31, 5, 3, 2, 1),
+        (2, 2, 5, 5, 3, 3, 1, 0),
+        (1, 2, 7, 7, 3, 5, 3, 2),
+        (1, 2, 2, 2, 3, 3, 1, 1),
+    ];
+
+    #[test]
+    fn forward_matches_candle() {
+        for (i, &(n, c, h, w, o, k, s, p)) in CASES.iter().enumerate() {
+            let x = randn(&[n, c, h, w], 1 + i as u64);
+            let wt = randn(&[o, c, k, k], 100 + i as u64);
+            let ours = conv2d(&x, &wt, p, s).unwrap();
+            let theirs = x.conv2d(&wt, p, s, 1, 1).unwrap();
+            let r = max_rel(&ours, &theirs);
+            assert!(r < 1e-5, "case {i}: rel err {r}");
+        }
+    }
+
+    /// Bit-identical to candle's kernel, so that max-pool winners and ReLU masks (which
+    /// the PyTorch parity of attribution maps depends on) cannot flip on a near tie.
+    #[test]
+    fn forward_is_bit_identical_to_candle() {
+        for (i, &(n, c, h, w, o, k, s, p)) in CASES.iter().enumerate() {
+            let x = randn(&[n, c, h, w], 1 + i as u64);
+            let wt = randn(&[o, c, k, k], 100 + i as u64);
+            let ours = conv2d(&x, &wt, p, s).unwrap();
+            let theirs = x.conv2d(&wt, p, s, 1, 1).unwrap();
+            let d = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "case {i}");
+        }
+    }
+
+    #[test]
+    fn forward_accepts_strided_input() {
+        let x = randn(&[2, 5, 9, 9], 7).transpose(2, 3).unwrap();
+        let wt = randn(&[4, 5, 3, 3], 8);
+        let ours = conv2d(&x, &wt, 1, 1).unwrap();
+        let theirs = x.contiguous().unwrap().conv2d(&wt, 1, 1, 1, 1).unwrap();
+        assert!(max_rel(&ours, &theirs) < 1e-5);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let empty = Tensor::zeros((0, 3, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let _ = conv2d(&empty, &randn(&[2, 3, 3, 3], 2), 1, 1); // no panic
+        let x = randn(&[1, 3, 4, 4], 1);
+        assert!(conv2d(&x, &randn(&[2, 4, 3, 3], 2), 0, 1).is_err());
+        assert!(conv2d(&x, &randn(&[2, 3, 7, 7], 2), 1, 1).is_err());
+        assert!(conv2d(&x, &randn(&[2, 3, 3, 3], 2), 0, 0).is_err());
+    }
+
+    /// Gradients of Σ y·r (r random) for both operands, ours and candle's.
+    fn grads(
+        x: &Var,
+        w: &Var,
+        s: usize,
+        p: usize,
+        r: &Tensor,
+        ours: bool,
+    ) -> (Option<Tensor>, Option<Tensor>) {
+        let y = if ours {
+            conv2d(x.as_tensor(), w.as_tensor(), p, s).unwrap()
+        } else {
+            x.as_tensor().conv2d(w.as_tensor(), p, s, 1, 1).unwrap()
+        };
+        let gs = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
+        (
+            gs.get(x.as_tensor()).cloned(),
+            gs.get(w.as_tensor()).cloned(),
+        )
+    }
+
+    #[test]
+    fn gradients_match_candle() {
+        for (i, &(n, c, h, w, o, k, s, p)) in CASES.iter().enumerate() {
+            let x = Var::from_tensor(&randn(&[n, c, h, w], 1 + i as u64)).unwrap();
+            let wt = Var::from_tensor(&randn(&[o, c, k, k], 100 + i as u64)).unwrap();
+            let g = Geom::new(x.dims(), wt.dims(), p, s).unwrap();
+            let r = randn(&[n, o, g.oh, g.ow], 200 + i as u64);
+            let (dx, dw) = grads(&x, &wt, s, p, &r, true);
+            let (cx, cw) = grads(&x, &wt, s, p, &r, false);
+            let rx = max_rel(&dx.unwrap(), &cx.unwrap());
+            let rw = max_rel(&dw.unwrap(), &cw.unwrap());
+            assert!(rx < 1e-5 && rw < 1e-5, "case {i}: dx {rx}, dw {rw}");
+        }
+    }
+
+    #[test]
+    fn frozen_operands_get_no_gradient() {
+        let x = Var::from_tensor(&randn(&[2, 3, 8, 8], 1)).unwrap();
+        let w = randn(&[4, 3, 3, 3], 2); // detached, as during attribution
+        let y = conv2d(x.as_tensor(), &w, 1, 1).unwrap();
+        let gs = y.sum_all().unwrap().backward().unwrap();
+        assert!(gs.get(x.as_tensor()).is_some());
+        assert!(gs.get(&w).is_none());
+
+        let x = randn(&[2, 3, 8, 8], 3); // raw image during training
+        let w = Var::from_tensor(&randn(&[4, 3, 3, 3], 4)).unwrap();
+        let y = conv2d(&x, w.as_tensor(), 1, 2).unwrap();
+        let gs = y.sum_all().unwrap().backward().unwrap();
+        assert!(gs.get(&x).is_none());
+        assert!(gs.get(w.as_tensor()).is_some());
+    }
+
+    /// Also covers a non-square input with stride 3, where candle's own backward fails
+    /// (its conv_transpose2d output padding is only derived from the height).
+    #[test]
+    fn gradients_match_finite_differences() {
+        for (n, c, h, w, o, k, s, p) in [(1, 2, 5, 4, 2, 3, 2, 1), (2, 2, 6, 7, 2, 5, 3, 2)] {
+            fd_case(n, c, h, w, o, k, s, p);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fd_case(n: usize, c: usize, h: usize, w: usize, o: usize, k: usize, s: usize, p: usize) {
+        let x0 = randn(&[n, c, h, w], 11).to_dtype(DType::F64).unwrap();
+        let w0 = randn(&[o, c, k, k], 12).to_dtype(DType::F64).unwrap();
+        let g = Geom::new(x0.dims(), w0.dims(), p, s).unwrap();
+        let r = randn(&[n, o, g.oh, g.ow], 13);
+        // The loss in f64 through candle's conv, as the reference function.
+        let loss = |x: &Tensor, wt: &Tensor| -> f64 {
+            let y = x.conv2d(wt, p, s, 1, 1).unwrap();
+            let r = r.to_dtype(DType::F64).unwrap();
+            (y * r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let xv = Var::from_tensor(&x0.to_dtype(DType::F32).unwrap()).unwrap();
+        let wv = Var::from_tensor(&w0.to_dtype(DType::F32).unwrap()).unwrap();
+        let (dx, dw) = grads(&xv, &wv, s, p, &r, true);
+        let check = |t0: &Tensor, an: Tensor, is_x: bool| {
+            let an = an.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let base = t0.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let eps = 1e-6;
+            for (i, a) in an.iter().enumerate() {
+                let mut v = base.clone();
+                v[i] += eps;
+                let tp = Tensor::from_vec(v.clone(), t0.shape(), &Device::Cpu).unwrap();
+                v[i] -= 2.0 * eps;
+                let tm = Tensor::from_vec(v, t0.shape(), &Device::Cpu).unwrap();
+                let num = if is_x {
+                    (loss(&tp, &w0) - loss(&tm, &w0)) / (2.0 * eps)
+                } else {
+                    (loss(&x0, &tp) - loss(&x0, &tm)) / (2.0 * eps)
+                };
+                assert!((num - *a as f64).abs() < 1e-4, "{i}: fd {num} vs {a}");
+            }
+        };
+        check(&x0, dx.unwrap(), true);
+        check(&w0, dw.unwrap(), false);
+    }
 }
