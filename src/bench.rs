@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::attribution::{all_methods, attribute};
 use crate::error::{Error, Result};
@@ -20,17 +20,30 @@ pub enum Phase {
     Forward,
     /// `attribute` with every method and the predicted class.
     Attribution,
+    /// Flip-metric forwards: one image perturbed at `batch` grid steps, no graph.
+    Evaluation,
+    /// Forward + backward of the target logits to the input only (frozen weights, no
+    /// taps): the floor that attribution's overhead is measured against.
+    ForwardBackward,
     /// Forward with tracked parameters + backward of the cross-entropy.
     TrainStep,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 3] = [Phase::Forward, Phase::Attribution, Phase::TrainStep];
+    pub const ALL: [Phase; 5] = [
+        Phase::Forward,
+        Phase::ForwardBackward,
+        Phase::Attribution,
+        Phase::Evaluation,
+        Phase::TrainStep,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Forward => "forward",
             Phase::Attribution => "attribution",
+            Phase::Evaluation => "evaluation",
+            Phase::ForwardBackward => "forward_backward",
             Phase::TrainStep => "train_step",
         }
     }
@@ -41,7 +54,7 @@ impl Phase {
             .find(|p| p.name() == s)
             .ok_or_else(|| {
                 Error::input(format!(
-                    "unknown phase '{s}': expected forward, attribution or train_step"
+                    "unknown phase '{s}': expected forward, forward_backward, attribution, evaluation or train_step"
                 ))
             })
     }
@@ -66,6 +79,11 @@ pub struct Measurement {
     pub min_s: f64,
     pub median_s: f64,
     pub max_s: f64,
+    /// Images per second at the median run time.
+    pub images_per_second: f64,
+    /// ... at the fastest and slowest run.
+    pub images_per_second_max: f64,
+    pub images_per_second_min: f64,
 }
 
 impl Measurement {
@@ -135,6 +153,9 @@ pub fn run_phases(
                 min_s: times[0],
                 median_s: median(&times),
                 max_s: times[times.len() - 1],
+                images_per_second: batch as f64 / median(&times),
+                images_per_second_max: batch as f64 / times[0],
+                images_per_second_min: batch as f64 / times[times.len() - 1],
             };
             if json {
                 println!(
@@ -142,7 +163,7 @@ pub fn run_phases(
                     serde_json::to_string(&m).map_err(|e| Error::input(e.to_string()))?
                 );
             } else {
-                println!(
+                eprintln!(
                     "{:<9} {:>4} b={:<3} {:<12} conv={:<8} ew={} {:>9.1} ms/img {:>8.2} img/s  (min {:.3}s med {:.3}s max {:.3}s)",
                     m.arch,
                     m.size,
@@ -181,6 +202,32 @@ fn run_once(model: &dyn Classifier, x: &Tensor, phase: Phase) -> Result<()> {
             let methods = all_methods(model);
             attribute(model, x, &Target::Predicted, &methods)?;
         }
+        Phase::Evaluation => {
+            // The flip scan of one image with as many grid steps as the batch holds.
+            let n = x.dim(0)?;
+            let (_, _, h, w) = x.dims4()?;
+            let image: Vec<f32> = x.get(0)?.flatten_all()?.to_vec1()?;
+            let saliency: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 1009) as f32).collect();
+            let eval = crate::eval::FlipEvaluator::new(model, n, n)?;
+            eval.predictions(&image, h, w, &saliency, crate::eval::Order::Plus)?;
+        }
+        Phase::ForwardBackward => {
+            let input = candle_core::Var::from_tensor(x)?;
+            let logits = model.forward_ctx(
+                input.as_tensor(),
+                &mut Ctx {
+                    train_bn: false,
+                    track_params: false,
+                    recorder: None,
+                    layer: 0,
+                },
+            )?;
+            let target = logits.detach().argmax_keepdim(1)?;
+            let grads = logits.gather(&target, 1)?.sum_all()?.backward()?;
+            if grads.get(input.as_tensor()).is_none() {
+                return Err(Error::Training("the input received no gradient".into()));
+            }
+        }
         Phase::TrainStep => {
             let logits = model.forward_ctx(x, &mut Ctx::training(false))?;
             let n = logits.dim(0)?;
@@ -203,99 +250,12 @@ fn run_once(model: &dyn Classifier, x: &Tensor, phase: Phase) -> Result<()> {
 
 /// Random full-size weights in torchvision naming: "vgg16" or "resnet50", 1000 classes.
 pub fn random_weights(arch: &str, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let mut w = Weights {
-        map: HashMap::new(),
-        device: device.clone(),
-    };
     match arch {
-        "vgg16" => {
-            let cfg = [
-                64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
-            ];
-            let (mut i, mut in_c) = (0, 3);
-            for c in cfg {
-                if c == 0 {
-                    // max-pool: one index in torchvision's `features`.
-                    i += 1;
-                    continue;
-                }
-                w.conv(&format!("features.{i}"), c, in_c, 3, true)?;
-                in_c = c;
-                i += 2; // conv + ReLU
-            }
-            w.linear("classifier.0", 4096, 512 * 7 * 7)?;
-            w.linear("classifier.3", 4096, 4096)?;
-            w.linear("classifier.6", 1000, 4096)?;
-        }
-        "resnet50" => {
-            w.conv("conv1", 64, 3, 7, false)?;
-            w.bn("bn1", 64)?;
-            let mut in_c = 64;
-            for (stage, (depth, width)) in [(3, 64), (4, 128), (6, 256), (3, 512)]
-                .into_iter()
-                .enumerate()
-            {
-                let out_c = width * 4;
-                for i in 0..depth {
-                    let p = format!("layer{}.{i}", stage + 1);
-                    w.conv(&format!("{p}.conv1"), width, in_c, 1, false)?;
-                    w.bn(&format!("{p}.bn1"), width)?;
-                    w.conv(&format!("{p}.conv2"), width, width, 3, false)?;
-                    w.bn(&format!("{p}.bn2"), width)?;
-                    w.conv(&format!("{p}.conv3"), out_c, width, 1, false)?;
-                    w.bn(&format!("{p}.bn3"), out_c)?;
-                    if i == 0 {
-                        w.conv(&format!("{p}.downsample.0"), out_c, in_c, 1, false)?;
-                        w.bn(&format!("{p}.downsample.1"), out_c)?;
-                    }
-                    in_c = out_c;
-                }
-            }
-            w.linear("fc", 1000, 2048)?;
-        }
-        other => return Err(Error::UnknownArch(other.to_string())),
-    }
-    Ok(w.map)
-}
-
-struct Weights {
-    map: HashMap<String, Tensor>,
-    device: Device,
-}
-
-impl Weights {
-    fn randn(&mut self, key: String, shape: &[usize], std: f64) -> Result<()> {
-        let t = Tensor::randn(0f32, std as f32, shape, &self.device)?;
-        self.map.insert(key, t);
-        Ok(())
-    }
-    fn fill(&mut self, key: String, n: usize, v: f64) -> Result<()> {
-        let t = (Tensor::ones(n, DType::F32, &self.device)? * v)?;
-        self.map.insert(key, t);
-        Ok(())
-    }
-    /// He-scaled weights keep activations in range through 16-50 random layers.
-    fn conv(&mut self, name: &str, out: usize, inp: usize, k: usize, bias: bool) -> Result<()> {
-        let std = (2.0 / (inp * k * k) as f64).sqrt();
-        self.randn(format!("{name}.weight"), &[out, inp, k, k], std)?;
-        if bias {
-            self.randn(format!("{name}.bias"), &[out], 0.01)?;
-        }
-        Ok(())
-    }
-    fn linear(&mut self, name: &str, out: usize, inp: usize) -> Result<()> {
-        self.randn(
-            format!("{name}.weight"),
-            &[out, inp],
-            (2.0 / inp as f64).sqrt(),
-        )?;
-        self.randn(format!("{name}.bias"), &[out], 0.01)
-    }
-    fn bn(&mut self, name: &str, c: usize) -> Result<()> {
-        self.fill(format!("{name}.weight"), c, 1.0)?;
-        self.randn(format!("{name}.bias"), &[c], 0.01)?;
-        self.randn(format!("{name}.running_mean"), &[c], 0.01)?;
-        self.fill(format!("{name}.running_var"), c, 1.0)
+        "vgg16" => crate::models::init::vgg16(64, 4096, 1000, 0, device),
+        "resnet50" => crate::models::init::resnet50(64, 1000, 0, device),
+        other => Err(Error::input(format!(
+            "unknown architecture '{other}': expected vgg16 or resnet50"
+        ))),
     }
 }
 
@@ -317,7 +277,7 @@ mod tests {
     #[test]
     fn runs_every_phase_on_a_small_input() {
         let m = run("resnet50", 32, &[1, 2], 1, true).unwrap();
-        assert_eq!(m.len(), 6);
+        assert_eq!(m.len(), 2 * Phase::ALL.len());
         assert!(m.iter().all(|m| m.median_s > 0.0 && m.images_per_s() > 0.0));
         assert!(run("resnet50", 32, &[0], 1, false).is_err());
     }

@@ -120,7 +120,7 @@ impl BiasSet {
     pub fn max_abs(&self) -> Result<f32> {
         let mut m = 0f32;
         for h in &self.handles {
-            if h.len() > 0 {
+            if !h.is_empty() {
                 m = m.max(h.var.as_tensor().abs()?.max_all()?.to_scalar::<f32>()?);
             }
         }

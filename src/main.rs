@@ -132,6 +132,23 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Images/second of forward, forward+backward, attribution, evaluation and a training step.
+    Bench {
+        #[arg(long, default_value = "resnet50")]
+        arch: String,
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        #[arg(long, default_value = "1,8", value_delimiter = ',')]
+        batch: Vec<usize>,
+        /// Phases to run (default: all).
+        #[arg(long, value_delimiter = ',')]
+        phases: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Print a JSON array of measurements.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a bias-decay recipe (TOML): train a teacher and/or distil it into a zero-bias network.
     Decay {
         /// Recipe file, e.g. recipes/quickstart.toml
@@ -167,6 +184,7 @@ fn device(spec: &str) -> Result<Device> {
 }
 
 fn main() {
+    zerobias::init_cpu_runtime();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -323,6 +341,27 @@ fn run(cli: Cli) -> Result<()> {
             }
             for f in r.files {
                 println!("wrote {}", f.display());
+            }
+        }
+        Command::Bench {
+            arch,
+            size,
+            batch,
+            phases,
+            repeats,
+            json,
+        } => {
+            let phases: Vec<zerobias::bench::Phase> = if phases.is_empty() {
+                zerobias::bench::Phase::ALL.to_vec()
+            } else {
+                phases
+                    .iter()
+                    .map(|p| zerobias::bench::Phase::parse(p))
+                    .collect::<zerobias::Result<_>>()?
+            };
+            let m = zerobias::bench::run_phases(&arch, size, &batch, &phases, repeats, false)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
             }
         }
         Command::Decay {

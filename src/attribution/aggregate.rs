@@ -6,38 +6,50 @@ use crate::error::{Error, Result};
 use crate::models::Classifier;
 use crate::taps::Recorded;
 
-/// The paper's Eq. 16 aggregate from layer `from` to L, with Ψ = bilinear ∘ rescale ∘ abs:
-/// each |a^{h,l}| min-max rescaled over H×W per image, upsampled (align_corners=False) to
-/// the input size, averaged over layers.
+/// The paper's Eq. 16 aggregates agg.{l0} for each requested start layer l0, from l0 to L,
+/// with Ψ = bilinear ∘ rescale ∘ abs: each |a^{h,l}| min-max rescaled over H×W per image,
+/// upsampled (align_corners=False) to the input size, averaged over layers. Every layer's
+/// Ψ map is computed once and the aggregates are suffix sums.
 pub struct Aggregate {
-    pub from: usize,
+    pub from: Vec<usize>,
+}
+
+impl Aggregate {
+    /// agg.{l0} for every l0 in 1..=L.
+    pub fn all(model: &dyn Classifier) -> Self {
+        Self {
+            from: (1..=model.num_layers()).collect(),
+        }
+    }
 }
 
 impl Method for Aggregate {
     fn outputs(&self, _model: &dyn Classifier) -> Vec<String> {
-        vec![format!("agg.{}", self.from)]
+        self.from.iter().map(|l| format!("agg.{l}")).collect()
     }
     fn compute(&self, rec: &Recorded, out: &mut Maps) -> Result<()> {
         let top = rec.acts.len();
-        if self.from == 0 || self.from > top {
+        let Some(&lowest) = self.from.iter().min() else {
+            return Ok(());
+        };
+        if let Some(bad) = self.from.iter().find(|&&l| l == 0 || l > top) {
             return Err(Error::input(format!(
-                "agg.{}: the aggregate starts at a layer in 1..={top}",
-                self.from
+                "agg.{bad}: the aggregate starts at a layer in 1..={top}"
             )));
         }
         let (_, _, h, w) = rec.input.dims4()?;
-        let mut sum: Option<Tensor> = None;
-        for l in self.from..=top {
+        let mut suffix: Option<Tensor> = None;
+        for l in (lowest..=top).rev() {
             let m = act_map(layer(rec, l)?)?.abs()?;
             let m = upsample(&rescale_per_sample(&m, 0.0)?, h, w, false)?;
-            sum = Some(match sum {
+            let s = match suffix {
                 None => m,
                 Some(s) => (s + m)?,
-            });
-        }
-        let count = (top - self.from + 1) as f64;
-        if let Some(s) = sum {
-            out.insert(format!("agg.{}", self.from), (s / count)?);
+            };
+            if self.from.contains(&l) {
+                out.insert(format!("agg.{l}"), (&s / (top - l + 1) as f64)?);
+            }
+            suffix = Some(s);
         }
         Ok(())
     }

@@ -65,18 +65,14 @@ pub trait Method {
 
 /// Every method of the attribution contract, for `model`.
 pub fn all_methods(model: &dyn Classifier) -> Vec<Box<dyn Method>> {
-    let l = model.num_layers();
-    let mut v: Vec<Box<dyn Method>> = vec![
+    vec![
         Box::new(Activation),
         Box::new(BiasAttribution),
         Box::new(Gradient),
         Box::new(GradCam),
         Box::new(FullGrad),
-    ];
-    for l0 in 1..=l {
-        v.push(Box::new(Aggregate { from: l0 }));
-    }
-    v
+        Box::new(Aggregate::all(model)),
+    ]
 }
 
 /// The result of `attribute`: maps plus the quantities that check them.
@@ -136,7 +132,7 @@ pub fn attribute(
 }
 
 /// The layer l record, with a clear error when the model has no such layer.
-pub(crate) fn layer<'a>(rec: &'a Recorded, l: usize) -> Result<&'a crate::taps::ActRecord> {
+pub(crate) fn layer(rec: &Recorded, l: usize) -> Result<&crate::taps::ActRecord> {
     rec.acts.iter().find(|a| a.layer == l).ok_or_else(|| {
         Error::input(format!(
             "the model has no layer {l} (it has layers 1..={})",

@@ -87,6 +87,61 @@ impl<'a> FlipEvaluator<'a> {
         saliency: &[f32],
         order: Order,
     ) -> Result<FlipOutcome> {
+        let norm0 = l2(x);
+        let mut outcome = FlipOutcome {
+            e: 1.0,
+            step: self.steps,
+            flipped: false,
+            forwards: 0,
+        };
+        self.walk(x, height, width, saliency, order, |t0, preds, norms| {
+            outcome.forwards += preds.len();
+            match preds.iter().position(|&c| c != clean_class) {
+                Some(j) => {
+                    outcome.e = if norm0 > 0.0 {
+                        1.0 - norms[j] / norm0
+                    } else {
+                        1.0
+                    };
+                    outcome.step = t0 + j;
+                    outcome.flipped = true;
+                    false
+                }
+                None => true,
+            }
+        })?;
+        Ok(outcome)
+    }
+
+    /// The predicted class at every step t = 1..=K, without early exit (deletion curves,
+    /// benchmarks).
+    pub fn predictions(
+        &self,
+        x: &[f32],
+        height: usize,
+        width: usize,
+        saliency: &[f32],
+        order: Order,
+    ) -> Result<Vec<u32>> {
+        let mut all = Vec::with_capacity(self.steps);
+        self.walk(x, height, width, saliency, order, |_, preds, _| {
+            all.extend_from_slice(preds);
+            true
+        })?;
+        Ok(all)
+    }
+
+    /// Run the perturbation grid in batches; `visit(first_step, predictions, norms)`
+    /// returns whether to continue.
+    fn walk(
+        &self,
+        x: &[f32],
+        height: usize,
+        width: usize,
+        saliency: &[f32],
+        order: Order,
+        mut visit: impl FnMut(usize, &[u32], &[f64]) -> bool,
+    ) -> Result<()> {
         let p = height * width;
         if x.len() != 3 * p {
             return Err(Error::Shape {
@@ -103,11 +158,9 @@ impl<'a> FlipEvaluator<'a> {
             });
         }
         let rank = ranking(saliency, order)?;
-        let norm0 = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
         let k = self.steps;
         let removed = |t: usize| (t * p) / k;
         let mut work = x.to_vec();
-        let mut forwards = 0;
         let mut t = 1;
         while t <= k {
             let chunk = self.batch.min(k - t + 1);
@@ -119,34 +172,22 @@ impl<'a> FlipEvaluator<'a> {
                     work[p + pix] = 0.0;
                     work[2 * p + pix] = 0.0;
                 }
-                norms.push(work.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt());
+                norms.push(l2(&work));
                 buf.extend_from_slice(&work);
             }
             let xb = Tensor::from_vec(buf, (chunk, 3, height, width), &self.device)?;
             let pred: Vec<u32> = self.model.forward(&xb)?.argmax(1)?.to_vec1()?;
-            forwards += chunk;
-            if let Some(j) = pred.iter().position(|&c| c != clean_class) {
-                let e = if norm0 > 0.0 {
-                    1.0 - norms[j] / norm0
-                } else {
-                    1.0
-                };
-                return Ok(FlipOutcome {
-                    e,
-                    step: t + j,
-                    flipped: true,
-                    forwards,
-                });
+            if !visit(t, &pred, &norms) {
+                return Ok(());
             }
             t += chunk;
         }
-        Ok(FlipOutcome {
-            e: 1.0,
-            step: k,
-            flipped: false,
-            forwards,
-        })
+        Ok(())
     }
+}
+
+fn l2(v: &[f32]) -> f64 {
+    v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt()
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ fn open_data(r: &Recipe) -> Result<Data> {
                 d.val_len,
                 d.size,
                 d.classes,
-                r.seed ^ 0x5eed_0f_7a1,
+                r.seed ^ 0x0005_eed0_f7a1,
             )?),
         }),
         _ => {
@@ -537,7 +537,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                     total_steps
                 ));
                 let last_step = state.stage_step == total;
-                if state.stage_step % stage.eval_every == 0 || last_step {
+                if state.stage_step.is_multiple_of(stage.eval_every) || last_step {
                     let top1 =
                         evaluate_top1(model.as_ref(), &data.val, recipe.data.val_limit, &device)?;
                     tb.add_scalar("eval/top1", top1 as f32, g)?;
@@ -560,7 +560,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                         )?;
                     }
                 }
-                if state.stage_step % stage.checkpoint_every == 0 || last_step {
+                if state.stage_step.is_multiple_of(stage.checkpoint_every) || last_step {
                     state.seconds = base_seconds + started.elapsed().as_secs_f64();
                     let path = run_dir.join(format!("step-{:06}.safetensors", state.global_step));
                     save_checkpoint(&path, model.as_ref(), Some(&adam), &state, &provenance)?;
