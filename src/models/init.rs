@@ -22,7 +22,8 @@ fn uniform(shape: &[usize], bound: f32, rng: &mut Rng, device: &Device) -> Resul
     Ok(Tensor::from_vec(v, shape, device)?)
 }
 
-/// Kaiming normal, mode fan_out, ReLU gain.
+/// Kaiming normal, ReLU gain, mode fan_in (preserves the forward signal through a plain
+/// VGG whose widths double; torchvision's fan_out halves it at every widening).
 fn conv(
     t: &mut HashMap<String, Tensor>,
     name: &str,
@@ -33,7 +34,7 @@ fn conv(
     rng: &mut Rng,
     dev: &Device,
 ) -> Result<()> {
-    let std = (2.0 / (out * k * k) as f32).sqrt();
+    let std = (2.0 / (inp * k * k) as f32).sqrt();
     t.insert(
         format!("{name}.weight"),
         normal(&[out, inp, k, k], std, rng, dev)?,

@@ -481,6 +481,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                     )));
                 }
                 let grads = loss.backward()?;
+                adam.lr = stage.lr_at(state.stage_step);
                 let grad_norm = adam.step(&grads)?;
                 state.stage_step += 1;
                 state.global_step += 1;
@@ -512,7 +513,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                 let g = state.global_step as i64;
                 tb.add_scalar("train/loss", loss_value as f32, g)?;
                 tb.add_scalar("train/grad_norm", grad_norm as f32, g)?;
-                tb.add_scalar("train/lr", stage.lr as f32, g)?;
+                tb.add_scalar("train/lr", adam.lr as f32, g)?;
                 tb.add_scalar("train/bias_scale", state.bias_scale as f32, g)?;
                 if agreement.is_finite() {
                     tb.add_scalar("train/teacher_agreement", agreement as f32, g)?;

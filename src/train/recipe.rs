@@ -146,6 +146,12 @@ pub struct Stage {
     pub beta2: f64,
     #[serde(default)]
     pub weight_decay: f64,
+    /// Linear learning-rate warm-up over the first steps (0 = none).
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Cosine decay of the learning rate to 0 over the stage.
+    #[serde(default)]
+    pub cosine: bool,
 }
 
 fn default_eval_every() -> usize {
@@ -168,6 +174,22 @@ fn default_beta2() -> f64 {
 }
 
 impl Stage {
+    /// Learning rate for the optimiser step that follows `done` completed steps.
+    pub fn lr_at(&self, done: usize) -> f64 {
+        let total = self.total_steps().max(1) as f64;
+        let warm = if self.warmup_steps > 0 && done < self.warmup_steps {
+            (done + 1) as f64 / self.warmup_steps as f64
+        } else {
+            1.0
+        };
+        let decay = if self.cosine {
+            0.5 * (1.0 + (std::f64::consts::PI * done as f64 / total).cos())
+        } else {
+            1.0
+        };
+        self.lr * warm * decay
+    }
+
     /// Total optimiser steps of this stage.
     pub fn total_steps(&self) -> usize {
         match self.kind {
