@@ -1,0 +1,58 @@
+//! ReLU as a custom op: one pass forward, one pass backward, derivative 0 at exactly 0 as
+//! in PyTorch. (candle's `relu` has derivative 1 at 0, which matters once biases decay and
+//! many pre-activations sit at exactly 0; building it from a mask costs three passes and
+//! stores a gradient for the mask too.)
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+
+use crate::error::Result;
+
+struct Relu;
+struct ReluGrad;
+
+fn dense<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("relu: expected a contiguous f32 tensor"),
+    }
+}
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "zerobias-relu"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = dense(s, l)?;
+        Ok((CpuStorage::F32(x.iter().map(|v| v.max(0.0)).collect()), l.shape().clone()))
+    }
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(grad.apply_op2_no_bwd(&res.contiguous()?, &ReluGrad)?))
+    }
+}
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "zerobias-relu-grad"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = dense(s1, l1)?;
+        let y = dense(s2, l2)?;
+        if g.len() != y.len() {
+            candle_core::bail!("relu backward: {} gradients for {} outputs", g.len(), y.len());
+        }
+        Ok((CpuStorage::F32(g.iter().zip(y).map(|(g, y)| if *y > 0.0 { *g } else { 0.0 }).collect()), l1.shape().clone()))
+    }
+}
+
+/// ReLU with PyTorch's gradient; `graph` says whether a backward pass will follow.
+pub fn relu(x: &Tensor, graph: bool) -> Result<Tensor> {
+    if !graph {
+        return Ok(x.relu()?);
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return Ok(x.contiguous()?.apply_op1(Relu)?);
+    }
+    let mask = x.gt(0f32)?.to_dtype(x.dtype())?;
+    Ok((x * mask)?)
+}
