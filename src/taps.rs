@@ -74,6 +74,8 @@ pub struct ActRecord {
     pub name: String,
     pub value: Tensor,
     pub grad: Tensor,
+    /// a^{h,l}, computed once and shared by the methods and the gross sums.
+    pub(crate) map: std::sync::OnceLock<Tensor>,
 }
 
 /// A bias-carrying module's effective bias and the gradient at its output.
@@ -82,6 +84,8 @@ pub struct ModuleRecord {
     pub layer: usize,
     pub bias: Tensor,
     pub grad: Tensor,
+    /// One fused pass over the gradient, shared by bias maps, FullGrad and gross sums.
+    pub(crate) stats: std::sync::OnceLock<crate::attribution::kernels::ChannelStats>,
 }
 
 /// Everything one forward + one backward pass records.
@@ -156,6 +160,7 @@ pub fn record(model: &dyn Classifier, x: &Tensor, target: &Target) -> Result<Rec
                 name: t.name.clone(),
                 value: t.value.clone(),
                 grad: grad_of(&t.probe)?,
+                map: Default::default(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -168,6 +173,7 @@ pub fn record(model: &dyn Classifier, x: &Tensor, target: &Target) -> Result<Rec
                 layer: t.layer,
                 bias: t.bias.clone(),
                 grad: grad_of(&t.probe)?,
+                stats: Default::default(),
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -9,7 +9,11 @@ use crate::taps::{ActRecord, Recorded};
 pub struct Activation;
 
 pub(crate) fn act_map(a: &ActRecord) -> Result<Tensor> {
-    Ok((&a.value * &a.grad)?.sum(1)?)
+    if let Some(m) = a.map.get() {
+        return Ok(m.clone());
+    }
+    let m = super::kernels::channel_dot(&a.value, &a.grad)?;
+    Ok(a.map.get_or_init(|| m).clone())
 }
 
 pub(crate) fn input_times_grad(rec: &Recorded) -> Result<Tensor> {

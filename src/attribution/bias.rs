@@ -10,12 +10,20 @@ use crate::taps::{ModuleRecord, Recorded};
 pub struct BiasAttribution;
 
 pub(crate) fn module_map(m: &ModuleRecord) -> Result<Tensor> {
+    if m.grad.rank() == 4 {
+        return Ok(stats(m)?.signed.clone());
+    }
     let c = m.bias.dim(0)?;
-    let b = match m.grad.rank() {
-        4 => m.bias.reshape((1, c, 1, 1))?,
-        _ => m.bias.reshape((1, c))?,
-    };
-    Ok(m.grad.broadcast_mul(&b)?.sum(1)?)
+    Ok(m.grad.broadcast_mul(&m.bias.reshape((1, c))?)?.sum(1)?)
+}
+
+/// The fused channel statistics of a conv/BN module, computed once.
+pub(crate) fn stats(m: &ModuleRecord) -> Result<&super::kernels::ChannelStats> {
+    if m.stats.get().is_none() {
+        let s = super::kernels::channel_stats(&m.grad, &m.bias)?;
+        let _ = m.stats.set(s);
+    }
+    Ok(m.stats.get().expect("set above"))
 }
 
 impl Method for BiasAttribution {

@@ -8,6 +8,7 @@ mod bias;
 mod fullgrad;
 mod grad;
 mod gradcam;
+pub mod kernels;
 
 pub use act::Activation;
 pub use aggregate::Aggregate;

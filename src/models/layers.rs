@@ -11,11 +11,7 @@ use crate::error::{Error, Result};
 /// ReLU whose derivative at exactly 0 is 0, as in PyTorch (candle's `relu` uses 1 there,
 /// which matters once biases decay and many pre-activations sit at exactly 0).
 pub fn relu(x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-    if !ctx.needs_graph() {
-        return Ok(x.relu()?);
-    }
-    let mask = x.gt(0f32)?.to_dtype(x.dtype())?;
-    Ok((x * mask)?)
+    super::relu::relu(x, ctx.needs_graph())
 }
 
 pub struct Conv2d {

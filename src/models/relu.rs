@@ -23,9 +23,17 @@ impl CustomOp1 for Relu {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = dense(s, l)?;
-        Ok((CpuStorage::F32(x.iter().map(|v| v.max(0.0)).collect()), l.shape().clone()))
+        Ok((
+            CpuStorage::F32(x.iter().map(|v| v.max(0.0)).collect()),
+            l.shape().clone(),
+        ))
     }
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         let grad = grad.contiguous()?;
         Ok(Some(grad.apply_op2_no_bwd(&res.contiguous()?, &ReluGrad)?))
     }
@@ -35,13 +43,31 @@ impl CustomOp2 for ReluGrad {
     fn name(&self) -> &'static str {
         "zerobias-relu-grad"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = dense(s1, l1)?;
         let y = dense(s2, l2)?;
         if g.len() != y.len() {
-            candle_core::bail!("relu backward: {} gradients for {} outputs", g.len(), y.len());
+            candle_core::bail!(
+                "relu backward: {} gradients for {} outputs",
+                g.len(),
+                y.len()
+            );
         }
-        Ok((CpuStorage::F32(g.iter().zip(y).map(|(g, y)| if *y > 0.0 { *g } else { 0.0 }).collect()), l1.shape().clone()))
+        Ok((
+            CpuStorage::F32(
+                g.iter()
+                    .zip(y)
+                    .map(|(g, y)| if *y > 0.0 { *g } else { 0.0 })
+                    .collect(),
+            ),
+            l1.shape().clone(),
+        ))
     }
 }
 
