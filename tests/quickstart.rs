@@ -9,6 +9,8 @@ use zerobias::train::{run, RunOptions};
 
 #[test]
 fn quickstart_decays_biases_to_zero_and_keeps_accuracy() {
+    // The same runtime set-up as the CLI, so the test trains exactly what the README runs.
+    zerobias::init_cpu_runtime();
     let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.toml");
     let dir = tempfile::tempdir().unwrap();
     let short = std::env::var_os("ZEROBIAS_QUICKSTART_SHORT").is_some();
