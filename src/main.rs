@@ -166,21 +166,7 @@ enum Command {
 }
 
 fn device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s.starts_with("cuda") => {
-            let ordinal = s
-                .strip_prefix("cuda:")
-                .map(|n| n.parse::<usize>())
-                .transpose()
-                .context("--device cuda:N expects a GPU index")?
-                .unwrap_or(0);
-            Device::new_cuda(ordinal).with_context(|| format!("--device {s}: CUDA is unavailable (build with --features cuda on a machine with a GPU)"))
-        }
-        "metal" => Device::new_metal(0)
-            .context("--device metal: Metal is unavailable (build with --features metal on macOS)"),
-        other => bail!("--device {other}: expected cpu, cuda, cuda:N or metal"),
-    }
+    models::parse_device(spec).with_context(|| format!("--device {spec}"))
 }
 
 fn main() {

@@ -42,7 +42,11 @@ fn quickstart_decays_biases_to_zero_and_keeps_accuracy() {
     );
     assert!(s.final_checkpoint.exists() && s.run_dir.join("summary.json").exists());
     if !short {
-        assert!(s.teacher_top1 >= 0.9, "teacher top-1 {}", s.teacher_top1);
+        assert!(
+            s.teacher_top1 >= 0.75,
+            "teacher top-1 {} (chance is 0.1)",
+            s.teacher_top1
+        );
         assert!(
             s.retention >= 0.99,
             "zero-bias student keeps {:.2}% of the teacher's top-1",

@@ -24,6 +24,7 @@ fn uniform(shape: &[usize], bound: f32, rng: &mut Rng, device: &Device) -> Resul
 
 /// Kaiming normal, ReLU gain, mode fan_in (preserves the forward signal through a plain
 /// VGG whose widths double; torchvision's fan_out halves it at every widening).
+#[allow(clippy::too_many_arguments)]
 fn conv(
     t: &mut HashMap<String, Tensor>,
     name: &str,

@@ -103,33 +103,7 @@ fn open_data(r: &Recipe) -> Result<Data> {
 }
 
 fn parse_device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s.starts_with("cuda") => {
-            let ordinal = s
-                .strip_prefix("cuda:")
-                .map(|n| n.parse::<usize>())
-                .transpose()
-                .map_err(|_| Error::recipe("device", format!("\"{s}\": expected cuda:N")))?
-                .unwrap_or(0);
-            Device::new_cuda(ordinal).map_err(|e| {
-                Error::recipe(
-                    "device",
-                    format!("\"{s}\": {e} (build with --features cuda)"),
-                )
-            })
-        }
-        "metal" => Device::new_metal(0).map_err(|e| {
-            Error::recipe(
-                "device",
-                format!("\"metal\": {e} (build with --features metal)"),
-            )
-        }),
-        other => Err(Error::recipe(
-            "device",
-            format!("\"{other}\": expected cpu, cuda, cuda:N or metal"),
-        )),
-    }
+    crate::models::parse_device(spec).map_err(|e| Error::recipe("device", e.to_string()))
 }
 
 fn build_model(r: &Recipe, classes: usize, device: &Device) -> Result<Box<dyn Classifier>> {
