@@ -145,6 +145,13 @@ pub fn max_pool2d(
         // Inference: candle's kernel is exact for the forward values.
         return Ok(x.max_pool2d_with_stride(kernel, stride)?);
     }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return Ok(x.contiguous()?.apply_op1(super::pool::MaxPool {
+            kernel,
+            stride,
+            padding,
+        })?);
+    }
     // Edge padding is equivalent to -inf padding for a max: the padded value is a copy of
     // an element already inside the window.
     let need_h = (kernel - 1) + stride * ho;

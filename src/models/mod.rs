@@ -3,6 +3,7 @@
 pub mod conv;
 pub mod init;
 pub mod layers;
+pub mod pool;
 pub mod relu;
 pub mod resnet;
 pub mod vgg;
