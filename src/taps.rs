@@ -1,7 +1,9 @@
-//! Taps: zero `Var` probes added at hidden tensors so that one backward pass yields the
+//! Taps: probes at hidden tensors (a gradient-capturing identity op on CPU, a zero `Var` elsewhere) so that one backward pass yields the
 //! gradient at every layer (candle drops gradients of non-`Var` nodes).
 
-use candle_core::{DType, Tensor, Var};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, Var};
 
 use crate::error::{Error, Result};
 use crate::models::{Classifier, Ctx};
@@ -10,7 +12,54 @@ pub struct ActTap {
     pub layer: usize,
     pub name: String,
     pub value: Tensor,
-    probe: Var,
+    probe: Probe,
+}
+
+/// Where a tap's gradient ends up: a zero `Var` added to the tensor (any device), or on CPU
+/// an identity op that captures the gradient flowing through it (no extra tensor, no
+/// extra gradient accumulation).
+enum Probe {
+    Var(Var),
+    Slot(Arc<Mutex<Option<Tensor>>>),
+}
+
+struct Capture(Arc<Mutex<Option<Tensor>>>);
+
+impl CustomOp1 for Capture {
+    fn name(&self) -> &'static str {
+        "zerobias-tap"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => {
+                Ok((CpuStorage::F32(v[a..b].to_vec()), l.shape().clone()))
+            }
+            _ => candle_core::bail!("tap: expected a contiguous f32 tensor"),
+        }
+    }
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(grad.clone());
+        }
+        Ok(Some(grad.clone()))
+    }
+}
+
+/// `h` passed through a probe.
+fn probe(h: &Tensor) -> Result<(Tensor, Probe)> {
+    if h.device().is_cpu() && h.dtype() == DType::F32 {
+        let slot = Arc::new(Mutex::new(None));
+        let out = h.contiguous()?.apply_op1(Capture(slot.clone()))?;
+        return Ok((out, Probe::Slot(slot)));
+    }
+    let var = Var::zeros(h.shape(), h.dtype(), h.device())?;
+    let out = (h + var.as_tensor())?;
+    Ok((out, Probe::Var(var)))
 }
 
 pub struct ModuleTap {
@@ -18,7 +67,8 @@ pub struct ModuleTap {
     pub layer: usize,
     /// Effective bias per output channel / feature.
     pub bias: Tensor,
-    probe: Var,
+    shape: Shape,
+    probe: Probe,
 }
 
 /// Collects taps during a forward pass.
@@ -38,8 +88,7 @@ impl Recorder {
     }
 
     pub fn act(&mut self, layer: usize, name: &str, h: Tensor) -> Result<Tensor> {
-        let probe = Var::zeros(h.shape(), h.dtype(), h.device())?;
-        let out = (&h + probe.as_tensor())?;
+        let (out, probe) = probe(&h)?;
         self.acts.push(ActTap {
             layer,
             name: name.to_string(),
@@ -56,12 +105,13 @@ impl Recorder {
         out: Tensor,
         bias: &Tensor,
     ) -> Result<Tensor> {
-        let probe = Var::zeros(out.shape(), out.dtype(), out.device())?;
-        let tapped = (&out + probe.as_tensor())?;
+        let shape = out.shape().clone();
+        let (tapped, probe) = probe(&out)?;
         self.modules.push(ModuleTap {
             name: name.to_string(),
             layer,
             bias: bias.detach(),
+            shape,
             probe,
         });
         Ok(tapped)
@@ -143,14 +193,24 @@ pub fn record(model: &dyn Classifier, x: &Tensor, target: &Target) -> Result<Rec
     let idx = Tensor::from_vec(target.clone(), (n, 1), logits.device())?;
     let picked = logits.gather(&idx, 1)?.squeeze(1)?;
     let grads = picked.sum_all()?.backward()?;
-    let grad_of = |v: &Var| -> Result<Tensor> {
+    let grad_of_var = |v: &Var| -> Result<Tensor> {
         Ok(match grads.get(v.as_tensor()) {
             Some(g) => g.clone(),
             // Not reached by the target (e.g. a layer after which nothing depends on it).
             None => v.as_tensor().zeros_like()?,
         })
     };
-    let input_grad = grad_of(&input)?;
+    let device = x.device().clone();
+    let grad_of = |p: &Probe, shape: &Shape| -> Result<Tensor> {
+        match p {
+            Probe::Var(v) => grad_of_var(v),
+            Probe::Slot(s) => match s.lock().ok().and_then(|g| g.clone()) {
+                Some(g) => Ok(g),
+                None => Ok(Tensor::zeros(shape, DType::F32, &device)?),
+            },
+        }
+    };
+    let input_grad = grad_of_var(&input)?;
     let acts = rec
         .acts
         .iter()
@@ -159,7 +219,7 @@ pub fn record(model: &dyn Classifier, x: &Tensor, target: &Target) -> Result<Rec
                 layer: t.layer,
                 name: t.name.clone(),
                 value: t.value.clone(),
-                grad: grad_of(&t.probe)?,
+                grad: grad_of(&t.probe, t.value.shape())?,
                 map: Default::default(),
             })
         })
@@ -172,7 +232,7 @@ pub fn record(model: &dyn Classifier, x: &Tensor, target: &Target) -> Result<Rec
                 name: t.name.clone(),
                 layer: t.layer,
                 bias: t.bias.clone(),
-                grad: grad_of(&t.probe)?,
+                grad: grad_of(&t.probe, &t.shape)?,
                 stats: Default::default(),
             })
         })
