@@ -30,12 +30,8 @@ impl CustomOp1 for Capture {
         "zerobias-tap"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => {
-                Ok((CpuStorage::F32(v[a..b].to_vec()), l.shape().clone()))
-            }
-            _ => candle_core::bail!("tap: expected a contiguous f32 tensor"),
-        }
+        let data = crate::models::conv::dense(s, l, "tap input")?;
+        Ok((CpuStorage::F32(data.to_vec()), l.shape().clone()))
     }
     fn bwd(
         &self,

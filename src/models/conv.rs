@@ -539,14 +539,19 @@ fn weight_grad_image(
 }
 
 /// The dense f32 data of a contiguous operand.
-fn dense<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+/// The contiguous f32 data behind a CPU storage, for the custom ops of this module tree.
+pub(crate) fn dense<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("conv2d: {what} must be f32"),
+        _ => candle_core::bail!("{what} must be f32"),
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv2d: {what} must be contiguous"),
+        None => candle_core::bail!("{what} must be contiguous"),
     }
 }
 
@@ -576,8 +581,8 @@ impl CustomOp2 for ConvOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let x = dense(s1, l1, "input")?;
-        let w = dense(s2, l2, "weight")?;
+        let x = dense(s1, l1, "conv2d input")?;
+        let w = dense(s2, l2, "conv2d weight")?;
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(w, g.c_out * g.k_size(), "weight")?;
         let shape = Shape::from((g.n, g.c_out, g.oh, g.ow));
@@ -640,8 +645,8 @@ impl CustomOp2 for InputGradOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let gr = dense(s1, l1, "output gradient")?;
-        let w = dense(s2, l2, "weight")?;
+        let gr = dense(s1, l1, "conv2d output gradient")?;
+        let w = dense(s2, l2, "conv2d weight")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         check_len(w, g.c_out * g.k_size(), "weight")?;
         let w = weight_to_rows(g, w);
@@ -676,8 +681,8 @@ impl CustomOp2 for WeightGradOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let x = dense(s1, l1, "input")?;
-        let gr = dense(s2, l2, "output gradient")?;
+        let x = dense(s1, l1, "conv2d input")?;
+        let gr = dense(s2, l2, "conv2d output gradient")?;
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         let (xs, ys, ws) = (g.c_in * g.hw(), g.c_out * g.ohw(), g.c_out * g.k_size());

@@ -1,6 +1,7 @@
 //! Max pooling as a custom op on CPU: one pass forward, one pass backward, PyTorch's rule
 //! (the first maximum of each window in raster order wins; padding never wins).
 
+use super::conv::dense;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -9,13 +10,6 @@ pub struct MaxPool {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
-}
-
-fn dense<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("max-pool: expected a contiguous f32 tensor"),
-    }
 }
 
 impl MaxPool {
@@ -63,7 +57,7 @@ impl CustomOp1 for MaxPool {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
-        let x = dense(s, l)?;
+        let x = dense(s, l, "max-pool input")?;
         let (oh, ow) = self.out_size(h, w);
         let mut y = vec![0f32; n * c * oh * ow];
         y.par_chunks_mut(oh * ow)
@@ -103,8 +97,8 @@ impl CustomOp2 for MaxPoolGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = dense(s1, l1)?;
-        let x = dense(s2, l2)?;
+        let g = dense(s1, l1, "max-pool gradient")?;
+        let x = dense(s2, l2, "max-pool input")?;
         let (n, c, h, w) = l2.shape().dims4()?;
         let (oh, ow) = self.0.out_size(h, w);
         if g.len() != n * c * oh * ow {

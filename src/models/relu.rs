@@ -3,6 +3,7 @@
 //! many pre-activations sit at exactly 0; building it from a mask costs three passes and
 //! stores a gradient for the mask too.)
 
+use super::conv::dense;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
 use crate::error::Result;
@@ -10,19 +11,12 @@ use crate::error::Result;
 struct Relu;
 struct ReluGrad;
 
-fn dense<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("relu: expected a contiguous f32 tensor"),
-    }
-}
-
 impl CustomOp1 for Relu {
     fn name(&self) -> &'static str {
         "zerobias-relu"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = dense(s, l)?;
+        let x = dense(s, l, "relu input")?;
         Ok((
             CpuStorage::F32(x.iter().map(|v| v.max(0.0)).collect()),
             l.shape().clone(),
@@ -50,8 +44,8 @@ impl CustomOp2 for ReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = dense(s1, l1)?;
-        let y = dense(s2, l2)?;
+        let g = dense(s1, l1, "relu gradient")?;
+        let y = dense(s2, l2, "relu output")?;
         if g.len() != y.len() {
             candle_core::bail!(
                 "relu backward: {} gradients for {} outputs",
