@@ -687,30 +687,28 @@ impl CustomOp2 for WeightGradOp {
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         let (xs, ys, ws) = (g.c_in * g.hw(), g.c_out * g.ohw(), g.c_out * g.k_size());
         let dw = if across_images(g.n) {
-            // One partial sum per rayon split, added at the end.
-            x.par_chunks(xs)
-                .zip(gr.par_chunks(ys))
-                .fold(
-                    || None,
-                    |acc: Option<Vec<f32>>, (x_b, gr_b)| {
-                        let started = acc.is_some();
-                        let mut acc = acc.unwrap_or_else(|| vec![0f32; ws]);
-                        weight_grad_image(g, x_b, gr_b, &mut acc, started, false);
-                        Some(acc)
-                    },
-                )
-                .reduce(
-                    || None,
-                    |a, b| match (a, b) {
-                        (Some(mut a), Some(b)) => {
-                            a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
-                            Some(a)
-                        }
-                        (a, None) => a,
-                        (None, b) => b,
-                    },
-                )
-                .unwrap_or_else(|| vec![0f32; ws])
+            // A fixed partition into one contiguous group of images per thread, summed in
+            // group order: rayon's work-stealing fold would group the partial sums by thread
+            // timing and make training irreproducible between runs.
+            let groups = rayon::current_num_threads().min(g.n).max(1);
+            let per_group = g.n.div_ceil(groups);
+            let partials: Vec<Vec<f32>> = x
+                .par_chunks(xs * per_group)
+                .zip(gr.par_chunks(ys * per_group))
+                .map(|(x_g, gr_g)| {
+                    let mut acc = vec![0f32; ws];
+                    for (i, (x_b, gr_b)) in x_g.chunks(xs).zip(gr_g.chunks(ys)).enumerate() {
+                        weight_grad_image(g, x_b, gr_b, &mut acc, i > 0, false);
+                    }
+                    acc
+                })
+                .collect();
+            let mut partials = partials.into_iter();
+            let mut dw = partials.next().unwrap_or_else(|| vec![0f32; ws]);
+            for partial in partials {
+                dw.iter_mut().zip(&partial).for_each(|(p, q)| *p += q);
+            }
+            dw
         } else {
             let mut dw = vec![0f32; ws];
             for (i, (x_b, gr_b)) in x.chunks(xs).zip(gr.chunks(ys)).enumerate() {
@@ -916,5 +914,32 @@ mod tests {
         };
         check(&x0, dx.unwrap(), true);
         check(&w0, dw.unwrap(), false);
+    }
+
+    /// Training must be reproducible: the weight gradient summed over a batch is bit-identical
+    /// from call to call, however rayon schedules the images.
+    #[test]
+    fn weight_gradient_is_deterministic() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let x = randn(&[32, 16, 16, 16], 21);
+            let w = Var::from_tensor(&randn(&[16, 16, 3, 3], 22)).unwrap();
+            let r = randn(&[32, 16, 16, 16], 23);
+            let first = grads_w(&x, &w, &r);
+            for _ in 0..20 {
+                let again = grads_w(&x, &w, &r);
+                let d = (&again - &first).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+            }
+        });
+    }
+
+    fn grads_w(x: &Tensor, w: &Var, r: &Tensor) -> Tensor {
+        let y = conv2d(x, w.as_tensor(), 1, 1).unwrap();
+        let gs = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
+        gs.get(w.as_tensor()).unwrap().clone()
     }
 }
