@@ -184,7 +184,24 @@ def forward(model, x):
         model(x)
 
 
-PHASES = {"forward": forward, "attribution": attribution, "train_step": train_step}
+def forward_backward(model, x):
+    """Forward and backward of the predicted logits to the input only (weights frozen)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = x.clone().requires_grad_(True)
+    logits = model(x)
+    logits.gather(1, logits.detach().argmax(1, keepdim=True)).sum().backward()
+
+
+PHASES = {
+    "forward": forward,
+    "forward_backward": forward_backward,
+    "attribution": attribution,
+    # zerobias' evaluation phase is one batch of perturbed copies through an
+    # inference-only forward: the same work as `forward` here.
+    "evaluation": forward,
+    "train_step": train_step,
+}
 
 
 def main():
@@ -204,6 +221,7 @@ def main():
         for phase in args.phases.split(","):
             if phase not in PHASES:
                 sys.exit(f"unknown phase '{phase}': expected one of {', '.join(PHASES)}")
+            PHASES[phase](model, x)  # untimed warm-up, as zerobias bench does
             times = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()

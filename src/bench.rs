@@ -130,6 +130,8 @@ pub fn run_phases(
     for &batch in batches {
         let x = Tensor::randn(0f32, 1f32, (batch, 3, size, size), &device)?;
         for &phase in phases {
+            // One untimed run first: the first touches fresh memory and fills caches.
+            run_once(model.as_ref(), &x, phase)?;
             let mut times = Vec::with_capacity(repeats);
             for _ in 0..repeats {
                 let t0 = Instant::now();

@@ -5,6 +5,7 @@
 
 use candle_core::{DType, Tensor, Var, D};
 
+use super::affine::channel_affine;
 use super::{Ctx, ParamKind, ParamStore};
 use crate::error::{Error, Result};
 
@@ -33,8 +34,7 @@ impl Conv2d {
         match &self.bias {
             None => Ok(y),
             Some(b) => {
-                let c = b.dims()[0];
-                let y = y.broadcast_add(&ctx.param(b).reshape((1, c, 1, 1))?)?;
+                let y = channel_affine(&y, None, &ctx.param(b))?;
                 ctx.tap_module(&self.name, y, b.as_tensor())
             }
         }
@@ -54,7 +54,7 @@ impl Linear {
         match &self.bias {
             None => Ok(y),
             Some(b) => {
-                let y = y.broadcast_add(&ctx.param(b))?;
+                let y = channel_affine(&y, None, &ctx.param(b))?;
                 ctx.tap_module(&self.name, y, b.as_tensor())
             }
         }
@@ -112,9 +112,7 @@ impl BatchNorm {
         let mean = ctx.param(&self.running_mean);
         let scale = self.scale(&gamma, &ctx.param(&self.running_var))?;
         let bias = (beta - (mean * &scale)?)?;
-        let y = x
-            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+        let y = channel_affine(x, Some(&scale), &bias)?;
         let eff = self.effective_bias()?;
         ctx.tap_module(&self.name, y, &eff)
     }

@@ -1,5 +1,6 @@
 //! VGG and ResNet classifiers with explicit parameters, taps and bias handles.
 
+pub mod affine;
 pub mod conv;
 pub mod init;
 pub mod layers;

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""zerobias against PyTorch, side by side on this machine: ms/image and the ratio.
+
+    python3 scripts/bench_compare.py [--arch resnet50,vgg16] [--size 224] [--batch 8]
+                                     [--phases attribution,train_step] [--repeats 3]
+                                     [--threads N] [--venv DIR] [--index-url URL]
+
+Runs `zerobias bench --json` (built with `cargo build --release`) and
+`scripts/bench_torch.py` with the same architectures, sizes, batches and phases, one after
+the other so they never share the cores, and prints a table and a JSON summary.
+
+PyTorch comes from the first of: the Python running this script if it imports `torch`;
+the venv given by --venv (default target/torch-venv) if it exists; otherwise that venv is
+created and `torch` pip-installed into it. On Linux, PyPI's torch wheel brings the CUDA
+libraries (several GB); pass --index-url with a CPU-only wheel index to avoid that where
+one is reachable. Both sides use --threads threads (default: every core).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def has_torch(python):
+    return subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0
+
+
+def torch_python(args):
+    if has_torch(sys.executable):
+        return sys.executable
+    env_dir = Path(args.venv)
+    python = env_dir / "bin" / "python"
+    if python.exists() and has_torch(str(python)):
+        return str(python)
+    print(f"creating {env_dir} and installing torch (large download)...", file=sys.stderr)
+    venv.create(env_dir, with_pip=True)
+    cmd = [str(python), "-m", "pip", "install", "--quiet", "torch"]
+    if args.index_url:
+        cmd += ["--index-url", args.index_url]
+    subprocess.run(cmd, check=True)
+    return str(python)
+
+
+def zerobias_rows(args):
+    binary = ROOT / "target" / "release" / "zerobias"
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    rows = []
+    for arch in args.arch.split(","):
+        cmd = [str(binary), "bench", "--json", "--arch", arch, "--size", str(args.size),
+               "--batch", args.batch, "--phases", args.phases, "--repeats", str(args.repeats)]
+        env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+        out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        rows += json.loads(out.stdout)
+    return rows
+
+
+def torch_rows(args, python):
+    rows = []
+    for arch in args.arch.split(","):
+        cmd = [python, str(ROOT / "scripts" / "bench_torch.py"), arch, str(args.size), args.batch,
+               "--repeats", str(args.repeats), "--threads", str(args.threads),
+               "--phases", args.phases]
+        out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+        rows += [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="resnet50,vgg16")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", default="8", help="comma-separated batch sizes")
+    ap.add_argument("--phases", default="forward,attribution,train_step")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--venv", default=str(ROOT / "target" / "torch-venv"))
+    ap.add_argument("--index-url", default=None)
+    args = ap.parse_args()
+
+    python = torch_python(args)
+    ours = zerobias_rows(args)
+    theirs = torch_rows(args, python)
+    key = lambda r: (r["arch"], r["size"], r["batch"], r["phase"])
+    torch_by_key = {key(r): r for r in theirs}
+    summary = []
+    print(f"{'arch':<9} {'size':>4} {'batch':>5} {'phase':<12} {'zerobias ms/img':>16} "
+          f"{'torch ms/img':>13} {'speed vs torch':>15}")
+    for r in ours:
+        t = torch_by_key.get(key(r))
+        if t is None:
+            continue
+        ms_ours = 1e3 * r["median_s"] / r["batch"]
+        ms_torch = 1e3 * t["median_s"] / t["batch"]
+        ratio = ms_torch / ms_ours
+        summary.append({"arch": r["arch"], "size": r["size"], "batch": r["batch"],
+                        "phase": r["phase"], "zerobias_ms_per_image": ms_ours,
+                        "torch_ms_per_image": ms_torch, "speed_vs_torch": ratio,
+                        "threads": args.threads})
+        print(f"{r['arch']:<9} {r['size']:>4} {r['batch']:>5} {r['phase']:<12} "
+              f"{ms_ours:>16.1f} {ms_torch:>13.1f} {ratio:>14.2f}x")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

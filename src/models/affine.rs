@@ -1,0 +1,338 @@
+//! Per-channel affine map y[n, c, …] = x[n, c, …]·scale[c] + shift[c] as one custom op: the
+//! bias add of convolutions and linear layers and eval-mode BatchNorm.
+//!
+//! Built from candle's broadcast ops this costs two passes forward, and backward about ten
+//! full-size tensors (the gradient of each operand, each added into a fresh zero tensor, also
+//! for the constant scale). Here forward is one pass and backward is one pass for the input
+//! gradient plus per-channel sums for the operands that are tracked. Values are identical to
+//! the broadcast version: the same multiply then add, in f32.
+
+use super::conv::dense;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Work below this many elements stays on the calling thread.
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// y = x·scale[c] + shift[c] for x of shape [N, C, …], scale and shift of shape [C].
+/// `scale = None` is the plain bias add.
+pub fn channel_affine(x: &Tensor, scale: Option<&Tensor>, shift: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && shift.dtype() == DType::F32
+        && scale.is_none_or(|s| s.dtype() == DType::F32)
+    {
+        let ones;
+        let scale = match scale {
+            Some(s) => s,
+            None => {
+                ones = Tensor::ones(c, DType::F32, x.device())?;
+                &ones
+            }
+        };
+        return Ok(x.contiguous()?.apply_op3(
+            &scale.contiguous()?,
+            &shift.contiguous()?,
+            ChannelAffine,
+        )?);
+    }
+    let mut bshape = vec![1usize; x.rank()];
+    bshape[1] = c;
+    let y = match scale {
+        Some(s) => x.broadcast_mul(&s.reshape(bshape.as_slice())?)?,
+        None => x.clone(),
+    };
+    Ok(y.broadcast_add(&shift.reshape(bshape.as_slice())?)?)
+}
+
+/// (planes N, channels C, plane size P) of a [N, C, …] layout.
+fn planes(shape: &Shape) -> candle_core::Result<(usize, usize, usize)> {
+    let dims = shape.dims();
+    if dims.len() < 2 {
+        candle_core::bail!("channel affine: expected [N, C, ...], got {dims:?}");
+    }
+    Ok((dims[0], dims[1], dims[2..].iter().product()))
+}
+
+fn check_channels(what: &str, v: &[f32], c: usize) -> candle_core::Result<()> {
+    if v.len() != c {
+        candle_core::bail!(
+            "channel affine: {what} has {} values for {c} channels",
+            v.len()
+        );
+    }
+    Ok(())
+}
+
+/// out[n, c, p] = a[n, c, p]·scale[c] + shift[c].
+fn affine_planes(a: &[f32], scale: &[f32], shift: Option<&[f32]>, c: usize, p: usize) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    let plane = |(i, (o, a)): (usize, (&mut [f32], &[f32]))| {
+        let s = scale[i % c];
+        match shift {
+            Some(b) => {
+                let b = b[i % c];
+                o.iter_mut().zip(a).for_each(|(o, a)| *o = a * s + b);
+            }
+            None => o.iter_mut().zip(a).for_each(|(o, a)| *o = a * s),
+        }
+    };
+    if p == 0 {
+        return out;
+    }
+    if a.len() >= PARALLEL_MIN {
+        out.par_chunks_mut(p)
+            .zip(a.par_chunks(p))
+            .enumerate()
+            .for_each(plane);
+    } else {
+        out.chunks_mut(p)
+            .zip(a.chunks(p))
+            .enumerate()
+            .for_each(plane);
+    }
+    out
+}
+
+struct ChannelAffine;
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, p) = planes(l1.shape())?;
+        let x = dense(s1, l1, "affine input")?;
+        let scale = dense(s2, l2, "affine scale")?;
+        let shift = dense(s3, l3, "affine shift")?;
+        check_channels("scale", scale, c)?;
+        check_channels("shift", shift, c)?;
+        Ok((
+            CpuStorage::F32(affine_planes(x, scale, Some(shift), c, p)),
+            l1.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(scale, &ScaleGrad)?)
+        } else {
+            None
+        };
+        let dscale = if scale.track_op() {
+            Some(grad.apply_op2_no_bwd(x, &ChannelDot)?)
+        } else {
+            None
+        };
+        let dshift = if shift.track_op() {
+            Some(grad.apply_op1_no_bwd(&ChannelSum)?)
+        } else {
+            None
+        };
+        Ok((dx, dscale, dshift))
+    }
+}
+
+/// g·scale[c]: the input gradient.
+struct ScaleGrad;
+
+impl CustomOp2 for ScaleGrad {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-affine-input-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, p) = planes(l1.shape())?;
+        let g = dense(s1, l1, "affine gradient")?;
+        let scale = dense(s2, l2, "affine scale")?;
+        check_channels("scale", scale, c)?;
+        Ok((
+            CpuStorage::F32(affine_planes(g, scale, None, c, p)),
+            l1.shape().clone(),
+        ))
+    }
+}
+
+/// Σ_{n,p} g[n, c, p] per channel: the shift gradient.
+struct ChannelSum;
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-sum"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, p) = planes(l.shape())?;
+        let g = dense(s, l, "affine gradient")?;
+        let mut acc = vec![0f64; c];
+        if p > 0 {
+            for (i, plane) in g.chunks(p).enumerate() {
+                acc[i % c] += plane.iter().map(|&v| v as f64).sum::<f64>();
+            }
+        }
+        Ok((
+            CpuStorage::F32(acc.into_iter().map(|v| v as f32).collect()),
+            Shape::from(c),
+        ))
+    }
+}
+
+/// Σ_{n,p} g[n, c, p]·x[n, c, p] per channel: the scale gradient.
+struct ChannelDot;
+
+impl CustomOp2 for ChannelDot {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-dot"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, p) = planes(l1.shape())?;
+        let g = dense(s1, l1, "affine gradient")?;
+        let x = dense(s2, l2, "affine input")?;
+        if g.len() != x.len() {
+            candle_core::bail!(
+                "channel affine: {} gradients for {} inputs",
+                g.len(),
+                x.len()
+            );
+        }
+        let mut acc = vec![0f64; c];
+        if p > 0 {
+            for (i, (gp, xp)) in g.chunks(p).zip(x.chunks(p)).enumerate() {
+                acc[i % c] += gp
+                    .iter()
+                    .zip(xp)
+                    .map(|(&g, &x)| g as f64 * x as f64)
+                    .sum::<f64>();
+            }
+        }
+        Ok((
+            CpuStorage::F32(acc.into_iter().map(|v| v as f32).collect()),
+            Shape::from(c),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn values(shape: &[usize], seed: u32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 250.0 - 2.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn reference(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Tensor {
+        let mut b = vec![1usize; x.rank()];
+        b[1] = x.dim(1).unwrap();
+        x.broadcast_mul(&scale.reshape(b.as_slice()).unwrap())
+            .unwrap()
+            .broadcast_add(&shift.reshape(b.as_slice()).unwrap())
+            .unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn forward_is_bit_identical_to_broadcast_ops() {
+        for shape in [vec![2, 3, 5, 7], vec![4, 6], vec![3, 64, 16, 16]] {
+            let c = shape[1];
+            let x = values(&shape, 1);
+            let (scale, shift) = (values(&[c], 2), values(&[c], 3));
+            let ours = channel_affine(&x, Some(&scale), &shift).unwrap();
+            assert_eq!(max_diff(&ours, &reference(&x, &scale, &shift)), 0.0);
+            let plain = channel_affine(&x, None, &shift).unwrap();
+            let mut b = vec![1usize; x.rank()];
+            b[1] = c;
+            let want = x
+                .broadcast_add(&shift.reshape(b.as_slice()).unwrap())
+                .unwrap();
+            assert_eq!(max_diff(&plain, &want), 0.0);
+        }
+    }
+
+    #[test]
+    fn gradients_match_broadcast_ops() {
+        let x = Var::from_tensor(&values(&[3, 4, 6, 5], 4)).unwrap();
+        let scale = Var::from_tensor(&values(&[4], 5)).unwrap();
+        let shift = Var::from_tensor(&values(&[4], 6)).unwrap();
+        let r = values(&[3, 4, 6, 5], 7);
+        let loss = |y: Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let ours = loss(channel_affine(&x, Some(&scale), &shift).unwrap());
+        let theirs = loss(reference(&x, &scale, &shift));
+        for v in [&x, &scale, &shift] {
+            let (a, b) = (ours.get(v).unwrap(), theirs.get(v).unwrap());
+            let scale_of = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            let tol = 1e-5 * scale_of.to_scalar::<f32>().unwrap().max(1.0);
+            assert!(max_diff(a, b) <= tol, "{:?}", v.dims());
+        }
+    }
+
+    #[test]
+    fn untracked_operands_get_no_gradient() {
+        let x = Var::from_tensor(&values(&[2, 3, 4, 4], 8)).unwrap();
+        let scale = values(&[3], 9);
+        let shift = values(&[3], 10);
+        let g = channel_affine(&x, Some(&scale), &shift)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(&x).is_some());
+        assert!(g.get(&scale).is_none() && g.get(&shift).is_none());
+    }
+
+    #[test]
+    fn wrong_channel_count_is_an_error() {
+        let x = values(&[2, 3, 4, 4], 1);
+        assert!(channel_affine(&x, Some(&values(&[4], 2)), &values(&[3], 3)).is_err());
+        assert!(channel_affine(&x, None, &values(&[2], 3)).is_err());
+    }
+}
