@@ -16,14 +16,62 @@ pub struct ActTap {
 }
 
 /// Where a tap's gradient ends up: a zero `Var` added to the tensor (any device), or on CPU
-/// an identity op that captures the gradient flowing through it (no extra tensor, no
-/// extra gradient accumulation).
+/// a slot filled during backward, either by the op that produced the tensor or by an
+/// identity op that captures the gradient flowing through it.
 enum Probe {
     Var(Var),
-    Slot(Arc<Mutex<Option<Tensor>>>),
+    Slot(GradSlot),
 }
 
-struct Capture(Arc<Mutex<Option<Tensor>>>);
+/// Where an op stores the gradient arriving at its output during backward.
+#[derive(Clone, Default)]
+pub struct GradSlot(Arc<Mutex<Option<Tensor>>>);
+
+impl GradSlot {
+    pub(crate) fn store(&self, grad: &Tensor) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(grad.clone());
+        }
+    }
+    fn get(&self) -> Option<Tensor> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+/// A tap prepared before the op whose output it taps. Our CPU ops (ReLU, per-channel affine)
+/// can store their output gradient themselves: they [`attach`](TapPoint::attach) the slot
+/// and the tap then costs nothing. Otherwise the recorder inserts a probe after the op.
+#[derive(Default)]
+pub struct TapPoint {
+    slot: Option<GradSlot>,
+    attached: std::cell::Cell<bool>,
+}
+
+impl TapPoint {
+    /// A tap point that records (`true`) or a no-op one.
+    pub(crate) fn new(recording: bool) -> Self {
+        TapPoint {
+            slot: recording.then(GradSlot::default),
+            attached: Default::default(),
+        }
+    }
+    /// For an op that will store its output gradient: the slot to store it in (None when
+    /// nothing is being recorded).
+    pub(crate) fn attach(&self) -> Option<GradSlot> {
+        let slot = self.slot.clone()?;
+        self.attached.set(true);
+        Some(slot)
+    }
+    /// The probe for `h`: the attached slot, or an inserted probe op.
+    fn probe(self, h: &Tensor) -> Result<(Tensor, Probe)> {
+        match self.slot {
+            Some(slot) if self.attached.get() => Ok((h.clone(), Probe::Slot(slot))),
+            _ => probe(h),
+        }
+    }
+}
+
+struct Capture(GradSlot);
 
 impl CustomOp1 for Capture {
     fn name(&self) -> &'static str {
@@ -39,9 +87,7 @@ impl CustomOp1 for Capture {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(grad.clone());
-        }
+        self.0.store(grad);
         Ok(Some(grad.clone()))
     }
 }
@@ -49,7 +95,7 @@ impl CustomOp1 for Capture {
 /// `h` passed through a probe.
 fn probe(h: &Tensor) -> Result<(Tensor, Probe)> {
     if h.device().is_cpu() && h.dtype() == DType::F32 {
-        let slot = Arc::new(Mutex::new(None));
+        let slot = GradSlot::default();
         let out = h.contiguous()?.apply_op1(Capture(slot.clone()))?;
         return Ok((out, Probe::Slot(slot)));
     }
@@ -83,8 +129,8 @@ impl Recorder {
             .collect()
     }
 
-    pub fn act(&mut self, layer: usize, name: &str, h: Tensor) -> Result<Tensor> {
-        let (out, probe) = probe(&h)?;
+    pub fn act(&mut self, layer: usize, name: &str, h: Tensor, point: TapPoint) -> Result<Tensor> {
+        let (out, probe) = point.probe(&h)?;
         self.acts.push(ActTap {
             layer,
             name: name.to_string(),
@@ -100,9 +146,10 @@ impl Recorder {
         name: &str,
         out: Tensor,
         bias: &Tensor,
+        point: TapPoint,
     ) -> Result<Tensor> {
         let shape = out.shape().clone();
-        let (tapped, probe) = probe(&out)?;
+        let (tapped, probe) = point.probe(&out)?;
         self.modules.push(ModuleTap {
             name: name.to_string(),
             layer,
@@ -200,7 +247,7 @@ pub fn record(model: &dyn Classifier, x: &Tensor, target: &Target) -> Result<Rec
     let grad_of = |p: &Probe, shape: &Shape| -> Result<Tensor> {
         match p {
             Probe::Var(v) => grad_of_var(v),
-            Probe::Slot(s) => match s.lock().ok().and_then(|g| g.clone()) {
+            Probe::Slot(s) => match s.get() {
                 Some(g) => Ok(g),
                 None => Ok(Tensor::zeros(shape, DType::F32, &device)?),
             },

@@ -12,13 +12,19 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::taps::{GradSlot, TapPoint};
 
 /// Work below this many elements stays on the calling thread.
 const PARALLEL_MIN: usize = 1 << 15;
 
 /// y = x·scale[c] + shift[c] for x of shape [N, C, …], scale and shift of shape [C].
-/// `scale = None` is the plain bias add.
-pub fn channel_affine(x: &Tensor, scale: Option<&Tensor>, shift: &Tensor) -> Result<Tensor> {
+/// `scale = None` is the plain bias add. On CPU the op itself serves the tap at its output.
+pub fn channel_affine(
+    x: &Tensor,
+    scale: Option<&Tensor>,
+    shift: &Tensor,
+    tap: &TapPoint,
+) -> Result<Tensor> {
     let c = x.dim(1)?;
     if x.device().is_cpu()
         && x.dtype() == DType::F32
@@ -36,7 +42,7 @@ pub fn channel_affine(x: &Tensor, scale: Option<&Tensor>, shift: &Tensor) -> Res
         return Ok(x.contiguous()?.apply_op3(
             &scale.contiguous()?,
             &shift.contiguous()?,
-            ChannelAffine,
+            ChannelAffine(tap.attach()),
         )?);
     }
     let mut bshape = vec![1usize; x.rank()];
@@ -97,7 +103,8 @@ fn affine_planes(a: &[f32], scale: &[f32], shift: Option<&[f32]>, c: usize, p: u
     out
 }
 
-struct ChannelAffine;
+/// The op, storing the gradient at its output in the slot if one is attached (a tap).
+struct ChannelAffine(Option<GradSlot>);
 
 impl CustomOp3 for ChannelAffine {
     fn name(&self) -> &'static str {
@@ -134,6 +141,9 @@ impl CustomOp3 for ChannelAffine {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
+        if let Some(slot) = &self.0 {
+            slot.store(&grad);
+        }
         let dx = if x.track_op() {
             Some(grad.apply_op2_no_bwd(scale, &ScaleGrad)?)
         } else {
@@ -285,9 +295,9 @@ mod tests {
             let c = shape[1];
             let x = values(&shape, 1);
             let (scale, shift) = (values(&[c], 2), values(&[c], 3));
-            let ours = channel_affine(&x, Some(&scale), &shift).unwrap();
+            let ours = channel_affine(&x, Some(&scale), &shift, &TapPoint::default()).unwrap();
             assert_eq!(max_diff(&ours, &reference(&x, &scale, &shift)), 0.0);
-            let plain = channel_affine(&x, None, &shift).unwrap();
+            let plain = channel_affine(&x, None, &shift, &TapPoint::default()).unwrap();
             let mut b = vec![1usize; x.rank()];
             b[1] = c;
             let want = x
@@ -304,7 +314,7 @@ mod tests {
         let shift = Var::from_tensor(&values(&[4], 6)).unwrap();
         let r = values(&[3, 4, 6, 5], 7);
         let loss = |y: Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let ours = loss(channel_affine(&x, Some(&scale), &shift).unwrap());
+        let ours = loss(channel_affine(&x, Some(&scale), &shift, &TapPoint::default()).unwrap());
         let theirs = loss(reference(&x, &scale, &shift));
         for v in [&x, &scale, &shift] {
             let (a, b) = (ours.get(v).unwrap(), theirs.get(v).unwrap());
@@ -319,7 +329,7 @@ mod tests {
         let x = Var::from_tensor(&values(&[2, 3, 4, 4], 8)).unwrap();
         let scale = values(&[3], 9);
         let shift = values(&[3], 10);
-        let g = channel_affine(&x, Some(&scale), &shift)
+        let g = channel_affine(&x, Some(&scale), &shift, &TapPoint::default())
             .unwrap()
             .sum_all()
             .unwrap()
@@ -332,7 +342,13 @@ mod tests {
     #[test]
     fn wrong_channel_count_is_an_error() {
         let x = values(&[2, 3, 4, 4], 1);
-        assert!(channel_affine(&x, Some(&values(&[4], 2)), &values(&[3], 3)).is_err());
-        assert!(channel_affine(&x, None, &values(&[2], 3)).is_err());
+        assert!(channel_affine(
+            &x,
+            Some(&values(&[4], 2)),
+            &values(&[3], 3),
+            &TapPoint::default()
+        )
+        .is_err());
+        assert!(channel_affine(&x, None, &values(&[2], 3), &TapPoint::default()).is_err());
     }
 }

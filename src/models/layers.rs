@@ -8,11 +8,19 @@ use candle_core::{DType, Tensor, Var, D};
 use super::affine::channel_affine;
 use super::{Ctx, ParamKind, ParamStore};
 use crate::error::{Error, Result};
+use crate::taps::TapPoint;
 
 /// ReLU whose derivative at exactly 0 is 0, as in PyTorch (candle's `relu` uses 1 there,
 /// which matters once biases decay and many pre-activations sit at exactly 0).
 pub fn relu(x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-    super::relu::relu(x, ctx.needs_graph())
+    super::relu::relu(x, ctx.needs_graph(), &TapPoint::default())
+}
+
+/// [`relu`] whose output is recorded as the activation of layer `l`.
+pub fn relu_tapped(x: &Tensor, ctx: &mut Ctx, l: usize, name: &str) -> Result<Tensor> {
+    let point = ctx.tap_point();
+    let h = super::relu::relu(x, ctx.needs_graph(), &point)?;
+    ctx.tap_act(l, name, h, point)
 }
 
 pub struct Conv2d {
@@ -34,8 +42,9 @@ impl Conv2d {
         match &self.bias {
             None => Ok(y),
             Some(b) => {
-                let y = channel_affine(&y, None, &ctx.param(b))?;
-                ctx.tap_module(&self.name, y, b.as_tensor())
+                let point = ctx.tap_point();
+                let y = channel_affine(&y, None, &ctx.param(b), &point)?;
+                ctx.tap_module(&self.name, y, b.as_tensor(), point)
             }
         }
     }
@@ -54,8 +63,9 @@ impl Linear {
         match &self.bias {
             None => Ok(y),
             Some(b) => {
-                let y = channel_affine(&y, None, &ctx.param(b))?;
-                ctx.tap_module(&self.name, y, b.as_tensor())
+                let point = ctx.tap_point();
+                let y = channel_affine(&y, None, &ctx.param(b), &point)?;
+                ctx.tap_module(&self.name, y, b.as_tensor(), point)
             }
         }
     }
@@ -112,9 +122,10 @@ impl BatchNorm {
         let mean = ctx.param(&self.running_mean);
         let scale = self.scale(&gamma, &ctx.param(&self.running_var))?;
         let bias = (beta - (mean * &scale)?)?;
-        let y = channel_affine(x, Some(&scale), &bias)?;
+        let point = ctx.tap_point();
+        let y = channel_affine(x, Some(&scale), &bias, &point)?;
         let eff = self.effective_bias()?;
-        ctx.tap_module(&self.name, y, &eff)
+        ctx.tap_module(&self.name, y, &eff, point)
     }
 }
 

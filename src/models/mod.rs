@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::bias::{BiasHandle, BiasSet};
 use crate::error::{Error, Result};
-use crate::taps::Recorder;
+use crate::taps::{Recorder, TapPoint};
 
 /// What a parameter is, so that the trainer and the bias handles can select them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,19 +151,30 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Post-ReLU output of layer `l`.
-    pub fn tap_act(&mut self, l: usize, name: &str, h: Tensor) -> Result<Tensor> {
+    /// A tap point for the output of the op about to be built (see [`TapPoint`]).
+    pub fn tap_point(&self) -> TapPoint {
+        TapPoint::new(self.recorder.is_some())
+    }
+
+    /// Post-ReLU output of layer `l`, produced by the op `point` was offered to.
+    pub fn tap_act(&mut self, l: usize, name: &str, h: Tensor, point: TapPoint) -> Result<Tensor> {
         match self.recorder.as_deref_mut() {
-            Some(r) => r.act(l, name, h),
+            Some(r) => r.act(l, name, h, point),
             None => Ok(h),
         }
     }
 
     /// Output of a bias-carrying module, with its (effective) bias vector.
-    pub fn tap_module(&mut self, name: &str, out: Tensor, bias: &Tensor) -> Result<Tensor> {
+    pub fn tap_module(
+        &mut self,
+        name: &str,
+        out: Tensor,
+        bias: &Tensor,
+        point: TapPoint,
+    ) -> Result<Tensor> {
         let layer = self.layer;
         match self.recorder.as_deref_mut() {
-            Some(r) => r.module(layer, name, out, bias),
+            Some(r) => r.module(layer, name, out, bias, point),
             None => Ok(out),
         }
     }

@@ -7,8 +7,10 @@ use super::conv::dense;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
 use crate::error::Result;
+use crate::taps::{GradSlot, TapPoint};
 
-struct Relu;
+/// ReLU, storing the gradient at its output in the slot if one is attached (a tap).
+struct Relu(Option<GradSlot>);
 struct ReluGrad;
 
 impl CustomOp1 for Relu {
@@ -29,6 +31,9 @@ impl CustomOp1 for Relu {
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         let grad = grad.contiguous()?;
+        if let Some(slot) = &self.0 {
+            slot.store(&grad);
+        }
         Ok(Some(grad.apply_op2_no_bwd(&res.contiguous()?, &ReluGrad)?))
     }
 }
@@ -65,13 +70,14 @@ impl CustomOp2 for ReluGrad {
     }
 }
 
-/// ReLU with PyTorch's gradient; `graph` says whether a backward pass will follow.
-pub fn relu(x: &Tensor, graph: bool) -> Result<Tensor> {
+/// ReLU with PyTorch's gradient; `graph` says whether a backward pass will follow. On CPU
+/// the op itself serves the tap at its output.
+pub fn relu(x: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
     if !graph {
         return Ok(x.relu()?);
     }
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return Ok(x.contiguous()?.apply_op1(Relu)?);
+        return Ok(x.contiguous()?.apply_op1(Relu(tap.attach()))?);
     }
     let mask = x.gt(0f32)?.to_dtype(x.dtype())?;
     Ok((x * mask)?)

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use super::layers::{global_avg_pool, max_pool2d, relu, BatchNorm, Conv2d, Linear, WeightReader};
+use super::layers::{
+    global_avg_pool, max_pool2d, relu, relu_tapped, BatchNorm, Conv2d, Linear, WeightReader,
+};
 use super::vgg::check_input;
 use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
 use crate::error::{Error, Result};
@@ -21,7 +23,8 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// The block's output is recorded as the activation of layer `l`.
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx, l: usize, name: &str) -> Result<Tensor> {
         let h = self.conv1.forward(x, ctx)?;
         let h = relu(&self.bn1.forward(&h, ctx)?, ctx)?;
         let h = self.conv2.forward(&h, ctx)?;
@@ -35,7 +38,7 @@ impl Bottleneck {
             }
             None => x.clone(),
         };
-        relu(&(h + shortcut)?, ctx)
+        relu_tapped(&(h + shortcut)?, ctx, l, name)
     }
 }
 
@@ -186,13 +189,11 @@ impl Classifier for ResNet {
         check_input(x)?;
         ctx.layer = 1;
         let h = self.conv1.forward(x, ctx)?;
-        let h = relu(&self.bn1.forward(&h, ctx)?, ctx)?;
-        let h = ctx.tap_act(1, "relu", h)?;
+        let h = relu_tapped(&self.bn1.forward(&h, ctx)?, ctx, 1, "relu")?;
         let mut h = max_pool2d(&h, 3, 2, 1, ctx)?;
         for (i, block) in self.blocks.iter().enumerate() {
             ctx.layer = i + 2;
-            h = block.forward(&h, ctx)?;
-            h = ctx.tap_act(i + 2, &self.layers[i + 1].name, h)?;
+            h = block.forward(&h, ctx, i + 2, &self.layers[i + 1].name)?;
         }
         ctx.layer = self.layers.len() + 1;
         let h = global_avg_pool(&h)?;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use super::layers::{adaptive_avg_pool2d, max_pool2d, relu, Conv2d, Linear, WeightReader};
+use super::layers::{
+    adaptive_avg_pool2d, max_pool2d, relu, relu_tapped, Conv2d, Linear, WeightReader,
+};
 use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
 use crate::error::{Error, Result};
 
@@ -127,8 +129,7 @@ impl Classifier for Vgg {
         for (j, conv) in self.convs.iter().enumerate() {
             ctx.layer = j + 1;
             h = conv.forward(&h, ctx)?;
-            h = relu(&h, ctx)?;
-            h = ctx.tap_act(j + 1, &self.layers[j].name, h)?;
+            h = relu_tapped(&h, ctx, j + 1, &self.layers[j].name)?;
             if self.pool_after[j] {
                 h = max_pool2d(&h, 2, 2, 0, ctx)?;
             }
