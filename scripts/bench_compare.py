@@ -55,7 +55,9 @@ def zerobias_rows(args):
         cmd = [str(binary), "bench", "--json", "--arch", arch, "--size", str(args.size),
                "--batch", args.batch, "--phases", args.phases, "--repeats", str(args.repeats)]
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-        out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
         rows += json.loads(out.stdout)
     return rows
 
@@ -66,7 +68,9 @@ def torch_rows(args, python):
         cmd = [python, str(ROOT / "scripts" / "bench_torch.py"), arch, str(args.size), args.batch,
                "--repeats", str(args.repeats), "--threads", str(args.threads),
                "--phases", args.phases]
-        out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
         rows += [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     return rows
 

@@ -153,6 +153,8 @@ def attribution(model, x):
     full = torch.zeros_like(agg)
     for m in acts:
         for a in outs.get(m, []):
+            if a.dim() != 4:  # classifier ReLUs: not a layer of the aggregate
+                continue
             s = (a * a.grad).sum(1)
             agg = agg + up(s)
     for m in biased:
@@ -163,7 +165,7 @@ def attribution(model, x):
                 full = full + up(s.abs())
             else:
                 (o.grad * b).sum(1)
-    last = outs[acts[-1]][-1]
+    last = [a for m in acts for a in outs.get(m, []) if a.dim() == 4][-1]
     w = last.grad.mean((2, 3), keepdim=True)
     maps["gradcam"] = F.relu((w * last).sum(1))
     maps["agg"], maps["fullgrad"] = agg, full

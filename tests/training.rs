@@ -117,6 +117,19 @@ fn resumed_run_equals_uninterrupted_run() {
     assert!(e.contains("--resume"), "{e}");
 }
 
+/// Two runs of one recipe give bit-identical weights (batch 8 on several rayon threads, so the
+/// convolution weight gradient is summed across threads).
+#[test]
+fn two_runs_of_a_recipe_are_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let wider = ["model.width=8", "model.hidden=16", "data.size=32"];
+    let a = run(&recipe, &opts(&tmp.path().join("a"), false, None, &wider)).unwrap();
+    let b = run(&recipe, &opts(&tmp.path().join("b"), false, None, &wider)).unwrap();
+    assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
+}
+
 #[test]
 fn non_finite_loss_stops_with_a_clear_message() {
     let tmp = tempfile::tempdir().unwrap();
