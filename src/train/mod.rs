@@ -60,6 +60,11 @@ pub struct TrainState {
     pub stage: usize,
     /// Steps done within the stage.
     pub stage_step: usize,
+    /// Batch positions of the stage's data stream consumed (epoch × batches per epoch +
+    /// batch index), counting batches left out because none of their images decoded, so
+    /// that a resumed run continues with the same batch as an uninterrupted one.
+    #[serde(default)]
+    pub data_position: Option<usize>,
     pub global_step: usize,
     /// Rescales applied so far in a decay stage.
     pub rescales_done: usize,
@@ -280,6 +285,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
     let mut state = TrainState {
         stage: 0,
         stage_step: 0,
+        data_position: Some(0),
         global_step: 0,
         rescales_done: 0,
         bias_scale: 1.0,
@@ -324,6 +330,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
         if si > state.stage {
             state.stage = si;
             state.stage_step = 0;
+            state.data_position = Some(0);
             state.rescales_done = 0;
             state.bias_scale = 1.0;
             state.adam_t = 0;
@@ -402,10 +409,12 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                     )));
                 }
             }
-            let epoch = (state.stage_step / per_epoch) as u64;
-            let in_epoch = state.stage_step % per_epoch;
+            // Checkpoints from before `data_position` existed: one batch per step.
+            let position = state.data_position.unwrap_or(state.stage_step);
+            let epoch = position / per_epoch;
+            let in_epoch = position % per_epoch;
             let mut steps_this_epoch = 0;
-            for batch in loader.epoch(epoch, in_epoch) {
+            for batch in loader.epoch(epoch as u64, in_epoch) {
                 if state.stage_step >= total
                     || opts
                         .stop_after
@@ -458,6 +467,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                 adam.lr = stage.lr_at(state.stage_step);
                 let grad_norm = adam.step(&grads)?;
                 state.stage_step += 1;
+                state.data_position = Some(epoch * per_epoch + batch.batch_index + 1);
                 state.global_step += 1;
                 state.adam_t = adam.t;
                 steps_this_epoch += 1;
@@ -541,6 +551,15 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                     save_checkpoint(&path, model.as_ref(), Some(&adam), &state, &provenance)?;
                 }
             }
+            if state.stage_step < total
+                && opts
+                    .stop_after
+                    .map(|l| state.global_step < l)
+                    .unwrap_or(true)
+            {
+                // The epoch ran out: the next one starts at its first batch.
+                state.data_position = Some((epoch + 1) * per_epoch);
+            }
             if steps_this_epoch == 0
                 && state.stage_step < total
                 && opts
@@ -580,6 +599,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
         );
         state.stage = si + 1;
         state.stage_step = 0;
+        state.data_position = Some(0);
         resume_extra.clear();
     }
     if student_top1.is_nan() {
