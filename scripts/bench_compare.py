@@ -4,6 +4,7 @@
     python3 scripts/bench_compare.py [--arch resnet50,vgg16] [--size 224] [--batch 8]
                                      [--phases attribution,train_step] [--repeats 3]
                                      [--threads N] [--venv DIR] [--index-url URL]
+                                     [--features avx512]
 
 Runs `zerobias bench --json` (built with `cargo build --release`) and
 `scripts/bench_torch.py` with the same architectures, sizes, batches and phases, one after
@@ -49,7 +50,10 @@ def torch_python(args):
 
 def zerobias_rows(args):
     binary = ROOT / "target" / "release" / "zerobias"
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build = ["cargo", "build", "--release", "--quiet"]
+    if args.features:
+        build += ["--features", args.features]
+    subprocess.run(build, cwd=ROOT, check=True)
     rows = []
     for arch in args.arch.split(","):
         cmd = [str(binary), "bench", "--json", "--arch", arch, "--size", str(args.size),
@@ -85,6 +89,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--venv", default=str(ROOT / "target" / "torch-venv"))
     ap.add_argument("--index-url", default=None)
+    ap.add_argument("--features", default="", help="cargo features for zerobias, e.g. avx512")
     args = ap.parse_args()
 
     python = torch_python(args)
@@ -105,7 +110,7 @@ def main():
         summary.append({"arch": r["arch"], "size": r["size"], "batch": r["batch"],
                         "phase": r["phase"], "zerobias_ms_per_image": ms_ours,
                         "torch_ms_per_image": ms_torch, "speed_vs_torch": ratio,
-                        "threads": args.threads})
+                        "threads": args.threads, "features": args.features})
         print(f"{r['arch']:<9} {r['size']:>4} {r['batch']:>5} {r['phase']:<12} "
               f"{ms_ours:>16.1f} {ms_torch:>13.1f} {ratio:>14.2f}x")
     print(json.dumps(summary))

@@ -538,7 +538,6 @@ fn weight_grad_image(
     }
 }
 
-/// The dense f32 data of a contiguous operand.
 /// The contiguous f32 data behind a CPU storage, for the custom ops of this module tree.
 pub(crate) fn dense<'a>(
     s: &'a CpuStorage,
