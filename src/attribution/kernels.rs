@@ -3,6 +3,7 @@
 //! that each walk (and allocate) the whole tensor again.
 
 use candle_core::{DType, Storage, Tensor};
+use rayon::prelude::*;
 
 use crate::error::Result;
 
@@ -36,23 +37,31 @@ pub fn channel_stats(g: &Tensor, b: &Tensor) -> Result<ChannelStats> {
     let fused = with_cpu_f32(&g, |data| {
         let mut signed = vec![0f32; n * hw];
         let mut abs_sum = vec![0f32; n * hw];
+        // Images are independent: one per rayon task (the sums within an image keep
+        // their order, so results do not depend on the thread count).
+        let extremes: Vec<(f32, f32)> = signed
+            .par_chunks_mut(hw.max(1))
+            .zip(abs_sum.par_chunks_mut(hw.max(1)))
+            .enumerate()
+            .map(|(i, (s, a))| {
+                let (mut lo, mut hi) = (f32::INFINITY, 0f32);
+                for (ch, &bc) in bias.iter().enumerate() {
+                    let base = (i * c + ch) * hw;
+                    for (p, &gv) in data[base..base + hw].iter().enumerate() {
+                        let v = gv * bc;
+                        let av = v.abs();
+                        s[p] += v;
+                        a[p] += av;
+                        lo = lo.min(av);
+                        hi = hi.max(av);
+                    }
+                }
+                (lo, hi)
+            })
+            .collect();
         let mut mins = vec![f32::INFINITY; n];
         let mut maxs = vec![0f32; n];
-        for i in 0..n {
-            let s = &mut signed[i * hw..(i + 1) * hw];
-            let a = &mut abs_sum[i * hw..(i + 1) * hw];
-            let (mut lo, mut hi) = (f32::INFINITY, 0f32);
-            for (ch, &bc) in bias.iter().enumerate() {
-                let base = (i * c + ch) * hw;
-                for (p, &gv) in data[base..base + hw].iter().enumerate() {
-                    let v = gv * bc;
-                    let av = v.abs();
-                    s[p] += v;
-                    a[p] += av;
-                    lo = lo.min(av);
-                    hi = hi.max(av);
-                }
-            }
+        for (i, &(lo, hi)) in extremes.iter().enumerate() {
             mins[i] = lo;
             maxs[i] = hi;
         }
