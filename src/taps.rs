@@ -1,9 +1,10 @@
-//! Taps: probes at hidden tensors (a gradient-capturing identity op on CPU, a zero `Var` elsewhere) so that one backward pass yields the
-//! gradient at every layer (candle drops gradients of non-`Var` nodes).
+//! Taps: the gradient at hidden tensors, so that one backward pass yields the gradient at
+//! every layer (candle drops gradients of non-`Var` nodes). On CPU our ReLU and affine ops
+//! store the gradient at their output; elsewhere a zero `Var` is added to the tensor.
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, Var};
+use candle_core::{DType, Shape, Tensor, Var};
 
 use crate::error::{Error, Result};
 use crate::models::{Classifier, Ctx};
@@ -15,9 +16,8 @@ pub struct ActTap {
     probe: Probe,
 }
 
-/// Where a tap's gradient ends up: a zero `Var` added to the tensor (any device), or on CPU
-/// a slot filled during backward, either by the op that produced the tensor or by an
-/// identity op that captures the gradient flowing through it.
+/// Where a tap's gradient ends up: a zero `Var` added to the tensor (any device), or a slot
+/// that the op producing the tensor fills during backward (CPU).
 enum Probe {
     Var(Var),
     Slot(GradSlot),
@@ -40,7 +40,7 @@ impl GradSlot {
 
 /// A tap prepared before the op whose output it taps. Our CPU ops (ReLU, per-channel affine)
 /// can store their output gradient themselves: they [`attach`](TapPoint::attach) the slot
-/// and the tap then costs nothing. Otherwise the recorder inserts a probe after the op.
+/// and the tap then costs nothing. Otherwise the recorder adds a zero `Var` after the op.
 #[derive(Default)]
 pub struct TapPoint {
     slot: Option<GradSlot>,
@@ -62,46 +62,17 @@ impl TapPoint {
         self.attached.set(true);
         Some(slot)
     }
-    /// The probe for `h`: the attached slot, or an inserted probe op.
+    /// The probe for `h`: the attached slot, or a zero `Var` added to `h`.
     fn probe(self, h: &Tensor) -> Result<(Tensor, Probe)> {
         match self.slot {
             Some(slot) if self.attached.get() => Ok((h.clone(), Probe::Slot(slot))),
-            _ => probe(h),
+            _ => {
+                let var = Var::zeros(h.shape(), h.dtype(), h.device())?;
+                let out = (h + var.as_tensor())?;
+                Ok((out, Probe::Var(var)))
+            }
         }
     }
-}
-
-struct Capture(GradSlot);
-
-impl CustomOp1 for Capture {
-    fn name(&self) -> &'static str {
-        "zerobias-tap"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let data = crate::models::conv::dense(s, l, "tap input")?;
-        Ok((CpuStorage::F32(data.to_vec()), l.shape().clone()))
-    }
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        self.0.store(grad);
-        Ok(Some(grad.clone()))
-    }
-}
-
-/// `h` passed through a probe.
-fn probe(h: &Tensor) -> Result<(Tensor, Probe)> {
-    if h.device().is_cpu() && h.dtype() == DType::F32 {
-        let slot = GradSlot::default();
-        let out = h.contiguous()?.apply_op1(Capture(slot.clone()))?;
-        return Ok((out, Probe::Slot(slot)));
-    }
-    let var = Var::zeros(h.shape(), h.dtype(), h.device())?;
-    let out = (h + var.as_tensor())?;
-    Ok((out, Probe::Var(var)))
 }
 
 pub struct ModuleTap {

@@ -198,14 +198,8 @@ impl CustomOp1 for ChannelSum {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, c, p) = planes(l.shape())?;
         let g = dense(s, l, "affine gradient")?;
-        let mut acc = vec![0f64; c];
-        if p > 0 {
-            for (i, plane) in g.chunks(p).enumerate() {
-                acc[i % c] += plane.iter().map(|&v| v as f64).sum::<f64>();
-            }
-        }
         Ok((
-            CpuStorage::F32(acc.into_iter().map(|v| v as f32).collect()),
+            CpuStorage::F32(per_channel_sums(g, None, c, p)),
             Shape::from(c),
         ))
     }
@@ -235,21 +229,29 @@ impl CustomOp2 for ChannelDot {
                 x.len()
             );
         }
-        let mut acc = vec![0f64; c];
-        if p > 0 {
-            for (i, (gp, xp)) in g.chunks(p).zip(x.chunks(p)).enumerate() {
-                acc[i % c] += gp
-                    .iter()
-                    .zip(xp)
-                    .map(|(&g, &x)| g as f64 * x as f64)
-                    .sum::<f64>();
-            }
-        }
         Ok((
-            CpuStorage::F32(acc.into_iter().map(|v| v as f32).collect()),
+            CpuStorage::F32(per_channel_sums(g, Some(x), c, p)),
             Shape::from(c),
         ))
     }
+}
+
+/// Σ_{n,p} g[n, c, p] (·x[n, c, p] when given) per channel, accumulated in f64.
+fn per_channel_sums(g: &[f32], x: Option<&[f32]>, c: usize, p: usize) -> Vec<f32> {
+    let mut acc = vec![0f64; c];
+    if p > 0 {
+        for (i, gp) in g.chunks(p).enumerate() {
+            acc[i % c] += match x {
+                Some(x) => gp
+                    .iter()
+                    .zip(&x[i * p..(i + 1) * p])
+                    .map(|(&g, &x)| g as f64 * x as f64)
+                    .sum::<f64>(),
+                None => gp.iter().map(|&v| v as f64).sum::<f64>(),
+            };
+        }
+    }
+    acc.into_iter().map(|v| v as f32).collect()
 }
 
 #[cfg(test)]
