@@ -9,9 +9,9 @@
 use std::borrow::Cow;
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::sgemm::{sgemm, sgemm_with, Lhs, Mat};
 use crate::error::{Error, Result};
 
 /// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
@@ -132,62 +132,6 @@ impl Geom {
 /// needs at least one image per thread.
 fn across_images(n: usize) -> bool {
     n >= rayon::current_num_threads()
-}
-
-fn gemm_par(inner: bool) -> Parallelism {
-    let t = rayon::current_num_threads();
-    if inner && t > 1 {
-        Parallelism::Rayon(t)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// Strided view of a dense f32 matrix for gemm: element (i, j) at ptr[i*rs + j*cs].
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
-}
-
-/// dst[m×n] (row stride dst_rs) = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n].
-///
-/// # Safety
-/// All pointers must cover the addressed elements; dst must not alias lhs or rhs.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_f32(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-    par: Parallelism,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs.ptr,
-        lhs.cs,
-        lhs.rs,
-        rhs.ptr,
-        rhs.cs,
-        rhs.rs,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        par,
-    )
 }
 
 /// Range [lo, hi) of output columns `ox` whose input column `ox*s + kx - pad` is inside
@@ -346,7 +290,7 @@ fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let mut yt = vec![0f32; rows * g.c_out];
     // SAFETY: yt is rows × O, col rows × C, w is O × C read as its transpose.
     unsafe {
-        gemm_f32(
+        sgemm(
             rows,
             g.c_out,
             c,
@@ -363,7 +307,7 @@ fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
                 rs: 1,
                 cs: c as isize,
             },
-            gemm_par(true),
+            true,
         )
     }
     let mut y = vec![0f32; rows * g.c_out];
@@ -377,7 +321,7 @@ fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
 }
 
 /// Forward of one image: y_b [O, oh*ow] = W [O, k_size] · im2col(x_b).
-fn forward_image(g: &Geom, x_b: &[f32], wt: &[f32], y_b: &mut [f32], inner: bool) {
+fn forward_image(g: &Geom, x_b: &[f32], lhs: &Lhs, y_b: &mut [f32], inner: bool) {
     let (ohw, ks) = (g.ohw(), g.k_size());
     // Untiled for 1×1: the image is its own im2col matrix, and candle multiplies it whole.
     let tile = if g.is_pointwise() { ohw } else { g.tile() };
@@ -385,11 +329,6 @@ fn forward_image(g: &Geom, x_b: &[f32], wt: &[f32], y_b: &mut [f32], inner: bool
         Vec::new()
     } else {
         vec![0f32; ks * tile]
-    };
-    let lhs = Mat {
-        ptr: wt.as_ptr(),
-        rs: ks as isize,
-        cs: 1,
     };
     for p0 in (0..ohw).step_by(tile) {
         let t = tile.min(ohw - p0);
@@ -409,49 +348,29 @@ fn forward_image(g: &Geom, x_b: &[f32], wt: &[f32], y_b: &mut [f32], inner: bool
         };
         // SAFETY: y_b holds O rows of ohw; columns p0..p0+t are in range; col/x_b/wt are
         // read-only and distinct from y_b.
-        unsafe {
-            gemm_f32(
-                g.c_out,
-                t,
-                ks,
-                y_b[p0..].as_mut_ptr(),
-                ohw,
-                false,
-                lhs,
-                rhs,
-                gemm_par(inner),
-            )
-        }
+        unsafe { sgemm_with(lhs, t, y_b[p0..].as_mut_ptr(), ohw, false, rhs, inner) }
     }
 }
 
 /// Input gradient of one image: dx_b = col2im(Wᵀ · grad_b).
-fn input_grad_image(g: &Geom, gr_b: &[f32], wt: &[f32], dx_b: &mut [f32], inner: bool) {
+fn input_grad_image(g: &Geom, gr_b: &[f32], lhs: &Lhs, dx_b: &mut [f32], inner: bool) {
     let (ohw, ks) = (g.ohw(), g.k_size());
     let tile = g.tile();
-    // Wᵀ as a [k_size, O] matrix without copying.
-    let lhs = Mat {
-        ptr: wt.as_ptr(),
-        rs: 1,
-        cs: ks as isize,
-    };
     if g.is_pointwise() {
         // SAFETY: dx_b is [C, hw] with hw == ohw; grad_b is [O, ohw].
         unsafe {
-            gemm_f32(
-                ks,
+            sgemm_with(
+                lhs,
                 ohw,
-                g.c_out,
                 dx_b.as_mut_ptr(),
                 ohw,
                 false,
-                lhs,
                 Mat {
                     ptr: gr_b.as_ptr(),
                     rs: ohw as isize,
                     cs: 1,
                 },
-                gemm_par(inner),
+                inner,
             )
         }
         return;
@@ -462,20 +381,18 @@ fn input_grad_image(g: &Geom, gr_b: &[f32], wt: &[f32], dx_b: &mut [f32], inner:
         let t = tile.min(ohw - p0);
         // SAFETY: col holds ks × t; grad columns p0..p0+t of O rows are in range.
         unsafe {
-            gemm_f32(
-                ks,
+            sgemm_with(
+                lhs,
                 t,
-                g.c_out,
                 col.as_mut_ptr(),
                 t,
                 false,
-                lhs,
                 Mat {
                     ptr: gr_b[p0..].as_ptr(),
                     rs: ohw as isize,
                     cs: 1,
                 },
-                gemm_par(inner),
+                inner,
             )
         }
         col2im(g, &col, p0, t, dx_b, inner);
@@ -518,7 +435,7 @@ fn weight_grad_image(
         };
         // SAFETY: dw is O × k_size; grad columns p0..p0+t of O rows are in range.
         unsafe {
-            gemm_f32(
+            sgemm(
                 g.c_out,
                 ks,
                 t,
@@ -531,7 +448,7 @@ fn weight_grad_image(
                     cs: 1,
                 },
                 rhs,
-                gemm_par(inner),
+                inner,
             )
         }
         acc = true;
@@ -589,6 +506,13 @@ impl CustomOp2 for ConvOp {
             return Ok((CpuStorage::F32(forward_1x1_strided(g, x, w)), shape));
         }
         let w = weight_to_rows(g, w);
+        let rows = Mat {
+            ptr: w.as_ptr(),
+            rs: g.k_size() as isize,
+            cs: 1,
+        };
+        // SAFETY: w holds O × k_size values and outlives lhs; prepared once for every image.
+        let w = unsafe { Lhs::new(rows, g.c_out, g.k_size()) };
         let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
         let mut y = vec![0f32; g.n * ys];
         if across_images(g.n) {
@@ -649,6 +573,14 @@ impl CustomOp2 for InputGradOp {
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         check_len(w, g.c_out * g.k_size(), "weight")?;
         let w = weight_to_rows(g, w);
+        // Wᵀ as a [k_size, O] matrix without copying, prepared once for every image.
+        let wt = Mat {
+            ptr: w.as_ptr(),
+            rs: 1,
+            cs: g.k_size() as isize,
+        };
+        // SAFETY: w holds O × k_size values and outlives lhs.
+        let w = unsafe { Lhs::new(wt, g.k_size(), g.c_out) };
         let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
         let mut dx = vec![0f32; g.n * xs];
         if across_images(g.n) {

@@ -7,6 +7,7 @@ pub mod layers;
 pub mod pool;
 pub mod relu;
 pub mod resnet;
+pub mod sgemm;
 pub mod vgg;
 
 use std::collections::HashMap;

@@ -1,0 +1,588 @@
+//! f32 matrix product for the convolution kernels.
+//!
+//! On x86-64 CPUs with AVX-512 it runs our own 16-lane kernel; elsewhere it calls the
+//! `gemm` crate. The AVX-512 kernel sums in exactly the order of the `gemm` crate's AVX2
+//! (FMA) kernel: the depth is cut into the same blocks (`kc`), each block is one FMA chain
+//! per output element starting from zero, and the blocks are added to the destination in
+//! order. Results are therefore bit-identical to the portable path (and to candle's own
+//! convolution, which also uses the `gemm` crate), while running at twice the vector
+//! width. Shapes the `gemm` crate treats specially (vectors, depth ≤ 2, tiny outputs) go
+//! to the `gemm` crate.
+
+use gemm::Parallelism;
+
+/// Strided view of a dense f32 matrix: element (i, j) at ptr[i*rs + j*cs].
+#[derive(Clone, Copy)]
+pub(crate) struct Mat {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+// SAFETY: a Mat is a read-only view; the callers guarantee the memory outlives its use.
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+
+/// A left operand prepared once for many products (a convolution's weights, used for
+/// every image and tile): on the AVX-512 path it is packed into the kernel's layout once.
+pub(crate) struct Lhs {
+    mat: Mat,
+    m: usize,
+    k: usize,
+    /// (depth block, packed panels of every depth block in order).
+    packed: Option<(usize, Vec<f32>)>,
+}
+
+// SAFETY: read-only view plus owned data; see Mat.
+unsafe impl Send for Lhs {}
+unsafe impl Sync for Lhs {}
+
+impl Lhs {
+    /// Packs `mat` (m × k) for products with more than 64 columns (the depth blocking of
+    /// narrower products may differ; those pack on the fly).
+    ///
+    /// # Safety
+    /// `mat` must cover m × k elements for as long as the Lhs is used.
+    pub(crate) unsafe fn new(mat: Mat, m: usize, k: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if own_kernel_applies(m, 65, k) && avx512::available() {
+            let kc = depth_block(m, 65, k);
+            // SAFETY: forwarded.
+            let packed = unsafe { avx512::pack_all(mat, m, k, kc) };
+            return Lhs {
+                mat,
+                m,
+                k,
+                packed: Some((kc, packed)),
+            };
+        }
+        Lhs {
+            mat,
+            m,
+            k,
+            packed: None,
+        }
+    }
+}
+
+/// dst[m×n] (row stride dst_rs, unit column stride) = (accumulate ? dst : 0) + lhs · rhs,
+/// with lhs m×k and rhs k×n. `parallel` spreads the work over the rayon pool.
+///
+/// # Safety
+/// All pointers must cover the addressed elements; dst must not alias lhs or rhs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    parallel: bool,
+) {
+    let lhs = Lhs {
+        mat: lhs,
+        m,
+        k,
+        packed: None,
+    };
+    // SAFETY: forwarded caller contract.
+    unsafe { sgemm_with(&lhs, n, dst, dst_rs, accumulate, rhs, parallel) }
+}
+
+/// [`sgemm`] with a prepared left operand.
+///
+/// # Safety
+/// As for [`sgemm`].
+pub(crate) unsafe fn sgemm_with(
+    lhs: &Lhs,
+    n: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    rhs: Mat,
+    parallel: bool,
+) {
+    let (m, k) = (lhs.m, lhs.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if own_kernel_applies(m, n, k) && avx512::available() {
+        let kc = depth_block(m, n, k);
+        let owned;
+        let packed = match &lhs.packed {
+            Some((pkc, p)) if *pkc == kc => p.as_slice(),
+            // SAFETY: forwarded caller contract.
+            _ => {
+                owned = unsafe { avx512::pack_all(lhs.mat, m, k, kc) };
+                owned.as_slice()
+            }
+        };
+        // SAFETY: forwarded caller contract; the CPU supports AVX-512F (checked above).
+        unsafe { avx512::sgemm(m, n, k, kc, packed, dst, dst_rs, accumulate, rhs, parallel) };
+        return;
+    }
+    let lhs = lhs.mat;
+    let threads = rayon::current_num_threads();
+    let par = if parallel && threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Shapes for which the `gemm` crate uses its blocked microkernel path (whose summation
+/// order we reproduce) rather than gemv, outer-product or horizontal dot-product kernels.
+fn own_kernel_applies(m: usize, n: usize, k: usize) -> bool {
+    m > 1 && n > 1 && k > 2 && m * n > 16 * 16 && !own_kernel_disabled()
+}
+
+/// `ZEROBIAS_GEMM=crate` sends every product to the `gemm` crate (benchmarks compare both).
+fn own_kernel_disabled() -> bool {
+    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DISABLED.get_or_init(|| std::env::var("ZEROBIAS_GEMM").is_ok_and(|v| v == "crate"))
+}
+
+/// Which kernel [`sgemm`] uses for large products on this machine.
+pub fn backend() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if !own_kernel_disabled() && avx512::available() {
+        return "avx512";
+    }
+    "gemm-crate"
+}
+
+/// Depth block of the `gemm` crate's f32 FMA kernel (16 rows × 6 columns) for this shape:
+/// its sums restart from zero at every block boundary, so ours must cut at the same places.
+fn depth_block(m: usize, n: usize, k: usize) -> usize {
+    if m <= 64 && n <= 64 {
+        k.min(512)
+    } else {
+        gemm_common::cache::kernel_params(m, n, k, 16, 6, std::mem::size_of::<f32>()).kc
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use rayon::prelude::*;
+
+    use super::Mat;
+
+    /// Rows of lhs per micro-tile (each broadcast to a whole vector).
+    const MR: usize = 12;
+    /// Vectors of 16 columns per micro-tile.
+    const NV: usize = 2;
+    /// Columns per micro-tile.
+    const NR: usize = 16 * NV;
+
+    pub(super) fn available() -> bool {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+
+    #[derive(Clone, Copy)]
+    struct Dst(*mut f32);
+    // SAFETY: tasks write disjoint column ranges of dst.
+    unsafe impl Send for Dst {}
+    unsafe impl Sync for Dst {}
+    impl Dst {
+        /// A method, so that closures capture the whole (Send) wrapper, not its field.
+        fn at(self, offset: usize) -> *mut f32 {
+            self.0.wrapping_add(offset)
+        }
+    }
+
+    /// Every depth block of lhs packed in order (block at k0 starts at m_panels·MR·k0).
+    ///
+    /// # Safety
+    /// lhs must cover m × k.
+    pub(super) unsafe fn pack_all(lhs: Mat, m: usize, k: usize, kc: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m.div_ceil(MR) * MR * k];
+        let mut k0 = 0;
+        while k0 < k {
+            let depth = kc.min(k - k0);
+            let at = m.div_ceil(MR) * MR * k0;
+            // SAFETY: forwarded.
+            unsafe { pack_lhs(lhs, m, k0, depth, &mut out[at..]) };
+            k0 += depth;
+        }
+        out
+    }
+
+    /// # Safety
+    /// See [`super::sgemm`]; `packed` comes from [`pack_all`] with this kc; the CPU must
+    /// support AVX-512F.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn sgemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        kc: usize,
+        packed: &[f32],
+        dst: *mut f32,
+        dst_rs: usize,
+        accumulate: bool,
+        rhs: Mat,
+        parallel: bool,
+    ) {
+        let dst = Dst(dst);
+        let m_panels = m.div_ceil(MR);
+        let n_panels = n.div_ceil(NR);
+        let groups = if parallel {
+            rayon::current_num_threads().min(n_panels)
+        } else {
+            1
+        };
+        let per_group = n_panels.div_ceil(groups);
+        let run = |g: usize| {
+            let mut buf = vec![0f32; NR * kc];
+            let first = g * per_group;
+            for jp in first..(first + per_group).min(n_panels) {
+                let j0 = jp * NR;
+                let cols = NR.min(n - j0);
+                let mut k0 = 0;
+                while k0 < k {
+                    let depth = kc.min(k - k0);
+                    let overwrite = k0 == 0 && !accumulate;
+                    let block = &packed[m_panels * MR * k0..];
+                    // SAFETY: rhs covers k × n; buf holds NR × kc.
+                    unsafe { pack_rhs(rhs, k0, depth, j0, cols, &mut buf) };
+                    for ip in 0..m_panels {
+                        let i0 = ip * MR;
+                        let rows = MR.min(m - i0);
+                        // SAFETY: the tile rows i0..i0+rows, columns j0..j0+cols lie in
+                        // dst; this task alone writes columns j0..j0+cols.
+                        unsafe {
+                            micro_tile(
+                                depth,
+                                block[ip * MR * depth..].as_ptr(),
+                                buf.as_ptr(),
+                                dst.at(i0 * dst_rs + j0),
+                                dst_rs,
+                                rows,
+                                cols,
+                                overwrite,
+                            )
+                        };
+                    }
+                    k0 += depth;
+                }
+            }
+        };
+        if groups > 1 {
+            (0..groups).into_par_iter().for_each(run);
+        } else {
+            run(0);
+        }
+    }
+
+    /// lhs rows in panels of MR, each laid out [depth][MR]; rows past m are zero.
+    unsafe fn pack_lhs(lhs: Mat, m: usize, k0: usize, depth: usize, out: &mut [f32]) {
+        for (ip, panel) in out.chunks_mut(MR * depth).take(m.div_ceil(MR)).enumerate() {
+            let i0 = ip * MR;
+            let rows = MR.min(m - i0);
+            // Read along whichever lhs stride is unit, so that packing streams memory.
+            if lhs.cs == 1 || rows < MR {
+                for r in 0..MR {
+                    if r >= rows {
+                        for p in 0..depth {
+                            panel[p * MR + r] = 0.0;
+                        }
+                        continue;
+                    }
+                    // SAFETY: row i0 + r, depth k0..k0+depth lie inside lhs.
+                    let row = unsafe {
+                        lhs.ptr
+                            .offset((i0 + r) as isize * lhs.rs + k0 as isize * lhs.cs)
+                    };
+                    for p in 0..depth {
+                        // SAFETY: as above.
+                        panel[p * MR + r] = unsafe { *row.offset(p as isize * lhs.cs) };
+                    }
+                }
+            } else {
+                for p in 0..depth {
+                    // SAFETY: rows i0..i0+MR at depth k0 + p lie inside lhs.
+                    let col = unsafe {
+                        lhs.ptr
+                            .offset(i0 as isize * lhs.rs + (k0 + p) as isize * lhs.cs)
+                    };
+                    for r in 0..MR {
+                        // SAFETY: as above.
+                        panel[p * MR + r] = unsafe { *col.offset(r as isize * lhs.rs) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// rhs depth k0..k0+depth × columns j0..j0+cols as [depth][NR]; columns past cols are zero.
+    unsafe fn pack_rhs(rhs: Mat, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
+        let out = &mut out[..depth * NR];
+        for (p, dst) in out.chunks_exact_mut(NR).enumerate() {
+            // SAFETY: row k0 + p, columns j0..j0+cols lie inside rhs.
+            let src = unsafe {
+                rhs.ptr
+                    .offset((k0 + p) as isize * rhs.rs + j0 as isize * rhs.cs)
+            };
+            if rhs.cs == 1 {
+                // SAFETY: cols contiguous elements.
+                dst[..cols].copy_from_slice(unsafe { std::slice::from_raw_parts(src, cols) });
+            } else {
+                for (q, d) in dst[..cols].iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    *d = unsafe { *src.offset(q as isize * rhs.cs) };
+                }
+            }
+            dst[cols..].fill(0.0);
+        }
+    }
+
+    /// One MR × NR tile: acc = Σ_p a[p] ⊗ b[p] (one FMA chain per element, from zero), then
+    /// dst = acc (overwrite) or dst + acc, for the first `rows` rows and `cols` columns.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn micro_tile(
+        depth: usize,
+        a: *const f32,
+        b: *const f32,
+        dst: *mut f32,
+        dst_rs: usize,
+        rows: usize,
+        cols: usize,
+        overwrite: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        for p in 0..depth {
+            // SAFETY: the packed panels hold depth × NR and depth × MR values.
+            unsafe {
+                let bp = b.add(p * NR);
+                let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v)));
+                let ap = a.add(p * MR);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.add(r));
+                    for v in 0..NV {
+                        acc_r[v] = _mm512_fmadd_ps(av, bv[v], acc_r[v]);
+                    }
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            for (v, &acc_v) in acc_r.iter().enumerate() {
+                let c0 = 16 * v;
+                if c0 >= cols {
+                    break;
+                }
+                let live = (cols - c0).min(16);
+                let mask: __mmask16 = if live == 16 {
+                    0xffff
+                } else {
+                    (1u16 << live) - 1
+                };
+                // SAFETY: columns c0..c0+live of row r lie in dst.
+                unsafe {
+                    let d = dst.add(r * dst_rs + c0);
+                    let out = if overwrite {
+                        acc_v
+                    } else {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), acc_v)
+                    };
+                    _mm512_mask_storeu_ps(d, mask, out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The defined order, written plainly: per depth block one FMA chain from zero, then
+    /// added to the destination.
+    fn reference(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], acc: bool) {
+        let kc = depth_block(m, n, k);
+        for i in 0..m {
+            for j in 0..n {
+                let mut out = if acc { c[i * n + j] } else { 0.0 };
+                let mut k0 = 0;
+                while k0 < k {
+                    let mut s = 0f32;
+                    for p in k0..(k0 + kc).min(k) {
+                        s = a[i * k + p].mul_add(b[p * n + j], s);
+                    }
+                    out = if k0 == 0 && !acc { s } else { out + s };
+                    k0 += kc;
+                }
+                c[i * n + j] = out;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        acc: bool,
+        par: bool,
+        b_transposed: bool,
+    ) {
+        let rhs = if b_transposed {
+            Mat {
+                ptr: b.as_ptr(),
+                rs: 1,
+                cs: k as isize,
+            }
+        } else {
+            Mat {
+                ptr: b.as_ptr(),
+                rs: n as isize,
+                cs: 1,
+            }
+        };
+        let lhs = Mat {
+            ptr: a.as_ptr(),
+            rs: k as isize,
+            cs: 1,
+        };
+        // SAFETY: buffers sized m×k, k×n, m×n.
+        unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, acc, lhs, rhs, par) }
+    }
+
+    #[test]
+    fn matches_the_defined_summation_order_bit_for_bit() {
+        let shapes = [
+            (64, 512, 576),
+            (13, 100, 1200),
+            (300, 49, 4608),
+            (65, 33, 3),
+            (100, 17, 2049),
+            (20, 20, 700),
+            (512, 196, 2304),
+        ];
+        for (s, &(m, n, k)) in shapes.iter().enumerate() {
+            let a = random(m * k, 3 * s as u64 + 1);
+            let b = random(k * n, 3 * s as u64 + 2);
+            let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
+            let c0 = random(m * n, 3 * s as u64 + 3);
+            for acc in [false, true] {
+                let mut want = c0.clone();
+                reference(m, n, k, &a, &b, &mut want, acc);
+                for (par, transposed) in [(false, false), (true, false), (false, true)] {
+                    let mut got = c0.clone();
+                    let rhs = if transposed { &bt } else { &b };
+                    product(m, n, k, &a, rhs, &mut got, acc, par, transposed);
+                    let bad = got
+                        .iter()
+                        .zip(&want)
+                        .position(|(x, y)| x.to_bits() != y.to_bits());
+                    if let Some(q) = bad {
+                        eprintln!(
+                            "first mismatch at {q}: {} vs {}, count {}",
+                            got[q],
+                            want[q],
+                            got.iter()
+                                .zip(&want)
+                                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                                .count()
+                        );
+                    }
+                    let same = bad.is_none();
+                    assert!(
+                        same,
+                        "{m}x{n}x{k} acc={acc} par={par} transposed={transposed} ({})",
+                        backend()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn gflops() {
+        for &(m, n, k) in &[
+            (64usize, 512usize, 576usize),
+            (256, 512, 2304),
+            (512, 196, 4608),
+            (128, 784, 1152),
+            (256, 3136, 64),
+            (64, 3136, 256),
+            (2048, 49, 512),
+        ] {
+            let a = vec![0.5f32; m * k];
+            let b = vec![0.25f32; k * n];
+            let mut c = vec![0f32; m * n];
+            let lhs = Mat {
+                ptr: a.as_ptr(),
+                rs: k as isize,
+                cs: 1,
+            };
+            let rhs = Mat {
+                ptr: b.as_ptr(),
+                rs: n as isize,
+                cs: 1,
+            };
+            let reps = 20;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, false, lhs, rhs, false) }
+            }
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "{m}x{n}x{k} {} {:.1} GFLOP/s",
+                backend(),
+                2.0 * (m * n * k * reps) as f64 / s / 1e9
+            );
+        }
+    }
+}
