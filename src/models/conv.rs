@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::sgemm::{sgemm, sgemm_with, Lhs, Mat};
+use super::sgemm::{sgemm, sgemm_with, Lhs, Mat, RhsPanels};
 use crate::error::{Error, Result};
 
 /// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
@@ -147,32 +147,112 @@ fn valid_range(out: usize, inp: usize, k: usize, s: usize, pad: usize) -> (usize
     (lo, hi.max(lo))
 }
 
-/// One im2col row (input channel plane `plane`, kernel offset ky, kx) for output pixels
-/// p0..p0+row.len(), zero where the window reads padding.
-fn im2col_row(g: &Geom, plane: &[f32], ky: usize, kx: usize, p0: usize, row: &mut [f32]) {
+/// `len` values of one im2col row (input channel plane `plane`, kernel offset ky, kx),
+/// starting at output pixel (oy, ox0), written to out[j * stride]; zero where the window
+/// reads padding.
+#[allow(clippy::too_many_arguments)]
+fn im2col_segment(
+    g: &Geom,
+    plane: &[f32],
+    ky: usize,
+    kx: usize,
+    (mut oy, mut ox0): (usize, usize),
+    len: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
     let (lo, hi) = valid_range(g.ow, g.w, kx, g.stride, g.pad);
     let mut j = 0;
-    let (mut oy, mut ox0) = (p0 / g.ow, p0 % g.ow);
-    while j < row.len() {
-        let len = (g.ow - ox0).min(row.len() - j);
-        let seg = &mut row[j..j + len];
+    while j < len {
+        let seg = (g.ow - ox0).min(len - j);
         let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
-        if iy >= g.h {
-            seg.fill(0.0);
+        // Output columns a..b read inside the image; the rest read padding.
+        let (a, b) = if iy < g.h {
+            let a = lo.clamp(ox0, ox0 + seg);
+            (a, hi.clamp(a, ox0 + seg))
         } else {
-            let src = &plane[iy * g.w..(iy + 1) * g.w];
-            for (q, o) in seg.iter_mut().enumerate() {
-                let ox = ox0 + q;
-                *o = if ox >= lo && ox < hi {
-                    src[ox * g.stride + kx - g.pad]
+            (ox0, ox0)
+        };
+        if stride == 1 {
+            let dst = &mut out[j..j + seg];
+            dst[..a - ox0].fill(0.0);
+            dst[b - ox0..].fill(0.0);
+            if a < b {
+                let src = &plane[iy * g.w..(iy + 1) * g.w];
+                let first = a * g.stride + kx - g.pad;
+                if g.stride == 1 {
+                    dst[a - ox0..b - ox0].copy_from_slice(&src[first..first + (b - a)]);
+                } else {
+                    for (d, ox) in dst[a - ox0..b - ox0].iter_mut().zip(a..b) {
+                        *d = src[ox * g.stride + kx - g.pad];
+                    }
+                }
+            }
+        } else {
+            for ox in ox0..ox0 + seg {
+                out[(j + ox - ox0) * stride] = if ox >= a && ox < b {
+                    plane[iy * g.w + ox * g.stride + kx - g.pad]
                 } else {
                     0.0
                 };
             }
         }
-        j += len;
+        j += seg;
         oy += 1;
         ox0 = 0;
+    }
+}
+
+/// The im2col matrix [k_size, t] of one image for output pixels p0..p0+t, written panel by
+/// panel into the gemm kernel's buffers (or whole, for the portable path).
+struct Im2col<'a> {
+    g: &'a Geom,
+    x_b: &'a [f32],
+    p0: usize,
+}
+
+impl RhsPanels for Im2col<'_> {
+    fn pack(
+        &self,
+        k0: usize,
+        depth: usize,
+        j0: usize,
+        cols: usize,
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let (g, hw) = (self.g, self.g.hw());
+        let start = ((self.p0 + j0) / g.ow, (self.p0 + j0) % g.ow);
+        for p in 0..depth {
+            let (ci, ky, kx) = row_of(g, k0 + p);
+            let plane = &self.x_b[ci * hw..(ci + 1) * hw];
+            im2col_segment(g, plane, ky, kx, start, cols, &mut out[p * stride..], 1);
+        }
+    }
+}
+
+/// Its transpose [t, k_size] (pixels × im2col rows), the right operand of the kernel
+/// gradient.
+struct Im2colT<'a>(Im2col<'a>);
+
+impl RhsPanels for Im2colT<'_> {
+    fn pack(
+        &self,
+        k0: usize,
+        depth: usize,
+        j0: usize,
+        cols: usize,
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let Im2col { g, x_b, p0 } = self.0;
+        let hw = g.hw();
+        let start = ((p0 + k0) / g.ow, (p0 + k0) % g.ow);
+        for q in 0..cols {
+            let (ci, ky, kx) = row_of(g, j0 + q);
+            let plane = &x_b[ci * hw..(ci + 1) * hw];
+            im2col_segment(g, plane, ky, kx, start, depth, &mut out[q..], stride);
+        }
     }
 }
 
@@ -203,21 +283,6 @@ fn col2im_row(g: &Geom, plane: &mut [f32], ky: usize, kx: usize, p0: usize, row:
 fn row_of(g: &Geom, r: usize) -> (usize, usize, usize) {
     let (o, ci) = (r / g.c_in, r % g.c_in);
     (ci, o / g.kw, o % g.kw)
-}
-
-/// im2col of one image for output pixels p0..p0+t into `col` [k_size, t].
-fn im2col(g: &Geom, x_b: &[f32], p0: usize, t: usize, col: &mut [f32], inner: bool) {
-    let hw = g.hw();
-    let fill = |(r, row): (usize, &mut [f32])| {
-        let (ci, ky, kx) = row_of(g, r);
-        im2col_row(g, &x_b[ci * hw..(ci + 1) * hw], ky, kx, p0, row);
-    };
-    let col = &mut col[..g.k_size() * t];
-    if inner {
-        col.par_chunks_mut(t).enumerate().for_each(fill);
-    } else {
-        col.chunks_mut(t).enumerate().for_each(fill);
-    }
 }
 
 /// dx_b += col2im(col) for output pixels p0..p0+t, col [k_size, t].
@@ -302,7 +367,7 @@ fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
                 rs: c as isize,
                 cs: 1,
             },
-            Mat {
+            &Mat {
                 ptr: w.as_ptr(),
                 rs: 1,
                 cs: c as isize,
@@ -322,33 +387,24 @@ fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
 
 /// Forward of one image: y_b [O, oh*ow] = W [O, k_size] · im2col(x_b).
 fn forward_image(g: &Geom, x_b: &[f32], lhs: &Lhs, y_b: &mut [f32], inner: bool) {
-    let (ohw, ks) = (g.ohw(), g.k_size());
-    // Untiled for 1×1: the image is its own im2col matrix, and candle multiplies it whole.
-    let tile = if g.is_pointwise() { ohw } else { g.tile() };
-    let mut col = if g.is_pointwise() {
-        Vec::new()
-    } else {
-        vec![0f32; ks * tile]
-    };
+    let ohw = g.ohw();
+    if g.is_pointwise() {
+        // Untiled: the image is its own im2col matrix, and candle multiplies it whole.
+        let rhs = Mat {
+            ptr: x_b.as_ptr(),
+            rs: ohw as isize,
+            cs: 1,
+        };
+        // SAFETY: y_b holds O rows of ohw; x_b holds C rows of ohw.
+        unsafe { sgemm_with(lhs, ohw, y_b.as_mut_ptr(), ohw, false, &rhs, inner) };
+        return;
+    }
+    let tile = g.tile();
     for p0 in (0..ohw).step_by(tile) {
         let t = tile.min(ohw - p0);
-        let rhs = if g.is_pointwise() {
-            Mat {
-                ptr: x_b[p0..].as_ptr(),
-                rs: ohw as isize,
-                cs: 1,
-            }
-        } else {
-            im2col(g, x_b, p0, t, &mut col, inner);
-            Mat {
-                ptr: col.as_ptr(),
-                rs: t as isize,
-                cs: 1,
-            }
-        };
-        // SAFETY: y_b holds O rows of ohw; columns p0..p0+t are in range; col/x_b/wt are
-        // read-only and distinct from y_b.
-        unsafe { sgemm_with(lhs, t, y_b[p0..].as_mut_ptr(), ohw, false, rhs, inner) }
+        let rhs = Im2col { g, x_b, p0 };
+        // SAFETY: y_b holds O rows of ohw; columns p0..p0+t are in range.
+        unsafe { sgemm_with(lhs, t, y_b[p0..].as_mut_ptr(), ohw, false, &rhs, inner) }
     }
 }
 
@@ -365,7 +421,7 @@ fn input_grad_image(g: &Geom, gr_b: &[f32], lhs: &Lhs, dx_b: &mut [f32], inner: 
                 dx_b.as_mut_ptr(),
                 ohw,
                 false,
-                Mat {
+                &Mat {
                     ptr: gr_b.as_ptr(),
                     rs: ohw as isize,
                     cs: 1,
@@ -387,7 +443,7 @@ fn input_grad_image(g: &Geom, gr_b: &[f32], lhs: &Lhs, dx_b: &mut [f32], inner: 
                 col.as_mut_ptr(),
                 t,
                 false,
-                Mat {
+                &Mat {
                     ptr: gr_b[p0..].as_ptr(),
                     rs: ohw as isize,
                     cs: 1,
@@ -410,46 +466,27 @@ fn weight_grad_image(
 ) {
     let (ohw, ks, hw) = (g.ohw(), g.k_size(), g.hw());
     let tile = g.tile();
-    let mut col = if g.is_pointwise() {
-        Vec::new()
-    } else {
-        vec![0f32; ks * tile]
-    };
     let mut acc = accumulate;
     for p0 in (0..ohw).step_by(tile) {
         let t = tile.min(ohw - p0);
-        // im2col(x)ᵀ as a [t, k_size] matrix.
-        let rhs = if g.is_pointwise() {
-            Mat {
+        let lhs = Mat {
+            ptr: gr_b[p0..].as_ptr(),
+            rs: ohw as isize,
+            cs: 1,
+        };
+        // SAFETY (both arms): dw is O × k_size; grad columns p0..p0+t of O rows and, for
+        // 1×1, input columns p0..p0+t of C rows are in range.
+        if g.is_pointwise() {
+            // The input image itself is im2col(x); its transpose is a strided view.
+            let rhs = Mat {
                 ptr: x_b[p0..].as_ptr(),
                 rs: 1,
                 cs: hw as isize,
-            }
+            };
+            unsafe { sgemm(g.c_out, ks, t, dw.as_mut_ptr(), ks, acc, lhs, &rhs, inner) }
         } else {
-            im2col(g, x_b, p0, t, &mut col, inner);
-            Mat {
-                ptr: col.as_ptr(),
-                rs: 1,
-                cs: t as isize,
-            }
-        };
-        // SAFETY: dw is O × k_size; grad columns p0..p0+t of O rows are in range.
-        unsafe {
-            sgemm(
-                g.c_out,
-                ks,
-                t,
-                dw.as_mut_ptr(),
-                ks,
-                acc,
-                Mat {
-                    ptr: gr_b[p0..].as_ptr(),
-                    rs: ohw as isize,
-                    cs: 1,
-                },
-                rhs,
-                inner,
-            )
+            let rhs = Im2colT(Im2col { g, x_b, p0 });
+            unsafe { sgemm(g.c_out, ks, t, dw.as_mut_ptr(), ks, acc, lhs, &rhs, inner) }
         }
         acc = true;
     }
@@ -872,5 +909,62 @@ mod tests {
         let y = conv2d(x, w.as_tensor(), 1, 1).unwrap();
         let gs = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
         gs.get(w.as_tensor()).unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use candle_core::{Device, Var};
+    #[test]
+    #[ignore]
+    fn conv_gflops() {
+        crate::init_cpu_runtime();
+        let dev = Device::Cpu;
+        for &(c, o, hw, k, s) in &[
+            (64usize, 64usize, 56usize, 3usize, 1usize),
+            (128, 128, 28, 3, 1),
+            (256, 256, 14, 3, 1),
+            (512, 512, 7, 3, 1),
+            (64, 256, 56, 1, 1),
+            (256, 64, 56, 1, 1),
+            (1024, 256, 14, 1, 1),
+        ] {
+            let x =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (8, c, hw, hw), &dev).unwrap()).unwrap();
+            let w = Tensor::randn(0f32, 0.1, (o, c, k, k), &dev).unwrap();
+            let wv = Var::from_tensor(&w).unwrap();
+            let p = k / 2;
+            let flops = 2.0 * 8.0 * (o * c * k * k * hw * hw / (s * s)) as f64;
+            let y = conv2d(&x, &w, p, s).unwrap();
+            let reps = 5;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                let _ = conv2d(x.as_tensor(), &w, p, s).unwrap();
+            }
+            let f = t.elapsed().as_secs_f64() / reps as f64;
+            let gy = Tensor::randn(0f32, 1.0, y.dims(), &dev).unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                let _ = gy
+                    .apply_op2_no_bwd(
+                        &w,
+                        &InputGradOp(Geom::new(x.dims(), w.dims(), p, s).unwrap()),
+                    )
+                    .unwrap();
+            }
+            let bi = t.elapsed().as_secs_f64() / reps as f64;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                let _ = x
+                    .apply_op2_no_bwd(
+                        &gy,
+                        &WeightGradOp(Geom::new(x.dims(), wv.dims(), p, s).unwrap()),
+                    )
+                    .unwrap();
+            }
+            let bw = t.elapsed().as_secs_f64() / reps as f64;
+            println!("c{c} o{o} {hw}x{hw} k{k}: fwd {:.0} GF/s ({:.1} ms)  dx {:.0} GF/s ({:.1} ms)  dw {:.0} GF/s ({:.1} ms)", flops / f / 1e9, f * 1e3, flops / bi / 1e9, bi * 1e3, flops / bw / 1e9, bw * 1e3);
+        }
     }
 }

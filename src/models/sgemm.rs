@@ -23,6 +23,54 @@ pub(crate) struct Mat {
 unsafe impl Send for Mat {}
 unsafe impl Sync for Mat {}
 
+/// A right operand that writes itself block by block, so that operands never stored whole
+/// (a convolution's im2col matrix) go straight into the kernel's packed layout.
+pub(crate) trait RhsPanels: Sync {
+    /// Writes rows k0..k0+depth, columns j0..j0+cols as out[p * stride + q] (p < depth,
+    /// q < cols).
+    fn pack(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32], stride: usize);
+
+    /// The operand as a strided matrix, when it is one.
+    fn as_mat(&self) -> Option<Mat> {
+        None
+    }
+}
+
+impl RhsPanels for Mat {
+    fn pack(
+        &self,
+        k0: usize,
+        depth: usize,
+        j0: usize,
+        cols: usize,
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        for p in 0..depth {
+            let dst = &mut out[p * stride..p * stride + cols];
+            // SAFETY: the sgemm callers guarantee the view covers rows k0..k0+depth and
+            // columns j0..j0+cols.
+            let src = unsafe {
+                self.ptr
+                    .offset((k0 + p) as isize * self.rs + j0 as isize * self.cs)
+            };
+            if self.cs == 1 {
+                // SAFETY: as above; cols contiguous elements.
+                dst.copy_from_slice(unsafe { std::slice::from_raw_parts(src, cols) });
+            } else {
+                for (q, d) in dst.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    *d = unsafe { *src.offset(q as isize * self.cs) };
+                }
+            }
+        }
+    }
+
+    fn as_mat(&self) -> Option<Mat> {
+        Some(*self)
+    }
+}
+
 /// A left operand prepared once for many products (a convolution's weights, used for
 /// every image and tile): on the AVX-512 path it is packed into the kernel's layout once.
 pub(crate) struct Lhs {
@@ -71,7 +119,7 @@ impl Lhs {
 /// # Safety
 /// All pointers must cover the addressed elements; dst must not alias lhs or rhs.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm(
+pub(crate) unsafe fn sgemm<R: RhsPanels>(
     m: usize,
     n: usize,
     k: usize,
@@ -79,7 +127,7 @@ pub(crate) unsafe fn sgemm(
     dst_rs: usize,
     accumulate: bool,
     lhs: Mat,
-    rhs: Mat,
+    rhs: &R,
     parallel: bool,
 ) {
     let lhs = Lhs {
@@ -96,13 +144,13 @@ pub(crate) unsafe fn sgemm(
 ///
 /// # Safety
 /// As for [`sgemm`].
-pub(crate) unsafe fn sgemm_with(
+pub(crate) unsafe fn sgemm_with<R: RhsPanels>(
     lhs: &Lhs,
     n: usize,
     dst: *mut f32,
     dst_rs: usize,
     accumulate: bool,
-    rhs: Mat,
+    rhs: &R,
     parallel: bool,
 ) {
     let (m, k) = (lhs.m, lhs.k);
@@ -126,6 +174,21 @@ pub(crate) unsafe fn sgemm_with(
         return;
     }
     let lhs = lhs.mat;
+    // The gemm crate takes strided matrices: materialise any other operand.
+    let materialised;
+    let rhs = match rhs.as_mat() {
+        Some(mat) => mat,
+        None => {
+            let mut full = vec![0f32; k * n];
+            rhs.pack(0, k, 0, n, &mut full, n);
+            materialised = full;
+            Mat {
+                ptr: materialised.as_ptr(),
+                rs: n as isize,
+                cs: 1,
+            }
+        }
+    };
     let threads = rayon::current_num_threads();
     let par = if parallel && threads > 1 {
         Parallelism::Rayon(threads)
@@ -195,7 +258,7 @@ mod avx512 {
 
     use rayon::prelude::*;
 
-    use super::Mat;
+    use super::{Mat, RhsPanels};
 
     /// Rows of lhs per micro-tile (each broadcast to a whole vector).
     const MR: usize = 12;
@@ -242,7 +305,7 @@ mod avx512 {
     /// See [`super::sgemm`]; `packed` comes from [`pack_all`] with this kc; the CPU must
     /// support AVX-512F.
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn sgemm(
+    pub(super) unsafe fn sgemm<R: RhsPanels>(
         m: usize,
         n: usize,
         k: usize,
@@ -251,7 +314,7 @@ mod avx512 {
         dst: *mut f32,
         dst_rs: usize,
         accumulate: bool,
-        rhs: Mat,
+        rhs: &R,
         parallel: bool,
     ) {
         let dst = Dst(dst);
@@ -274,8 +337,12 @@ mod avx512 {
                     let depth = kc.min(k - k0);
                     let overwrite = k0 == 0 && !accumulate;
                     let block = &packed[m_panels * MR * k0..];
-                    // SAFETY: rhs covers k × n; buf holds NR × kc.
-                    unsafe { pack_rhs(rhs, k0, depth, j0, cols, &mut buf) };
+                    rhs.pack(k0, depth, j0, cols, &mut buf, NR);
+                    if cols < NR {
+                        for row in buf[..depth * NR].chunks_exact_mut(NR) {
+                            row[cols..].fill(0.0);
+                        }
+                    }
                     for ip in 0..m_panels {
                         let i0 = ip * MR;
                         let rows = MR.min(m - i0);
@@ -342,28 +409,6 @@ mod avx512 {
                     }
                 }
             }
-        }
-    }
-
-    /// rhs depth k0..k0+depth × columns j0..j0+cols as [depth][NR]; columns past cols are zero.
-    unsafe fn pack_rhs(rhs: Mat, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
-        let out = &mut out[..depth * NR];
-        for (p, dst) in out.chunks_exact_mut(NR).enumerate() {
-            // SAFETY: row k0 + p, columns j0..j0+cols lie inside rhs.
-            let src = unsafe {
-                rhs.ptr
-                    .offset((k0 + p) as isize * rhs.rs + j0 as isize * rhs.cs)
-            };
-            if rhs.cs == 1 {
-                // SAFETY: cols contiguous elements.
-                dst[..cols].copy_from_slice(unsafe { std::slice::from_raw_parts(src, cols) });
-            } else {
-                for (q, d) in dst[..cols].iter_mut().enumerate() {
-                    // SAFETY: as above.
-                    *d = unsafe { *src.offset(q as isize * rhs.cs) };
-                }
-            }
-            dst[cols..].fill(0.0);
         }
     }
 
@@ -491,7 +536,7 @@ mod tests {
             cs: 1,
         };
         // SAFETY: buffers sized m×k, k×n, m×n.
-        unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, acc, lhs, rhs, par) }
+        unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, acc, lhs, &rhs, par) }
     }
 
     #[test]
@@ -575,7 +620,7 @@ mod speed {
             let reps = 20;
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, false, lhs, rhs, false) }
+                unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, false, lhs, &rhs, false) }
             }
             let s = t.elapsed().as_secs_f64();
             println!(
