@@ -44,18 +44,37 @@ pub fn channel_stats(g: &Tensor, b: &Tensor) -> Result<ChannelStats> {
             .zip(abs_sum.par_chunks_mut(hw.max(1)))
             .enumerate()
             .map(|(i, (s, a))| {
-                let (mut lo, mut hi) = (f32::INFINITY, 0f32);
+                // Extremes kept per lane so the loop vectorises (min/max are exact, so the
+                // lane order does not matter).
+                const LANES: usize = 16;
+                let (mut lo, mut hi) = ([f32::INFINITY; LANES], [0f32; LANES]);
                 for (ch, &bc) in bias.iter().enumerate() {
                     let base = (i * c + ch) * hw;
-                    for (p, &gv) in data[base..base + hw].iter().enumerate() {
+                    let plane = &data[base..base + hw];
+                    let mut chunks = plane.chunks_exact(LANES);
+                    let mut p0 = 0;
+                    for chunk in &mut chunks {
+                        for (l, &gv) in chunk.iter().enumerate() {
+                            let v = gv * bc;
+                            let av = v.abs();
+                            s[p0 + l] += v;
+                            a[p0 + l] += av;
+                            lo[l] = lo[l].min(av);
+                            hi[l] = hi[l].max(av);
+                        }
+                        p0 += LANES;
+                    }
+                    for (l, &gv) in chunks.remainder().iter().enumerate() {
                         let v = gv * bc;
                         let av = v.abs();
-                        s[p] += v;
-                        a[p] += av;
-                        lo = lo.min(av);
-                        hi = hi.max(av);
+                        s[p0 + l] += v;
+                        a[p0 + l] += av;
+                        lo[l] = lo[l].min(av);
+                        hi[l] = hi[l].max(av);
                     }
                 }
+                let lo = lo.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+                let hi = hi.iter().fold(0f32, |m, &v| m.max(v));
                 (lo, hi)
             })
             .collect();

@@ -115,6 +115,28 @@ impl Geom {
     fn ohw(&self) -> usize {
         self.oh * self.ow
     }
+    /// For a stride-1 convolution with a square kernel (other than 1×1), the convolution
+    /// that maps its output gradient to its input gradient: O → C channels, padding
+    /// k − 1 − pad, output the input's size.
+    fn transposed(&self) -> Option<Geom> {
+        let square = self.kh == self.kw && self.kh > 1;
+        if self.stride != 1 || !square || self.pad >= self.kh {
+            return None;
+        }
+        Some(Geom {
+            n: self.n,
+            c_in: self.c_out,
+            h: self.oh,
+            w: self.ow,
+            c_out: self.c_in,
+            kh: self.kh,
+            kw: self.kw,
+            stride: 1,
+            pad: self.kh - 1 - self.pad,
+            oh: self.h,
+            ow: self.w,
+        })
+    }
     /// 1×1, stride 1, no padding: the input image already is its im2col matrix.
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
@@ -335,6 +357,22 @@ fn rows_to_weight(g: &Geom, rows: Vec<f32>) -> Vec<f32> {
     out
 }
 
+/// W [O, C, kh, kw] → W' [C, O, kh, kw] with W'[c, o, y, x] = W[o, c, kh-1-y, kw-1-x].
+fn flip_transpose(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let kk = g.kk();
+    let mut out = vec![0f32; w.len()];
+    for o in 0..g.c_out {
+        for c in 0..g.c_in {
+            let src = &w[(o * g.c_in + c) * kk..][..kk];
+            let dst = &mut out[(c * g.c_out + o) * kk..][..kk];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    out
+}
+
 /// 1×1 convolution with stride or padding, for the whole batch, as candle computes it
 /// (pixels-major [N·oh·ow, C] · Wᵀ, so results are bit-identical), then back to NCHW.
 fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
@@ -382,6 +420,33 @@ fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
             *e = yt[(b * ohw + q) * g.c_out + o];
         }
     });
+    y
+}
+
+/// The convolution of a dense batch `x` with dense weights `w` [O, C, kh, kw].
+fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if g.kk() == 1 && !g.is_pointwise() {
+        return forward_1x1_strided(g, x, w);
+    }
+    let w = weight_to_rows(g, w);
+    let rows = Mat {
+        ptr: w.as_ptr(),
+        rs: g.k_size() as isize,
+        cs: 1,
+    };
+    // SAFETY: w holds O × k_size values and outlives lhs; prepared once for every image.
+    let w = unsafe { Lhs::new(rows, g.c_out, g.k_size()) };
+    let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
+    let mut y = vec![0f32; g.n * ys];
+    if across_images(g.n) {
+        y.par_chunks_mut(ys)
+            .zip(x.par_chunks(xs))
+            .for_each(|(y_b, x_b)| forward_image(g, x_b, &w, y_b, false));
+    } else {
+        for (y_b, x_b) in y.chunks_mut(ys).zip(x.chunks(xs)) {
+            forward_image(g, x_b, &w, y_b, true);
+        }
+    }
     y
 }
 
@@ -539,28 +604,7 @@ impl CustomOp2 for ConvOp {
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(w, g.c_out * g.k_size(), "weight")?;
         let shape = Shape::from((g.n, g.c_out, g.oh, g.ow));
-        if g.kk() == 1 && !g.is_pointwise() {
-            return Ok((CpuStorage::F32(forward_1x1_strided(g, x, w)), shape));
-        }
-        let w = weight_to_rows(g, w);
-        let rows = Mat {
-            ptr: w.as_ptr(),
-            rs: g.k_size() as isize,
-            cs: 1,
-        };
-        // SAFETY: w holds O × k_size values and outlives lhs; prepared once for every image.
-        let w = unsafe { Lhs::new(rows, g.c_out, g.k_size()) };
-        let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
-        let mut y = vec![0f32; g.n * ys];
-        if across_images(g.n) {
-            y.par_chunks_mut(ys)
-                .zip(x.par_chunks(xs))
-                .for_each(|(y_b, x_b)| forward_image(g, x_b, &w, y_b, false));
-        } else {
-            for (y_b, x_b) in y.chunks_mut(ys).zip(x.chunks(xs)) {
-                forward_image(g, x_b, &w, y_b, true);
-            }
-        }
+        let y = forward(g, x, w);
         Ok((CpuStorage::F32(y), shape))
     }
 
@@ -609,6 +653,14 @@ impl CustomOp2 for InputGradOp {
         let w = dense(s2, l2, "conv2d weight")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         check_len(w, g.c_out * g.k_size(), "weight")?;
+        let shape = Shape::from((g.n, g.c_in, g.h, g.w));
+        if let Some(gt) = g.transposed() {
+            // A stride-1 convolution's input gradient is itself a convolution: of the
+            // output gradient with the flipped, transposed kernel. Its contraction runs over
+            // O·kh·kw at once, with no im2col matrix to scatter back (col2im).
+            let dx = forward(&gt, gr, &flip_transpose(g, w));
+            return Ok((CpuStorage::F32(dx), shape));
+        }
         let w = weight_to_rows(g, w);
         // Wᵀ as a [k_size, O] matrix without copying, prepared once for every image.
         let wt = Mat {
@@ -629,7 +681,7 @@ impl CustomOp2 for InputGradOp {
                 input_grad_image(g, gr_b, &w, dx_b, true);
             }
         }
-        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c_in, g.h, g.w))))
+        Ok((CpuStorage::F32(dx), shape))
     }
 }
 
