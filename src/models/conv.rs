@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::sgemm::{sgemm, sgemm_with, Lhs, Mat, RhsPanels};
+use super::sgemm::{copy_panel_row, sgemm, sgemm_with, Lhs, Mat, RhsPanels, PANEL};
 use crate::error::{Error, Result};
 
 /// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
@@ -158,7 +158,13 @@ fn across_images(n: usize) -> bool {
 
 /// Range [lo, hi) of output columns `ox` whose input column `ox*s + kx - pad` is inside
 /// the image.
-fn valid_range(out: usize, inp: usize, k: usize, s: usize, pad: usize) -> (usize, usize) {
+pub(super) fn valid_range(
+    out: usize,
+    inp: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+) -> (usize, usize) {
     // ox*s + k >= pad  ⇔  ox >= ceil((pad - k) / s)
     let lo = pad.saturating_sub(k).div_ceil(s).min(out);
     // ox*s + k - pad <= inp - 1  ⇔  ox <= (inp - 1 + pad - k) / s
@@ -249,6 +255,23 @@ impl RhsPanels for Im2col<'_> {
             let (ci, ky, kx) = row_of(g, k0 + p);
             let plane = &self.x_b[ci * hw..(ci + 1) * hw];
             im2col_segment(g, plane, ky, kx, start, cols, &mut out[p * stride..], 1);
+        }
+    }
+
+    fn pack_panels(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
+        // One im2col segment per row for all the panels (panels are narrower than most
+        // output rows, so per-panel segments would mostly be setup), then split.
+        let (g, hw) = (self.g, self.g.hw());
+        let start = ((self.p0 + j0) / g.ow, (self.p0 + j0) % g.ow);
+        let mut row = vec![0f32; cols.next_multiple_of(PANEL)];
+        for p in 0..depth {
+            let (ci, ky, kx) = row_of(g, k0 + p);
+            let plane = &self.x_b[ci * hw..(ci + 1) * hw];
+            im2col_segment(g, plane, ky, kx, start, cols, &mut row, 1);
+            for (i, src) in row.chunks_exact(PANEL).enumerate() {
+                let at = (i * depth + p) * PANEL;
+                copy_panel_row(&mut out[at..at + PANEL], src);
+            }
         }
     }
 }

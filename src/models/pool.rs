@@ -20,6 +20,35 @@ impl MaxPool {
         )
     }
 
+    /// The pooled plane, built a row at a time: each kernel offset updates a whole output
+    /// row, so the inner loop has no bounds logic. Same winner rule as [`Self::winner`]:
+    /// a later value replaces the running one only if strictly greater, the first NaN wins.
+    fn pool_plane(&self, plane: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let (k, s, pad) = (self.kernel, self.stride, self.padding);
+        let (oh, ow) = self.out_size(h, w);
+        let ranges: Vec<(usize, usize)> = (0..k)
+            .map(|dx| super::conv::valid_range(ow, w, dx, s, pad))
+            .collect();
+        for (oy, row) in out.chunks_exact_mut(ow).enumerate().take(oh) {
+            row.fill(f32::NEG_INFINITY);
+            for dy in 0..k {
+                let y = (oy * s + dy).wrapping_sub(pad);
+                if y >= h {
+                    continue;
+                }
+                let src = &plane[y * w..(y + 1) * w];
+                for (dx, &(lo, hi)) in ranges.iter().enumerate() {
+                    for (ox, best) in row.iter_mut().enumerate().take(hi).skip(lo) {
+                        let v = src[ox * s + dx - pad];
+                        if !best.is_nan() && (v > *best || v.is_nan()) {
+                            *best = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Index (within the plane) of the winning element of output position (oy, ox).
     fn winner(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> usize {
         let y0 = (oy * self.stride) as isize - self.padding as isize;
@@ -62,13 +91,7 @@ impl CustomOp1 for MaxPool {
         let mut y = vec![0f32; n * c * oh * ow];
         y.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
-            .for_each(|(out, plane)| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        out[oy * ow + ox] = plane[self.winner(plane, h, w, oy, ox)];
-                    }
-                }
-            });
+            .for_each(|(out, plane)| self.pool_plane(plane, h, w, out));
         Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
     }
     fn bwd(
@@ -120,5 +143,54 @@ impl CustomOp2 for MaxPoolGrad {
                 }
             });
         Ok((CpuStorage::F32(dx), l2.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row-wise forward picks the same value, bit for bit, as the per-window winner
+    /// rule: ties (including -0 vs +0), NaNs and padded borders.
+    #[test]
+    fn row_pooling_matches_the_winner_rule() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for &(k, s, p) in &[(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 2, 0), (5, 3, 2)] {
+            let pool = MaxPool {
+                kernel: k,
+                stride: s,
+                padding: p,
+            };
+            for &(h, w) in &[(7, 9), (8, 8), (11, 5)] {
+                let plane: Vec<f32> = (0..h * w)
+                    .map(|_| match next() % 10 {
+                        0 => 0.0,
+                        1 => -0.0,
+                        2 if next() % 4 == 0 => f32::NAN,
+                        _ => (next() % 5) as f32 - 2.0,
+                    })
+                    .collect();
+                let (oh, ow) = pool.out_size(h, w);
+                let mut rows = vec![0f32; oh * ow];
+                pool.pool_plane(&plane, h, w, &mut rows);
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let want = plane[pool.winner(&plane, h, w, oy, ox)];
+                        let got = rows[oy * ow + ox];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "k{k} s{s} p{p} {h}x{w} at ({oy}, {ox})"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -30,9 +30,40 @@ pub(crate) trait RhsPanels: Sync {
     /// q < cols).
     fn pack(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32], stride: usize);
 
+    /// Writes rows k0..k0+depth, columns j0..j0+cols as consecutive panels of [`PANEL`]
+    /// columns, each [depth][PANEL] and zero past `cols`: the layout of the AVX-512 kernel.
+    fn pack_panels(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
+        for (i, q0) in (0..cols).step_by(PANEL).enumerate() {
+            let live = PANEL.min(cols - q0);
+            let panel = &mut out[i * PANEL * depth..(i + 1) * PANEL * depth];
+            self.pack(k0, depth, j0 + q0, live, panel, PANEL);
+            if live < PANEL {
+                for row in panel.chunks_exact_mut(PANEL) {
+                    row[live..].fill(0.0);
+                }
+            }
+        }
+    }
+
     /// The operand as a strided matrix, when it is one.
     fn as_mat(&self) -> Option<Mat> {
         None
+    }
+}
+
+/// Columns per panel of the AVX-512 kernel's packed right operand.
+pub(crate) const PANEL: usize = 32;
+
+/// Copies `src` into `dst` (equal lengths); full panels as fixed-size copies, which
+/// compile to a few vector moves instead of a `memcpy` call.
+#[inline]
+pub(crate) fn copy_panel_row(dst: &mut [f32], src: &[f32]) {
+    match (
+        <&mut [f32; PANEL]>::try_from(&mut *dst),
+        <&[f32; PANEL]>::try_from(src),
+    ) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -56,7 +87,7 @@ impl RhsPanels for Mat {
             };
             if self.cs == 1 {
                 // SAFETY: as above; cols contiguous elements.
-                dst.copy_from_slice(unsafe { std::slice::from_raw_parts(src, cols) });
+                copy_panel_row(dst, unsafe { std::slice::from_raw_parts(src, cols) });
             } else {
                 for (q, d) in dst.iter_mut().enumerate() {
                     // SAFETY: as above.
@@ -266,6 +297,7 @@ mod avx512 {
     const NV: usize = 2;
     /// Columns per micro-tile.
     const NR: usize = 16 * NV;
+    const _: () = assert!(NR == super::PANEL);
 
     pub(super) fn available() -> bool {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -326,40 +358,43 @@ mod avx512 {
             1
         };
         let per_group = n_panels.div_ceil(groups);
+        // Panels packed together per depth block: about 1 MiB, so that they stay in L2.
+        let chunk = ((1 << 18) / (NR * kc)).clamp(1, n_panels);
         let run = |g: usize| {
-            let mut buf = vec![0f32; NR * kc];
-            let first = g * per_group;
-            for jp in first..(first + per_group).min(n_panels) {
-                let j0 = jp * NR;
-                let cols = NR.min(n - j0);
+            let mut buf = vec![0f32; chunk * NR * kc];
+            let (first, last) = (g * per_group, ((g + 1) * per_group).min(n_panels));
+            for c0 in (first..last).step_by(chunk) {
+                let panels = chunk.min(last - c0);
+                let j0 = c0 * NR;
+                let cols = (panels * NR).min(n - j0);
                 let mut k0 = 0;
                 while k0 < k {
                     let depth = kc.min(k - k0);
                     let overwrite = k0 == 0 && !accumulate;
                     let block = &packed[m_panels * MR * k0..];
-                    rhs.pack(k0, depth, j0, cols, &mut buf, NR);
-                    if cols < NR {
-                        for row in buf[..depth * NR].chunks_exact_mut(NR) {
-                            row[cols..].fill(0.0);
+                    rhs.pack_panels(k0, depth, j0, cols, &mut buf);
+                    for jp in 0..panels {
+                        let pj = j0 + jp * NR;
+                        let live = NR.min(n - pj);
+                        let panel = &buf[jp * NR * depth..];
+                        for ip in 0..m_panels {
+                            let i0 = ip * MR;
+                            let rows = MR.min(m - i0);
+                            // SAFETY: the tile rows i0..i0+rows, columns pj..pj+live lie in
+                            // dst; this task alone writes these columns.
+                            unsafe {
+                                micro_tile(
+                                    depth,
+                                    block[ip * MR * depth..].as_ptr(),
+                                    panel.as_ptr(),
+                                    dst.at(i0 * dst_rs + pj),
+                                    dst_rs,
+                                    rows,
+                                    live,
+                                    overwrite,
+                                )
+                            };
                         }
-                    }
-                    for ip in 0..m_panels {
-                        let i0 = ip * MR;
-                        let rows = MR.min(m - i0);
-                        // SAFETY: the tile rows i0..i0+rows, columns j0..j0+cols lie in
-                        // dst; this task alone writes columns j0..j0+cols.
-                        unsafe {
-                            micro_tile(
-                                depth,
-                                block[ip * MR * depth..].as_ptr(),
-                                buf.as_ptr(),
-                                dst.at(i0 * dst_rs + j0),
-                                dst_rs,
-                                rows,
-                                cols,
-                                overwrite,
-                            )
-                        };
                     }
                     k0 += depth;
                 }
