@@ -4,7 +4,7 @@
     python3 scripts/bench_compare.py [--arch resnet50,vgg16] [--size 224] [--batch 8]
                                      [--phases attribution,train_step] [--repeats 3]
                                      [--threads N] [--venv DIR] [--index-url URL]
-                                     [--features avx512]
+                                     [--features F]
 
 Runs `zerobias bench --json` (built with `cargo build --release`) and
 `scripts/bench_torch.py` with the same architectures, sizes, batches and phases, one after
@@ -89,7 +89,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--venv", default=str(ROOT / "target" / "torch-venv"))
     ap.add_argument("--index-url", default=None)
-    ap.add_argument("--features", default="", help="cargo features for zerobias, e.g. avx512")
+    ap.add_argument("--features", default="", help="cargo features for the zerobias build")
     args = ap.parse_args()
 
     python = torch_python(args)

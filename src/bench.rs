@@ -69,6 +69,8 @@ pub struct Measurement {
     pub phase: Phase,
     /// Convolution kernel in use: "zerobias" (im2col + gemm custom op) or "candle".
     pub conv: &'static str,
+    /// Matrix kernel of the zerobias convolutions: "avx512" (ours) or "gemm-crate".
+    pub gemm: &'static str,
     /// rayon threads (convolutions, matmuls).
     pub threads: usize,
     /// Threads candle uses for element-wise ops (`CANDLE_NUM_THREADS`, else `threads`);
@@ -145,6 +147,7 @@ pub fn run_phases(
                 batch,
                 phase,
                 conv: crate::models::conv::backend(),
+                gemm: crate::models::sgemm::backend(),
                 threads: rayon::current_num_threads(),
                 elementwise_threads: std::env::var("CANDLE_NUM_THREADS")
                     .ok()
@@ -166,12 +169,13 @@ pub fn run_phases(
                 );
             } else {
                 eprintln!(
-                    "{:<9} {:>4} b={:<3} {:<12} conv={:<8} ew={} {:>9.1} ms/img {:>8.2} img/s  (min {:.3}s med {:.3}s max {:.3}s)",
+                    "{:<9} {:>4} b={:<3} {:<12} conv={:<8} gemm={} ew={} {:>9.1} ms/img {:>8.2} img/s  (min {:.3}s med {:.3}s max {:.3}s)",
                     m.arch,
                     m.size,
                     m.batch,
                     m.phase.name(),
                     m.conv,
+                    m.gemm,
                     m.elementwise_threads,
                     m.ms_per_image(),
                     m.images_per_s(),
