@@ -299,6 +299,42 @@ impl RhsPanels for Im2colT<'_> {
             im2col_segment(g, plane, ky, kx, start, depth, &mut out[q..], stride);
         }
     }
+
+    fn pack_panels(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
+        // Contiguous im2col segments over a block of pixels for the panel's rows, then a
+        // transpose inside L1 (writing each segment with the panel's stride would touch a
+        // new cache line per value).
+        const PIXELS: usize = 64;
+        let Im2col { g, x_b, p0 } = self.0;
+        let hw = g.hw();
+        let mut block = vec![0f32; PANEL * PIXELS];
+        for (i, q0) in (0..cols).step_by(PANEL).enumerate() {
+            let live = PANEL.min(cols - q0);
+            let panel = &mut out[i * PANEL * depth..(i + 1) * PANEL * depth];
+            for b0 in (0..depth).step_by(PIXELS) {
+                let len = PIXELS.min(depth - b0);
+                let first = p0 + k0 + b0;
+                let start = (first / g.ow, first % g.ow);
+                for (q, seg) in block.chunks_exact_mut(PIXELS).enumerate() {
+                    if q < live {
+                        let (ci, ky, kx) = row_of(g, j0 + q0 + q);
+                        let plane = &x_b[ci * hw..(ci + 1) * hw];
+                        im2col_segment(g, plane, ky, kx, start, len, seg, 1);
+                    } else {
+                        seg.fill(0.0);
+                    }
+                }
+                for (p, row) in panel[b0 * PANEL..(b0 + len) * PANEL]
+                    .chunks_exact_mut(PANEL)
+                    .enumerate()
+                {
+                    for (q, v) in row.iter_mut().enumerate() {
+                        *v = block[q * PIXELS + p];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The inverse scatter of [`im2col_row`]: plane[window position] += row.
@@ -808,6 +844,7 @@ mod tests {
         (2, 2, 5, 5, 3, 3, 1, 0),
         (1, 2, 7, 7, 3, 5, 3, 2),
         (1, 2, 2, 2, 3, 3, 1, 1),
+        (2, 24, 20, 20, 40, 3, 1, 1), // several gemm row and column panels
     ];
 
     #[test]
@@ -984,62 +1021,5 @@ mod tests {
         let y = conv2d(x, w.as_tensor(), 1, 1).unwrap();
         let gs = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
         gs.get(w.as_tensor()).unwrap().clone()
-    }
-}
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-    use candle_core::{Device, Var};
-    #[test]
-    #[ignore]
-    fn conv_gflops() {
-        crate::init_cpu_runtime();
-        let dev = Device::Cpu;
-        for &(c, o, hw, k, s) in &[
-            (64usize, 64usize, 56usize, 3usize, 1usize),
-            (128, 128, 28, 3, 1),
-            (256, 256, 14, 3, 1),
-            (512, 512, 7, 3, 1),
-            (64, 256, 56, 1, 1),
-            (256, 64, 56, 1, 1),
-            (1024, 256, 14, 1, 1),
-        ] {
-            let x =
-                Var::from_tensor(&Tensor::randn(0f32, 1.0, (8, c, hw, hw), &dev).unwrap()).unwrap();
-            let w = Tensor::randn(0f32, 0.1, (o, c, k, k), &dev).unwrap();
-            let wv = Var::from_tensor(&w).unwrap();
-            let p = k / 2;
-            let flops = 2.0 * 8.0 * (o * c * k * k * hw * hw / (s * s)) as f64;
-            let y = conv2d(&x, &w, p, s).unwrap();
-            let reps = 5;
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                let _ = conv2d(x.as_tensor(), &w, p, s).unwrap();
-            }
-            let f = t.elapsed().as_secs_f64() / reps as f64;
-            let gy = Tensor::randn(0f32, 1.0, y.dims(), &dev).unwrap();
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                let _ = gy
-                    .apply_op2_no_bwd(
-                        &w,
-                        &InputGradOp(Geom::new(x.dims(), w.dims(), p, s).unwrap()),
-                    )
-                    .unwrap();
-            }
-            let bi = t.elapsed().as_secs_f64() / reps as f64;
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                let _ = x
-                    .apply_op2_no_bwd(
-                        &gy,
-                        &WeightGradOp(Geom::new(x.dims(), wv.dims(), p, s).unwrap()),
-                    )
-                    .unwrap();
-            }
-            let bw = t.elapsed().as_secs_f64() / reps as f64;
-            println!("c{c} o{o} {hw}x{hw} k{k}: fwd {:.0} GF/s ({:.1} ms)  dx {:.0} GF/s ({:.1} ms)  dw {:.0} GF/s ({:.1} ms)", flops / f / 1e9, f * 1e3, flops / bi / 1e9, bi * 1e3, flops / bw / 1e9, bw * 1e3);
-        }
     }
 }
