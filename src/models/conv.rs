@@ -115,11 +115,11 @@ impl Geom {
     fn ohw(&self) -> usize {
         self.oh * self.ow
     }
-    /// For a stride-1 convolution with a square kernel (other than 1×1), the convolution
+    /// For a stride-1 convolution with a square kernel, the convolution
     /// that maps its output gradient to its input gradient: O → C channels, padding
     /// k − 1 − pad, output the input's size.
     fn transposed(&self) -> Option<Geom> {
-        let square = self.kh == self.kw && self.kh > 1;
+        let square = self.kh == self.kw;
         if self.stride != 1 || !square || self.pad >= self.kh {
             return None;
         }
@@ -268,10 +268,69 @@ impl RhsPanels for Im2col<'_> {
             let (ci, ky, kx) = row_of(g, k0 + p);
             let plane = &self.x_b[ci * hw..(ci + 1) * hw];
             im2col_segment(g, plane, ky, kx, start, cols, &mut row, 1);
-            for (i, src) in row.chunks_exact(PANEL).enumerate() {
-                let at = (i * depth + p) * PANEL;
-                copy_panel_row(&mut out[at..at + PANEL], src);
-            }
+            row_into_panels(&row, depth, p, out);
+        }
+    }
+}
+
+/// Row p of a block of `depth` rows, split into the kernel's panels ([depth][PANEL] each).
+fn row_into_panels(row: &[f32], depth: usize, p: usize, out: &mut [f32]) {
+    for (i, src) in row.chunks_exact(PANEL).enumerate() {
+        let at = (i * depth + p) * PANEL;
+        copy_panel_row(&mut out[at..at + PANEL], src);
+    }
+}
+
+/// The im2col matrices of a whole batch side by side, [k_size, n·ohw] with column b·ohw + p
+/// for pixel p of image b: one product for all images when each image's map is too small
+/// to fill the kernel's panels.
+struct Im2colBatch<'a> {
+    g: &'a Geom,
+    x: &'a [f32],
+}
+
+impl Im2colBatch<'_> {
+    /// Calls `f(image, first pixel, columns, offset)` for the per-image pieces of columns
+    /// j0..j0+cols.
+    fn pieces(&self, j0: usize, cols: usize, mut f: impl FnMut(&[f32], usize, usize, usize)) {
+        let (ohw, xs) = (self.g.ohw(), self.g.c_in * self.g.hw());
+        let mut j = j0;
+        while j < j0 + cols {
+            let (b, p) = (j / ohw, j % ohw);
+            let len = (ohw - p).min(j0 + cols - j);
+            f(&self.x[b * xs..(b + 1) * xs], p, len, j - j0);
+            j += len;
+        }
+    }
+}
+
+impl RhsPanels for Im2colBatch<'_> {
+    fn pack(
+        &self,
+        k0: usize,
+        depth: usize,
+        j0: usize,
+        cols: usize,
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let g = self.g;
+        self.pieces(j0, cols, |x_b, p, len, at| {
+            Im2col { g, x_b, p0: 0 }.pack(k0, depth, p, len, &mut out[at..], stride)
+        });
+    }
+
+    fn pack_panels(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
+        let (g, hw) = (self.g, self.g.hw());
+        let mut row = vec![0f32; cols.next_multiple_of(PANEL)];
+        for p in 0..depth {
+            let (ci, ky, kx) = row_of(g, k0 + p);
+            self.pieces(j0, cols, |x_b, first, len, at| {
+                let plane = &x_b[ci * hw..(ci + 1) * hw];
+                let start = (first / g.ow, first % g.ow);
+                im2col_segment(g, plane, ky, kx, start, len, &mut row[at..], 1);
+            });
+            row_into_panels(&row, depth, p, out);
         }
     }
 }
@@ -482,6 +541,14 @@ fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     y
 }
 
+/// Whether [`forward`] multiplies all images at once: when each image's map is too small to
+/// fill the kernel's 32-column panels well (ResNet's 14×14 and 7×7 stages). Only where the
+/// depth blocking of the product does not depend on its width (see `sgemm::depth_block`), so
+/// results are bit-identical to image-by-image products.
+fn batches_images(g: &Geom) -> bool {
+    g.n > 1 && g.ohw() <= 256 && (g.c_out > 64 || g.ohw() > 64)
+}
+
 /// The convolution of a dense batch `x` with dense weights `w` [O, C, kh, kw].
 fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     if g.kk() == 1 && !g.is_pointwise() {
@@ -497,7 +564,28 @@ fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let w = unsafe { Lhs::new(rows, g.c_out, g.k_size()) };
     let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
     let mut y = vec![0f32; g.n * ys];
-    if across_images(g.n) {
+    if batches_images(g) {
+        let (ohw, cols) = (g.ohw(), g.n * g.ohw());
+        let mut t = vec![0f32; g.c_out * cols];
+        // SAFETY: t holds O rows of n·ohw columns; the im2col view reads inside x.
+        unsafe {
+            sgemm_with(
+                &w,
+                cols,
+                t.as_mut_ptr(),
+                cols,
+                false,
+                &Im2colBatch { g, x },
+                true,
+            )
+        };
+        // [O, n, ohw] → [n, O, ohw].
+        y.par_chunks_mut(ys).enumerate().for_each(|(b, y_b)| {
+            for (o, dst) in y_b.chunks_exact_mut(ohw).enumerate() {
+                dst.copy_from_slice(&t[(o * g.n + b) * ohw..][..ohw]);
+            }
+        });
+    } else if across_images(g.n) {
         y.par_chunks_mut(ys)
             .zip(x.par_chunks(xs))
             .for_each(|(y_b, x_b)| forward_image(g, x_b, &w, y_b, false));
@@ -532,29 +620,12 @@ fn forward_image(g: &Geom, x_b: &[f32], lhs: &Lhs, y_b: &mut [f32], inner: bool)
     }
 }
 
-/// Input gradient of one image: dx_b = col2im(Wᵀ · grad_b).
+/// Input gradient of one image of a strided or padded-beyond-kernel convolution:
+/// dx_b = col2im(Wᵀ · grad_b).
 fn input_grad_image(g: &Geom, gr_b: &[f32], lhs: &Lhs, dx_b: &mut [f32], inner: bool) {
     let (ohw, ks) = (g.ohw(), g.k_size());
     let tile = g.tile();
-    if g.is_pointwise() {
-        // SAFETY: dx_b is [C, hw] with hw == ohw; grad_b is [O, ohw].
-        unsafe {
-            sgemm_with(
-                lhs,
-                ohw,
-                dx_b.as_mut_ptr(),
-                ohw,
-                false,
-                &Mat {
-                    ptr: gr_b.as_ptr(),
-                    rs: ohw as isize,
-                    cs: 1,
-                },
-                inner,
-            )
-        }
-        return;
-    }
+    // (1×1 stride-1 convolutions never come here: their input gradient is a convolution.)
     dx_b.fill(0.0);
     let mut col = vec![0f32; ks * tile];
     for p0 in (0..ohw).step_by(tile) {
@@ -845,6 +916,8 @@ mod tests {
         (1, 2, 7, 7, 3, 5, 3, 2),
         (1, 2, 2, 2, 3, 3, 1, 1),
         (2, 24, 20, 20, 40, 3, 1, 1), // several gemm row and column panels
+        (3, 16, 7, 7, 72, 3, 1, 1),   // small maps: all images in one product
+        (3, 80, 9, 9, 70, 1, 1, 0),   // 1×1, small maps, input gradient as a convolution
     ];
 
     #[test]
