@@ -219,15 +219,7 @@ fn run_once(model: &dyn Classifier, x: &Tensor, phase: Phase) -> Result<()> {
         }
         Phase::ForwardBackward => {
             let input = candle_core::Var::from_tensor(x)?;
-            let logits = model.forward_ctx(
-                input.as_tensor(),
-                &mut Ctx {
-                    train_bn: false,
-                    track_params: false,
-                    recorder: None,
-                    layer: 0,
-                },
-            )?;
+            let logits = model.forward_ctx(input.as_tensor(), &mut Ctx::input_gradient())?;
             let target = logits.detach().argmax_keepdim(1)?;
             let grads = logits.gather(&target, 1)?.sum_all()?.backward()?;
             if grads.get(input.as_tensor()).is_none() {

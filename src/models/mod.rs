@@ -104,6 +104,8 @@ pub struct Ctx<'a> {
     pub train_bn: bool,
     pub track_params: bool,
     pub recorder: Option<&'a mut Recorder>,
+    /// A backward pass to the input follows (frozen parameters, no taps).
+    pub input_grad: bool,
     /// Layer index l that the modules now running belong to (for grouping bias maps).
     pub layer: usize,
 }
@@ -115,7 +117,15 @@ impl<'a> Ctx<'a> {
             train_bn: false,
             track_params: false,
             recorder: None,
+            input_grad: false,
             layer: 0,
+        }
+    }
+    /// Gradient to the input only: frozen parameters, no taps, PyTorch's gradients.
+    pub fn input_gradient() -> Self {
+        Ctx {
+            input_grad: true,
+            ..Ctx::inference()
         }
     }
     /// Training: parameters tracked; BN in eval mode unless `train_bn`.
@@ -124,6 +134,7 @@ impl<'a> Ctx<'a> {
             train_bn,
             track_params: true,
             recorder: None,
+            input_grad: false,
             layer: 0,
         }
     }
@@ -133,13 +144,14 @@ impl<'a> Ctx<'a> {
             train_bn: false,
             track_params: false,
             recorder: Some(recorder),
+            input_grad: false,
             layer: 0,
         }
     }
 
     /// Whether a backward pass will follow (so ops must have PyTorch's gradients).
     pub fn needs_graph(&self) -> bool {
-        self.track_params || self.recorder.is_some()
+        self.track_params || self.recorder.is_some() || self.input_grad
     }
 
     /// The tensor of a parameter as this pass should see it: tracked for training,
