@@ -28,6 +28,16 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     }
 }
 
+/// One term v = g·b of [`channel_stats`]: signed and absolute sums, and |v|'s extremes.
+#[inline(always)]
+fn add_scaled(v: f32, signed: &mut f32, abs_sum: &mut f32, lo: &mut f32, hi: &mut f32) {
+    let av = v.abs();
+    *signed += v;
+    *abs_sum += av;
+    *lo = lo.min(av);
+    *hi = hi.max(av);
+}
+
 /// ChannelStats of g [N, C, H, W] scaled by b [C].
 pub fn channel_stats(g: &Tensor, b: &Tensor) -> Result<ChannelStats> {
     let (n, c, h, w) = g.dims4()?;
@@ -55,22 +65,14 @@ pub fn channel_stats(g: &Tensor, b: &Tensor) -> Result<ChannelStats> {
                     let mut p0 = 0;
                     for chunk in &mut chunks {
                         for (l, &gv) in chunk.iter().enumerate() {
-                            let v = gv * bc;
-                            let av = v.abs();
-                            s[p0 + l] += v;
-                            a[p0 + l] += av;
-                            lo[l] = lo[l].min(av);
-                            hi[l] = hi[l].max(av);
+                            let (sp, ap) = (&mut s[p0 + l], &mut a[p0 + l]);
+                            add_scaled(gv * bc, sp, ap, &mut lo[l], &mut hi[l]);
                         }
                         p0 += LANES;
                     }
                     for (l, &gv) in chunks.remainder().iter().enumerate() {
-                        let v = gv * bc;
-                        let av = v.abs();
-                        s[p0 + l] += v;
-                        a[p0 + l] += av;
-                        lo[l] = lo[l].min(av);
-                        hi[l] = hi[l].max(av);
+                        let (sp, ap) = (&mut s[p0 + l], &mut a[p0 + l]);
+                        add_scaled(gv * bc, sp, ap, &mut lo[l], &mut hi[l]);
                     }
                 }
                 let lo = lo.iter().fold(f32::INFINITY, |m, &v| m.min(v));
