@@ -231,12 +231,57 @@ fn im2col_segment(
     }
 }
 
-/// The im2col matrix [k_size, t] of one image for output pixels p0..p0+t, written panel by
+/// The im2col matrix [k_size, t] of images laid side by side, for output pixels p0..p0+t
+/// of that sequence (pixel q of image b is p = b·ohw + q): one image's tile, or a whole
+/// batch when each image's map is too small to fill the kernel's panels. Written panel by
 /// panel into the gemm kernel's buffers (or whole, for the portable path).
 struct Im2col<'a> {
     g: &'a Geom,
-    x_b: &'a [f32],
+    /// One or more images [C, H, W], one after the other.
+    x: &'a [f32],
     p0: usize,
+}
+
+/// The columns of an [`Im2col`] that come from one image.
+struct Piece<'a> {
+    x_b: &'a [f32],
+    /// First output pixel (oy, ox) in the image.
+    start: (usize, usize),
+    len: usize,
+    /// Offset of the piece within the columns asked for.
+    at: usize,
+}
+
+impl Im2col<'_> {
+    /// The per-image pieces of columns j0..j0+cols.
+    fn pieces(&self, j0: usize, cols: usize) -> Vec<Piece<'_>> {
+        let (g, ohw, xs) = (self.g, self.g.ohw(), self.g.c_in * self.g.hw());
+        let (first, end) = (self.p0 + j0, self.p0 + j0 + cols);
+        let mut pieces = Vec::new();
+        let mut j = first;
+        while j < end {
+            let (b, q) = (j / ohw, j % ohw);
+            let len = (ohw - q).min(end - j);
+            pieces.push(Piece {
+                x_b: &self.x[b * xs..(b + 1) * xs],
+                start: (q / g.ow, q % g.ow),
+                len,
+                at: j - first,
+            });
+            j += len;
+        }
+        pieces
+    }
+
+    /// Im2col row r over the columns of `pieces`, into row[..cols].
+    fn fill_row(&self, pieces: &[Piece], r: usize, row: &mut [f32]) {
+        let (g, hw) = (self.g, self.g.hw());
+        let (ci, ky, kx) = row_of(g, r);
+        for pc in pieces {
+            let plane = &pc.x_b[ci * hw..(ci + 1) * hw];
+            im2col_segment(g, plane, ky, kx, pc.start, pc.len, &mut row[pc.at..], 1);
+        }
+    }
 }
 
 impl RhsPanels for Im2col<'_> {
@@ -249,25 +294,19 @@ impl RhsPanels for Im2col<'_> {
         out: &mut [f32],
         stride: usize,
     ) {
-        let (g, hw) = (self.g, self.g.hw());
-        let start = ((self.p0 + j0) / g.ow, (self.p0 + j0) % g.ow);
+        let pieces = self.pieces(j0, cols);
         for p in 0..depth {
-            let (ci, ky, kx) = row_of(g, k0 + p);
-            let plane = &self.x_b[ci * hw..(ci + 1) * hw];
-            im2col_segment(g, plane, ky, kx, start, cols, &mut out[p * stride..], 1);
+            self.fill_row(&pieces, k0 + p, &mut out[p * stride..p * stride + cols]);
         }
     }
 
     fn pack_panels(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
         // One im2col segment per row for all the panels (panels are narrower than most
         // output rows, so per-panel segments would mostly be setup), then split.
-        let (g, hw) = (self.g, self.g.hw());
-        let start = ((self.p0 + j0) / g.ow, (self.p0 + j0) % g.ow);
+        let pieces = self.pieces(j0, cols);
         let mut row = vec![0f32; cols.next_multiple_of(PANEL)];
         for p in 0..depth {
-            let (ci, ky, kx) = row_of(g, k0 + p);
-            let plane = &self.x_b[ci * hw..(ci + 1) * hw];
-            im2col_segment(g, plane, ky, kx, start, cols, &mut row, 1);
+            self.fill_row(&pieces, k0 + p, &mut row);
             row_into_panels(&row, depth, p, out);
         }
     }
@@ -281,62 +320,8 @@ fn row_into_panels(row: &[f32], depth: usize, p: usize, out: &mut [f32]) {
     }
 }
 
-/// The im2col matrices of a whole batch side by side, [k_size, n·ohw] with column b·ohw + p
-/// for pixel p of image b: one product for all images when each image's map is too small
-/// to fill the kernel's panels.
-struct Im2colBatch<'a> {
-    g: &'a Geom,
-    x: &'a [f32],
-}
-
-impl Im2colBatch<'_> {
-    /// Calls `f(image, first pixel, columns, offset)` for the per-image pieces of columns
-    /// j0..j0+cols.
-    fn pieces(&self, j0: usize, cols: usize, mut f: impl FnMut(&[f32], usize, usize, usize)) {
-        let (ohw, xs) = (self.g.ohw(), self.g.c_in * self.g.hw());
-        let mut j = j0;
-        while j < j0 + cols {
-            let (b, p) = (j / ohw, j % ohw);
-            let len = (ohw - p).min(j0 + cols - j);
-            f(&self.x[b * xs..(b + 1) * xs], p, len, j - j0);
-            j += len;
-        }
-    }
-}
-
-impl RhsPanels for Im2colBatch<'_> {
-    fn pack(
-        &self,
-        k0: usize,
-        depth: usize,
-        j0: usize,
-        cols: usize,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        let g = self.g;
-        self.pieces(j0, cols, |x_b, p, len, at| {
-            Im2col { g, x_b, p0: 0 }.pack(k0, depth, p, len, &mut out[at..], stride)
-        });
-    }
-
-    fn pack_panels(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
-        let (g, hw) = (self.g, self.g.hw());
-        let mut row = vec![0f32; cols.next_multiple_of(PANEL)];
-        for p in 0..depth {
-            let (ci, ky, kx) = row_of(g, k0 + p);
-            self.pieces(j0, cols, |x_b, first, len, at| {
-                let plane = &x_b[ci * hw..(ci + 1) * hw];
-                let start = (first / g.ow, first % g.ow);
-                im2col_segment(g, plane, ky, kx, start, len, &mut row[at..], 1);
-            });
-            row_into_panels(&row, depth, p, out);
-        }
-    }
-}
-
-/// Its transpose [t, k_size] (pixels × im2col rows), the right operand of the kernel
-/// gradient.
+/// Its transpose [t, k_size] (pixels × im2col rows) for a tile of one image, the right
+/// operand of the kernel gradient.
 struct Im2colT<'a>(Im2col<'a>);
 
 impl RhsPanels for Im2colT<'_> {
@@ -349,7 +334,7 @@ impl RhsPanels for Im2colT<'_> {
         out: &mut [f32],
         stride: usize,
     ) {
-        let Im2col { g, x_b, p0 } = self.0;
+        let Im2col { g, x: x_b, p0 } = self.0;
         let hw = g.hw();
         let start = ((p0 + k0) / g.ow, (p0 + k0) % g.ow);
         for q in 0..cols {
@@ -364,7 +349,7 @@ impl RhsPanels for Im2colT<'_> {
         // transpose inside L1 (writing each segment with the panel's stride would touch a
         // new cache line per value).
         const PIXELS: usize = 64;
-        let Im2col { g, x_b, p0 } = self.0;
+        let Im2col { g, x: x_b, p0 } = self.0;
         let hw = g.hw();
         let mut block = vec![0f32; PANEL * PIXELS];
         for (i, q0) in (0..cols).step_by(PANEL).enumerate() {
@@ -396,7 +381,7 @@ impl RhsPanels for Im2colT<'_> {
     }
 }
 
-/// The inverse scatter of [`im2col_row`]: plane[window position] += row.
+/// The inverse scatter of an im2col row ([`im2col_segment`]): plane[window position] += row.
 fn col2im_row(g: &Geom, plane: &mut [f32], ky: usize, kx: usize, p0: usize, row: &[f32]) {
     let (lo, hi) = valid_range(g.ow, g.w, kx, g.stride, g.pad);
     let mut j = 0;
@@ -575,7 +560,7 @@ fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
                 t.as_mut_ptr(),
                 cols,
                 false,
-                &Im2colBatch { g, x },
+                &Im2col { g, x, p0: 0 },
                 true,
             )
         };
@@ -614,7 +599,7 @@ fn forward_image(g: &Geom, x_b: &[f32], lhs: &Lhs, y_b: &mut [f32], inner: bool)
     let tile = g.tile();
     for p0 in (0..ohw).step_by(tile) {
         let t = tile.min(ohw - p0);
-        let rhs = Im2col { g, x_b, p0 };
+        let rhs = Im2col { g, x: x_b, p0 };
         // SAFETY: y_b holds O rows of ohw; columns p0..p0+t are in range.
         unsafe { sgemm_with(lhs, t, y_b[p0..].as_mut_ptr(), ohw, false, &rhs, inner) }
     }
@@ -680,7 +665,7 @@ fn weight_grad_image(
             };
             unsafe { sgemm(g.c_out, ks, t, dw.as_mut_ptr(), ks, acc, lhs, &rhs, inner) }
         } else {
-            let rhs = Im2colT(Im2col { g, x_b, p0 });
+            let rhs = Im2colT(Im2col { g, x: x_b, p0 });
             unsafe { sgemm(g.c_out, ks, t, dw.as_mut_ptr(), ks, acc, lhs, &rhs, inner) }
         }
         acc = true;
