@@ -400,6 +400,10 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
         let mut window = Instant::now();
         let mut window_images = 0usize;
         let mut ips = 0.0;
+        // Steps remain in this stage and within --stop-after.
+        let steps_remain = |state: &TrainState| {
+            state.stage_step < total && opts.stop_after.is_none_or(|l| state.global_step < l)
+        };
         while state.stage_step < total {
             if let Some(limit) = opts.stop_after {
                 if state.global_step >= limit {
@@ -415,12 +419,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
             let in_epoch = position % per_epoch;
             let mut steps_this_epoch = 0;
             for batch in loader.epoch(epoch as u64, in_epoch) {
-                if state.stage_step >= total
-                    || opts
-                        .stop_after
-                        .map(|l| state.global_step >= l)
-                        .unwrap_or(false)
-                {
+                if !steps_remain(&state) {
                     break;
                 }
                 let x = Tensor::from_vec(
@@ -551,22 +550,11 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                     save_checkpoint(&path, model.as_ref(), Some(&adam), &state, &provenance)?;
                 }
             }
-            if state.stage_step < total
-                && opts
-                    .stop_after
-                    .map(|l| state.global_step < l)
-                    .unwrap_or(true)
-            {
+            if steps_remain(&state) {
                 // The epoch ran out: the next one starts at its first batch.
                 state.data_position = Some((epoch + 1) * per_epoch);
             }
-            if steps_this_epoch == 0
-                && state.stage_step < total
-                && opts
-                    .stop_after
-                    .map(|l| state.global_step < l)
-                    .unwrap_or(true)
-            {
+            if steps_this_epoch == 0 && steps_remain(&state) {
                 return Err(Error::Training(format!("stage {si}: the training data yielded no batch ({} images skipped as unreadable)", loader.skipped())));
             }
         }
