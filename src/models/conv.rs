@@ -11,7 +11,9 @@ use std::borrow::Cow;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::sgemm::{copy_panel_row, sgemm, sgemm_with, Lhs, Mat, RhsPanels, PANEL};
+use super::sgemm::{
+    copy_panel_row, sgemm, sgemm_with, with_scratch, Lhs, Mat, RhsPanels, PANEL, ROW,
+};
 use crate::error::{Error, Result};
 
 /// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
@@ -304,11 +306,14 @@ impl RhsPanels for Im2col<'_> {
         // One im2col segment per row for all the panels (panels are narrower than most
         // output rows, so per-panel segments would mostly be setup), then split.
         let pieces = self.pieces(j0, cols);
-        let mut row = vec![0f32; cols.next_multiple_of(PANEL)];
-        for p in 0..depth {
-            self.fill_row(&pieces, k0 + p, &mut row);
-            row_into_panels(&row, depth, p, out);
-        }
+        with_scratch(&ROW, cols.next_multiple_of(PANEL), |row| {
+            // Columns past `cols` pad the last panel.
+            row[cols..].fill(0.0);
+            for p in 0..depth {
+                self.fill_row(&pieces, k0 + p, row);
+                row_into_panels(row, depth, p, out);
+            }
+        });
     }
 }
 

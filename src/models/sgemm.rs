@@ -51,6 +51,31 @@ pub(crate) trait RhsPanels: Sync {
     }
 }
 
+/// Runs `f` on a scratch buffer of `len` values kept per thread between calls: packing
+/// buffers are written in full before they are read, so reusing them saves the zero fill
+/// (and page faults) a fresh allocation costs every product. Contents are unspecified.
+pub(crate) fn with_scratch<T>(
+    slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> T,
+) -> T {
+    // Taken out while in use, so a nested use of the same slot gets a buffer of its own.
+    let mut buf = slot.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    slot.set(buf);
+    out
+}
+
+thread_local! {
+    /// Packed right-operand panels of the AVX-512 kernel.
+    static PANELS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// One operand row before it is split into panels (see `conv::Im2col`).
+    pub(crate) static ROW: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Columns per panel of the AVX-512 kernel's packed right operand.
 pub(crate) const PANEL: usize = 32;
 
@@ -360,8 +385,7 @@ mod avx512 {
         let per_group = n_panels.div_ceil(groups);
         // Panels packed together per depth block: about 1 MiB, so that they stay in L2.
         let chunk = ((1 << 18) / (NR * kc)).clamp(1, n_panels);
-        let run = |g: usize| {
-            let mut buf = vec![0f32; chunk * NR * kc];
+        let run_group = |g: usize, buf: &mut [f32]| {
             let (first, last) = (g * per_group, ((g + 1) * per_group).min(n_panels));
             for c0 in (first..last).step_by(chunk) {
                 let panels = chunk.min(last - c0);
@@ -372,7 +396,7 @@ mod avx512 {
                     let depth = kc.min(k - k0);
                     let overwrite = k0 == 0 && !accumulate;
                     let block = &packed[m_panels * MR * k0..];
-                    rhs.pack_panels(k0, depth, j0, cols, &mut buf);
+                    rhs.pack_panels(k0, depth, j0, cols, buf);
                     for jp in 0..panels {
                         let pj = j0 + jp * NR;
                         let live = NR.min(n - pj);
@@ -400,6 +424,9 @@ mod avx512 {
                 }
             }
         };
+        let run = |g: usize| {
+            super::with_scratch(&super::PANELS, chunk * NR * kc, |buf| run_group(g, buf))
+        };
         if groups > 1 {
             (0..groups).into_par_iter().for_each(run);
         } else {
@@ -414,21 +441,27 @@ mod avx512 {
             let rows = MR.min(m - i0);
             // Read along whichever lhs stride is unit, so that packing streams memory.
             if lhs.cs == 1 || rows < MR {
-                for r in 0..MR {
-                    if r >= rows {
-                        for p in 0..depth {
-                            panel[p * MR + r] = 0.0;
+                // In slices of the depth, so that the panel lines being filled stay in L1
+                // while the MR rows are read.
+                const SLICE: usize = 64;
+                for p0 in (0..depth).step_by(SLICE) {
+                    let p1 = (p0 + SLICE).min(depth);
+                    for r in 0..MR {
+                        if r >= rows {
+                            for p in p0..p1 {
+                                panel[p * MR + r] = 0.0;
+                            }
+                            continue;
                         }
-                        continue;
-                    }
-                    // SAFETY: row i0 + r, depth k0..k0+depth lie inside lhs.
-                    let row = unsafe {
-                        lhs.ptr
-                            .offset((i0 + r) as isize * lhs.rs + k0 as isize * lhs.cs)
-                    };
-                    for p in 0..depth {
-                        // SAFETY: as above.
-                        panel[p * MR + r] = unsafe { *row.offset(p as isize * lhs.cs) };
+                        // SAFETY: row i0 + r, depth k0..k0+depth lie inside lhs.
+                        let row = unsafe {
+                            lhs.ptr
+                                .offset((i0 + r) as isize * lhs.rs + k0 as isize * lhs.cs)
+                        };
+                        for p in p0..p1 {
+                            // SAFETY: as above.
+                            panel[p * MR + r] = unsafe { *row.offset(p as isize * lhs.cs) };
+                        }
                     }
                 }
             } else {
