@@ -12,7 +12,8 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::sgemm::{
-    copy_panel_row, sgemm, sgemm_with, with_scratch, Lhs, Mat, RhsPanels, PANEL, ROW,
+    copy_panel_row, sgemm, sgemm_with, transpose_rows, with_scratch, Lhs, Mat, RhsPanels, PANEL,
+    ROW,
 };
 use crate::error::{Error, Result};
 
@@ -325,8 +326,8 @@ fn row_into_panels(row: &[f32], depth: usize, p: usize, out: &mut [f32]) {
     }
 }
 
-/// Its transpose [t, k_size] (pixels × im2col rows) for a tile of one image, the right
-/// operand of the kernel gradient.
+/// Its transpose [t, k_size] (pixels × im2col rows), the right operand of the kernel
+/// gradient: a tile of one image, or the pixels of several images one after the other.
 struct Im2colT<'a>(Im2col<'a>);
 
 impl RhsPanels for Im2colT<'_> {
@@ -339,48 +340,65 @@ impl RhsPanels for Im2colT<'_> {
         out: &mut [f32],
         stride: usize,
     ) {
-        let Im2col { g, x: x_b, p0 } = self.0;
+        let g = self.0.g;
         let hw = g.hw();
-        let start = ((p0 + k0) / g.ow, (p0 + k0) % g.ow);
-        for q in 0..cols {
-            let (ci, ky, kx) = row_of(g, j0 + q);
-            let plane = &x_b[ci * hw..(ci + 1) * hw];
-            im2col_segment(g, plane, ky, kx, start, depth, &mut out[q..], stride);
+        for pc in self.0.pieces(k0, depth) {
+            for q in 0..cols {
+                let (ci, ky, kx) = row_of(g, j0 + q);
+                let plane = &pc.x_b[ci * hw..(ci + 1) * hw];
+                let at = pc.at * stride + q;
+                im2col_segment(g, plane, ky, kx, pc.start, pc.len, &mut out[at..], stride);
+            }
         }
     }
 
     fn pack_panels(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
-        // Contiguous im2col segments over a block of pixels for the panel's rows, then a
-        // transpose inside L1 (writing each segment with the panel's stride would touch a
-        // new cache line per value).
         const PIXELS: usize = 64;
-        let Im2col { g, x: x_b, p0 } = self.0;
+        let g = self.0.g;
         let hw = g.hw();
-        let mut block = vec![0f32; PANEL * PIXELS];
+        let blocks: Vec<(usize, usize, Vec<Piece>)> = (0..depth)
+            .step_by(PIXELS)
+            .map(|b0| {
+                let len = PIXELS.min(depth - b0);
+                (b0, len, self.0.pieces(k0 + b0, len))
+            })
+            .collect();
+        let mut block = [0f32; PANEL * PIXELS];
+        // Panel by panel, so that only its PANEL input rows stream through the cache.
         for (i, q0) in (0..cols).step_by(PANEL).enumerate() {
             let live = PANEL.min(cols - q0);
             let panel = &mut out[i * PANEL * depth..(i + 1) * PANEL * depth];
-            for b0 in (0..depth).step_by(PIXELS) {
-                let len = PIXELS.min(depth - b0);
-                let first = p0 + k0 + b0;
-                let start = (first / g.ow, first % g.ow);
-                for (q, seg) in block.chunks_exact_mut(PIXELS).enumerate() {
-                    if q < live {
-                        let (ci, ky, kx) = row_of(g, j0 + q0 + q);
-                        let plane = &x_b[ci * hw..(ci + 1) * hw];
-                        im2col_segment(g, plane, ky, kx, start, len, seg, 1);
-                    } else {
-                        seg.fill(0.0);
+            let planes: Vec<(usize, usize, usize)> =
+                (0..live).map(|q| row_of(g, j0 + q0 + q)).collect();
+            for (b0, len, pieces) in &blocks {
+                let rows = &mut panel[b0 * PANEL..(b0 + len) * PANEL];
+                if g.is_pointwise() {
+                    // Each im2col row is a plain run of its input plane: transpose straight
+                    // from the planes.
+                    for pc in pieces {
+                        let at = pc.start.0 * g.ow + pc.start.1;
+                        let sources: Vec<&[f32]> = planes
+                            .iter()
+                            .map(|&(ci, _, _)| &pc.x_b[ci * hw + at..ci * hw + at + pc.len])
+                            .collect();
+                        transpose_rows(
+                            &sources,
+                            &mut rows[pc.at * PANEL..(pc.at + pc.len) * PANEL],
+                        );
+                    }
+                    continue;
+                }
+                // Contiguous im2col segments over the block's pixels, then a transpose
+                // inside L1 (writing each segment with the panel's stride would touch a new
+                // cache line per value).
+                for (seg, &(ci, ky, kx)) in block.chunks_exact_mut(PIXELS).zip(&planes) {
+                    for pc in pieces {
+                        let plane = &pc.x_b[ci * hw..(ci + 1) * hw];
+                        im2col_segment(g, plane, ky, kx, pc.start, pc.len, &mut seg[pc.at..], 1);
                     }
                 }
-                for (p, row) in panel[b0 * PANEL..(b0 + len) * PANEL]
-                    .chunks_exact_mut(PANEL)
-                    .enumerate()
-                {
-                    for (q, v) in row.iter_mut().enumerate() {
-                        *v = block[q * PIXELS + p];
-                    }
-                }
+                let sources: Vec<&[f32]> = block.chunks_exact(PIXELS).take(live).collect();
+                transpose_rows(&sources, rows);
             }
         }
     }
@@ -649,7 +667,7 @@ fn weight_grad_image(
     accumulate: bool,
     inner: bool,
 ) {
-    let (ohw, ks, hw) = (g.ohw(), g.k_size(), g.hw());
+    let (ohw, ks) = (g.ohw(), g.k_size());
     let tile = g.tile();
     let mut acc = accumulate;
     for p0 in (0..ohw).step_by(tile) {
@@ -659,22 +677,52 @@ fn weight_grad_image(
             rs: ohw as isize,
             cs: 1,
         };
-        // SAFETY (both arms): dw is O × k_size; grad columns p0..p0+t of O rows and, for
-        // 1×1, input columns p0..p0+t of C rows are in range.
-        if g.is_pointwise() {
-            // The input image itself is im2col(x); its transpose is a strided view.
-            let rhs = Mat {
-                ptr: x_b[p0..].as_ptr(),
-                rs: 1,
-                cs: hw as isize,
-            };
-            unsafe { sgemm(g.c_out, ks, t, dw.as_mut_ptr(), ks, acc, lhs, &rhs, inner) }
-        } else {
-            let rhs = Im2colT(Im2col { g, x: x_b, p0 });
-            unsafe { sgemm(g.c_out, ks, t, dw.as_mut_ptr(), ks, acc, lhs, &rhs, inner) }
-        }
+        let rhs = Im2colT(Im2col { g, x: x_b, p0 });
+        // SAFETY: dw is O × k_size; grad columns p0..p0+t of O rows are in range.
+        unsafe { sgemm(g.c_out, ks, t, dw.as_mut_ptr(), ks, acc, lhs, &rhs, inner) }
         acc = true;
     }
+}
+
+/// Kernel gradient of a whole batch of small maps as one product over every image's
+/// pixels: dw [O, k_size] = grad [O, n·ohw] · im2col(x)ᵀ. Per image, the depth (49 or 196
+/// pixels) would be too short to amortise reading and writing dw for every image; here dw
+/// is written once per depth block, and the threads split its columns (deterministic).
+fn weight_grad_batch(g: &Geom, x: &[f32], gr: &[f32]) -> Vec<f32> {
+    let (ohw, ks) = (g.ohw(), g.k_size());
+    let cols = g.n * ohw;
+    // [n, O, ohw] → [O, n·ohw].
+    let mut grad_rows = vec![0f32; g.c_out * cols];
+    grad_rows
+        .par_chunks_mut(cols)
+        .enumerate()
+        .for_each(|(o, row)| {
+            for (b, dst) in row.chunks_exact_mut(ohw).enumerate() {
+                dst.copy_from_slice(&gr[(b * g.c_out + o) * ohw..][..ohw]);
+            }
+        });
+    let lhs = Mat {
+        ptr: grad_rows.as_ptr(),
+        rs: cols as isize,
+        cs: 1,
+    };
+    let mut dw = vec![0f32; g.c_out * ks];
+    let rhs = Im2colT(Im2col { g, x, p0: 0 });
+    // SAFETY: dw is O × k_size; grad_rows is O × n·ohw; the im2col view reads inside x.
+    unsafe {
+        sgemm(
+            g.c_out,
+            ks,
+            cols,
+            dw.as_mut_ptr(),
+            ks,
+            false,
+            lhs,
+            &rhs,
+            true,
+        )
+    };
+    dw
 }
 
 /// The contiguous f32 data behind a CPU storage, for the custom ops of this module tree.
@@ -826,7 +874,9 @@ impl CustomOp2 for WeightGradOp {
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         let (xs, ys, ws) = (g.c_in * g.hw(), g.c_out * g.ohw(), g.c_out * g.k_size());
-        let dw = if across_images(g.n) {
+        let dw = if batches_images(g) && std::env::var("ZB_NOBATCH").is_err() {
+            weight_grad_batch(g, x, gr)
+        } else if across_images(g.n) {
             // A fixed partition into one contiguous group of images per thread, summed in
             // group order: rayon's work-stealing fold would group the partial sums by thread
             // timing and make training irreproducible between runs.
@@ -908,6 +958,7 @@ mod tests {
         (2, 24, 20, 20, 40, 3, 1, 1), // several gemm row and column panels
         (3, 16, 7, 7, 72, 3, 1, 1),   // small maps: all images in one product
         (3, 80, 9, 9, 70, 1, 1, 0),   // 1×1, small maps, input gradient as a convolution
+        (2, 10, 12, 12, 70, 3, 2, 1), // strided small maps: images straddle pixel blocks
     ];
 
     #[test]
@@ -1084,5 +1135,52 @@ mod tests {
         let y = conv2d(x, w.as_tensor(), 1, 1).unwrap();
         let gs = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
         gs.get(w.as_tensor()).unwrap().clone()
+    }
+}
+#[cfg(test)]
+mod wgrad_probe {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn probe_resnet() {
+        let mut s = 1u64;
+        let mut rnd = |n: usize| -> Vec<f32> { (0..n).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5 }).collect() };
+        // (c_in, hw, c_out, k, stride, count)
+        let mut layers = vec![(3usize, 224usize, 64usize, 7usize, 2usize, 1usize)];
+        let mut cin = 64; let mut hw = 56;
+        for (stage, (depth, width)) in [(3usize, 64usize), (4, 128), (6, 256), (3, 512)].iter().enumerate() {
+            for i in 0..*depth {
+                let st = if stage > 0 && i == 0 { 2 } else { 1 };
+                layers.push((cin, hw, *width, 1, 1, 1));
+                layers.push((*width, hw, *width, 3, st, 1));
+                let ohw = hw / st;
+                layers.push((*width, ohw, width * 4, 1, 1, 1));
+                if i == 0 { layers.push((cin, hw, width * 4, 1, st, 1)); }
+                cin = width * 4; hw = ohw;
+            }
+        }
+        let n = 8;
+        let (mut tf, mut ti, mut tw) = (0.0, 0.0, 0.0);
+        let mut by_class: std::collections::BTreeMap<String, [f64; 3]> = Default::default();
+        for &(c, hw, o, k, st, _) in &layers {
+            let pad = k / 2;
+            let g = Geom::new(&[n, c, hw, hw], &[o, c, k, k], pad, st).unwrap();
+            let x = CpuStorage::F32(rnd(n * c * hw * hw));
+            let w = CpuStorage::F32(rnd(o * c * k * k));
+            let gr = CpuStorage::F32(rnd(n * o * g.ohw()));
+            let xl = Layout::contiguous((n, c, hw, hw));
+            let wl = Layout::contiguous((o, c, k, k));
+            let gl = Layout::contiguous((n, o, g.oh, g.ow));
+            let time = |f: &dyn Fn()| { let mut b = f64::MAX; for _ in 0..3 { let t = std::time::Instant::now(); f(); b = b.min(t.elapsed().as_secs_f64()); } b };
+            let f = time(&|| { ConvOp(g).cpu_fwd(&x, &xl, &w, &wl).unwrap(); });
+            let i = if c == 3 { 0.0 } else { time(&|| { InputGradOp(g).cpu_fwd(&gr, &gl, &w, &wl).unwrap(); }) };
+            let wg = time(&|| { WeightGradOp(g).cpu_fwd(&x, &xl, &gr, &gl).unwrap(); });
+            tf += f; ti += i; tw += wg;
+            let key = format!("k{k} s{st} hw{hw}");
+            let e = by_class.entry(key).or_default();
+            e[0] += f; e[1] += i; e[2] += wg;
+        }
+        for (k, v) in &by_class { eprintln!("{k:>14}: fwd {:7.2} igrad {:7.2} wgrad {:7.2} ms", v[0]*1e3, v[1]*1e3, v[2]*1e3); }
+        eprintln!("per batch of {n}: fwd {:.1} igrad {:.1} wgrad {:.1} total {:.1} ms = {:.1} ms/img", tf*1e3, ti*1e3, tw*1e3, (tf+ti+tw)*1e3, (tf+ti+tw)*1e3/n as f64);
     }
 }

@@ -76,6 +76,29 @@ thread_local! {
     pub(crate) static ROW: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// rows[p][q] = sources[q][p] for the pixels p < rows.len() / PANEL, and zero for
+/// q ≥ sources.len() (at most PANEL sources, each at least that long): turns im2col rows
+/// into the kernel's panel rows.
+pub(crate) fn transpose_rows(sources: &[&[f32]], rows: &mut [f32]) {
+    let pixels = rows.len() / PANEL;
+    assert!(
+        rows.len() % PANEL == 0
+            && sources.len() <= PANEL
+            && sources.iter().all(|s| s.len() >= pixels)
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU supports AVX-512F; sizes checked above.
+        unsafe { avx512::transpose_rows(sources, rows) };
+        return;
+    }
+    for (p, row) in rows.chunks_exact_mut(PANEL).enumerate() {
+        for (q, v) in row.iter_mut().enumerate() {
+            *v = sources.get(q).map_or(0.0, |s| s[p]);
+        }
+    }
+}
+
 /// Columns per panel of the AVX-512 kernel's packed right operand.
 pub(crate) const PANEL: usize = 32;
 
@@ -341,6 +364,75 @@ mod avx512 {
         }
     }
 
+    /// [`super::transpose_rows`] in 16 × 16 tiles of register shuffles.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; the sizes as checked by the caller.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_rows(sources: &[&[f32]], rows: &mut [f32]) {
+        use super::PANEL;
+        let pixels = rows.len() / PANEL;
+        for p0 in (0..pixels).step_by(16) {
+            let live = 16.min(pixels - p0);
+            let mask: __mmask16 = if live == 16 { 0xffff } else { (1 << live) - 1 };
+            for q0 in (0..PANEL).step_by(16) {
+                let r: [__m512; 16] = std::array::from_fn(|i| match sources.get(q0 + i) {
+                    // SAFETY: the source holds at least `pixels` values; the mask stops
+                    // at them.
+                    Some(src) => unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(p0)) },
+                    None => _mm512_setzero_ps(),
+                });
+                let t = transpose16(r);
+                for (j, v) in t.iter().enumerate().take(live) {
+                    // SAFETY: pixel p0 + j < pixels; columns q0..q0+16 < PANEL.
+                    unsafe { _mm512_storeu_ps(rows.as_mut_ptr().add((p0 + j) * PANEL + q0), *v) };
+                }
+            }
+        }
+    }
+
+    /// Transposes a 16 × 16 matrix held as 16 row vectors.
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // Pairs of rows interleaved, then pairs of pairs: u[4g + c] holds, in 128-bit lane
+        // L, column 4L + c of rows 4g..4g+4.
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (g, c) = (i / 4, i % 4);
+            // c = 0, 1 from the low interleave of rows 4g, 4g+1 and 4g+2, 4g+3; 2, 3 high.
+            let (a, b) = (
+                _mm512_castps_pd(t[4 * g + c / 2]),
+                _mm512_castps_pd(t[4 * g + 2 + c / 2]),
+            );
+            _mm512_castpd_ps(if c % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            })
+        });
+        // Lane L of u[4g + c] over g = 0..4 is column 4L + c.
+        let mut out = [_mm512_setzero_ps(); 16];
+        for c in 0..4 {
+            let (u0, u1, u2, u3) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+            let lo01 = _mm512_shuffle_f32x4::<0x44>(u0, u1);
+            let hi01 = _mm512_shuffle_f32x4::<0xEE>(u0, u1);
+            let lo23 = _mm512_shuffle_f32x4::<0x44>(u2, u3);
+            let hi23 = _mm512_shuffle_f32x4::<0xEE>(u2, u3);
+            out[c] = _mm512_shuffle_f32x4::<0x88>(lo01, lo23);
+            out[4 + c] = _mm512_shuffle_f32x4::<0xDD>(lo01, lo23);
+            out[8 + c] = _mm512_shuffle_f32x4::<0x88>(hi01, hi23);
+            out[12 + c] = _mm512_shuffle_f32x4::<0xDD>(hi01, hi23);
+        }
+        out
+    }
+
     /// Every depth block of lhs packed in order (block at k0 starts at m_panels·MR·k0).
     ///
     /// # Safety
@@ -550,6 +642,22 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn transpose_rows_transposes() {
+        let data: Vec<f32> = (0..PANEL * 70).map(|i| i as f32).collect();
+        for (pixels, live) in [(64, 32), (63, 32), (17, 5), (16, 16), (1, 31), (40, 0)] {
+            let sources: Vec<&[f32]> = data.chunks(70).take(live).collect();
+            let mut rows = vec![-1f32; pixels * PANEL];
+            transpose_rows(&sources, &mut rows);
+            for p in 0..pixels {
+                for q in 0..PANEL {
+                    let want = if q < live { data[q * 70 + p] } else { 0.0 };
+                    assert_eq!(rows[p * PANEL + q], want, "{pixels} {live} {p} {q}");
+                }
+            }
+        }
     }
 
     /// The defined order, written plainly: per depth block one FMA chain from zero, then
