@@ -12,8 +12,8 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::sgemm::{
-    copy_panel_row, sgemm, sgemm_with, transpose_rows, with_scratch, Lhs, Mat, RhsPanels, PANEL,
-    ROW,
+    copy_panel_row, sgemm, sgemm_with, transpose_rows, with_scratch, Lhs, Mat, RhsPanels,
+    Segmented, PANEL, ROW,
 };
 use crate::error::{Error, Result};
 
@@ -483,22 +483,6 @@ fn rows_to_weight(g: &Geom, rows: Vec<f32>) -> Vec<f32> {
     out
 }
 
-/// W [O, C, kh, kw] → W' [C, O, kh, kw] with W'[c, o, y, x] = W[o, c, kh-1-y, kw-1-x].
-fn flip_transpose(g: &Geom, w: &[f32]) -> Vec<f32> {
-    let kk = g.kk();
-    let mut out = vec![0f32; w.len()];
-    for o in 0..g.c_out {
-        for c in 0..g.c_in {
-            let src = &w[(o * g.c_in + c) * kk..][..kk];
-            let dst = &mut out[(c * g.c_out + o) * kk..][..kk];
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = *s;
-            }
-        }
-    }
-    out
-}
-
 /// 1×1 convolution with stride or padding, for the whole batch, as candle computes it
 /// (pixels-major [N·oh·ow, C] · Wᵀ, so results are bit-identical), then back to NCHW.
 fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
@@ -562,14 +546,22 @@ fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
     if g.kk() == 1 && !g.is_pointwise() {
         return forward_1x1_strided(g, x, w);
     }
-    let w = weight_to_rows(g, w);
-    let rows = Mat {
-        ptr: w.as_ptr(),
-        rs: g.k_size() as isize,
-        cs: 1,
+    // Weights [O, C, kh, kw] as im2col rows: column t·C + c (kernel offset t) of row o.
+    let rows = Segmented {
+        mat: Mat {
+            ptr: w.as_ptr(),
+            rs: g.k_size() as isize,
+            cs: g.kk() as isize,
+        },
+        seg: g.c_in,
+        seg_step: 1,
     };
     // SAFETY: w holds O × k_size values and outlives lhs; prepared once for every image.
-    let w = unsafe { Lhs::new(rows, g.c_out, g.k_size()) };
+    forward_with(g, x, &unsafe { Lhs::new(rows, g.c_out, g.k_size()) })
+}
+
+/// [`forward`] with the weights as a prepared left operand [O, k_size] (im2col row order).
+fn forward_with(g: &Geom, x: &[f32], w: &Lhs) -> Vec<f32> {
     let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
     let mut y = vec![0f32; g.n * ys];
     if batches_images(g) {
@@ -826,7 +818,21 @@ impl CustomOp2 for InputGradOp {
             // A stride-1 convolution's input gradient is itself a convolution: of the
             // output gradient with the flipped, transposed kernel. Its contraction runs over
             // O·kh·kw at once, with no im2col matrix to scatter back (col2im).
-            let dx = forward(&gt, gr, &flip_transpose(g, w));
+            // Its weights [C, kh·kw·O] in im2col row order, read straight from W [O, C,
+            // kh, kw]: column t·O + o of row c is W[o, c, kh·kw − 1 − t].
+            let flipped = Segmented {
+                mat: Mat {
+                    ptr: w[g.kk() - 1..].as_ptr(),
+                    rs: g.kk() as isize,
+                    cs: g.k_size() as isize,
+                },
+                seg: g.c_out,
+                seg_step: -1,
+            };
+            // SAFETY: w holds O × C × kh × kw values and outlives the product.
+            let dx = forward_with(&gt, gr, &unsafe {
+                Lhs::new(flipped, g.c_in, g.c_out * g.kk())
+            });
             return Ok((CpuStorage::F32(dx), shape));
         }
         let w = weight_to_rows(g, w);
@@ -1144,19 +1150,35 @@ mod wgrad_probe {
     #[ignore]
     fn probe_resnet() {
         let mut s = 1u64;
-        let mut rnd = |n: usize| -> Vec<f32> { (0..n).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5 }).collect() };
+        let mut rnd = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
         // (c_in, hw, c_out, k, stride, count)
         let mut layers = vec![(3usize, 224usize, 64usize, 7usize, 2usize, 1usize)];
-        let mut cin = 64; let mut hw = 56;
-        for (stage, (depth, width)) in [(3usize, 64usize), (4, 128), (6, 256), (3, 512)].iter().enumerate() {
+        let mut cin = 64;
+        let mut hw = 56;
+        for (stage, (depth, width)) in [(3usize, 64usize), (4, 128), (6, 256), (3, 512)]
+            .iter()
+            .enumerate()
+        {
             for i in 0..*depth {
                 let st = if stage > 0 && i == 0 { 2 } else { 1 };
                 layers.push((cin, hw, *width, 1, 1, 1));
                 layers.push((*width, hw, *width, 3, st, 1));
                 let ohw = hw / st;
                 layers.push((*width, ohw, width * 4, 1, 1, 1));
-                if i == 0 { layers.push((cin, hw, width * 4, 1, st, 1)); }
-                cin = width * 4; hw = ohw;
+                if i == 0 {
+                    layers.push((cin, hw, width * 4, 1, st, 1));
+                }
+                cin = width * 4;
+                hw = ohw;
             }
         }
         let n = 8;
@@ -1171,16 +1193,52 @@ mod wgrad_probe {
             let xl = Layout::contiguous((n, c, hw, hw));
             let wl = Layout::contiguous((o, c, k, k));
             let gl = Layout::contiguous((n, o, g.oh, g.ow));
-            let time = |f: &dyn Fn()| { let mut b = f64::MAX; for _ in 0..3 { let t = std::time::Instant::now(); f(); b = b.min(t.elapsed().as_secs_f64()); } b };
-            let f = time(&|| { ConvOp(g).cpu_fwd(&x, &xl, &w, &wl).unwrap(); });
-            let i = if c == 3 { 0.0 } else { time(&|| { InputGradOp(g).cpu_fwd(&gr, &gl, &w, &wl).unwrap(); }) };
-            let wg = time(&|| { WeightGradOp(g).cpu_fwd(&x, &xl, &gr, &gl).unwrap(); });
-            tf += f; ti += i; tw += wg;
+            let time = |f: &dyn Fn()| {
+                let mut b = f64::MAX;
+                for _ in 0..3 {
+                    let t = std::time::Instant::now();
+                    f();
+                    b = b.min(t.elapsed().as_secs_f64());
+                }
+                b
+            };
+            let f = time(&|| {
+                ConvOp(g).cpu_fwd(&x, &xl, &w, &wl).unwrap();
+            });
+            let i = if c == 3 {
+                0.0
+            } else {
+                time(&|| {
+                    InputGradOp(g).cpu_fwd(&gr, &gl, &w, &wl).unwrap();
+                })
+            };
+            let wg = time(&|| {
+                WeightGradOp(g).cpu_fwd(&x, &xl, &gr, &gl).unwrap();
+            });
+            tf += f;
+            ti += i;
+            tw += wg;
             let key = format!("k{k} s{st} hw{hw}");
             let e = by_class.entry(key).or_default();
-            e[0] += f; e[1] += i; e[2] += wg;
+            e[0] += f;
+            e[1] += i;
+            e[2] += wg;
         }
-        for (k, v) in &by_class { eprintln!("{k:>14}: fwd {:7.2} igrad {:7.2} wgrad {:7.2} ms", v[0]*1e3, v[1]*1e3, v[2]*1e3); }
-        eprintln!("per batch of {n}: fwd {:.1} igrad {:.1} wgrad {:.1} total {:.1} ms = {:.1} ms/img", tf*1e3, ti*1e3, tw*1e3, (tf+ti+tw)*1e3, (tf+ti+tw)*1e3/n as f64);
+        for (k, v) in &by_class {
+            eprintln!(
+                "{k:>14}: fwd {:7.2} igrad {:7.2} wgrad {:7.2} ms",
+                v[0] * 1e3,
+                v[1] * 1e3,
+                v[2] * 1e3
+            );
+        }
+        eprintln!(
+            "per batch of {n}: fwd {:.1} igrad {:.1} wgrad {:.1} total {:.1} ms = {:.1} ms/img",
+            tf * 1e3,
+            ti * 1e3,
+            tw * 1e3,
+            (tf + ti + tw) * 1e3,
+            (tf + ti + tw) * 1e3 / n as f64
+        );
     }
 }

@@ -150,14 +150,55 @@ impl RhsPanels for Mat {
     }
 }
 
+/// A left operand whose columns come in segments of `seg`: column p = s·seg + q of row i
+/// is at mat.ptr[i·rs + q·cs + s·seg_step]. A convolution's weights [O, C, kh, kw] read
+/// this way in im2col row order (kernel offset major, channel minor) without a reordered
+/// copy; a plain matrix is one segment.
+#[derive(Clone, Copy)]
+pub(crate) struct Segmented {
+    pub mat: Mat,
+    pub seg: usize,
+    pub seg_step: isize,
+}
+
+impl From<Mat> for Segmented {
+    fn from(mat: Mat) -> Self {
+        Segmented {
+            mat,
+            seg: usize::MAX,
+            seg_step: 0,
+        }
+    }
+}
+
+impl Segmented {
+    /// Calls f(p, len, view) for the runs of columns k0..k0+depth inside one segment,
+    /// p counted from k0, view starting at that run's first column.
+    fn runs(&self, k0: usize, depth: usize, mut f: impl FnMut(usize, usize, Mat)) {
+        let mut p = 0;
+        while p < depth {
+            let (s, q) = ((k0 + p) / self.seg, (k0 + p) % self.seg);
+            let len = (self.seg - q).min(depth - p);
+            let ptr = self
+                .mat
+                .ptr
+                .wrapping_offset(q as isize * self.mat.cs + s as isize * self.seg_step);
+            f(p, len, Mat { ptr, ..self.mat });
+            p += len;
+        }
+    }
+}
+
 /// A left operand prepared once for many products (a convolution's weights, used for
 /// every image and tile): on the AVX-512 path it is packed into the kernel's layout once.
 pub(crate) struct Lhs {
-    mat: Mat,
+    view: Segmented,
     m: usize,
     k: usize,
     /// (depth block, packed panels of every depth block in order).
     packed: Option<(usize, Vec<f32>)>,
+    /// The rows as a dense matrix, for the `gemm` crate, made when first needed.
+    dense: std::sync::OnceLock<Vec<f32>>,
 }
 
 // SAFETY: read-only view plus owned data; see Mat.
@@ -165,29 +206,50 @@ unsafe impl Send for Lhs {}
 unsafe impl Sync for Lhs {}
 
 impl Lhs {
-    /// Packs `mat` (m × k) for products with more than 64 columns (the depth blocking of
+    /// Packs `view` (m × k) for products with more than 64 columns (the depth blocking of
     /// narrower products may differ; those pack on the fly).
     ///
     /// # Safety
-    /// `mat` must cover m × k elements for as long as the Lhs is used.
-    pub(crate) unsafe fn new(mat: Mat, m: usize, k: usize) -> Self {
+    /// `view` must cover m × k elements for as long as the Lhs is used.
+    pub(crate) unsafe fn new(view: impl Into<Segmented>, m: usize, k: usize) -> Self {
+        let view = view.into();
+        let mut packed = None;
         #[cfg(target_arch = "x86_64")]
         if own_kernel_applies(m, 65, k) && avx512::available() {
             let kc = depth_block(m, 65, k);
             // SAFETY: forwarded.
-            let packed = unsafe { avx512::pack_all(mat, m, k, kc) };
-            return Lhs {
-                mat,
-                m,
-                k,
-                packed: Some((kc, packed)),
-            };
+            packed = Some((kc, unsafe { avx512::pack_all(view, m, k, kc) }));
         }
         Lhs {
-            mat,
+            view,
             m,
             k,
-            packed: None,
+            packed,
+            dense: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The operand as a strided matrix (a dense copy when it is segmented).
+    fn mat(&self) -> Mat {
+        if self.view.seg >= self.k {
+            return self.view.mat;
+        }
+        let dense = self.dense.get_or_init(|| {
+            let mut out = vec![0f32; self.m * self.k];
+            for (i, row) in out.chunks_exact_mut(self.k).enumerate() {
+                self.view.runs(0, self.k, |p, len, run| {
+                    for (q, v) in row[p..p + len].iter_mut().enumerate() {
+                        // SAFETY: the view covers m × k (constructor contract).
+                        *v = unsafe { *run.ptr.offset(i as isize * run.rs + q as isize * run.cs) };
+                    }
+                });
+            }
+            out
+        });
+        Mat {
+            ptr: dense.as_ptr(),
+            rs: self.k as isize,
+            cs: 1,
         }
     }
 }
@@ -210,10 +272,11 @@ pub(crate) unsafe fn sgemm<R: RhsPanels>(
     parallel: bool,
 ) {
     let lhs = Lhs {
-        mat: lhs,
+        view: lhs.into(),
         m,
         k,
         packed: None,
+        dense: std::sync::OnceLock::new(),
     };
     // SAFETY: forwarded caller contract.
     unsafe { sgemm_with(&lhs, n, dst, dst_rs, accumulate, rhs, parallel) }
@@ -244,7 +307,7 @@ pub(crate) unsafe fn sgemm_with<R: RhsPanels>(
             Some((pkc, p)) if *pkc == kc => p.as_slice(),
             // SAFETY: forwarded caller contract.
             _ => {
-                owned = unsafe { avx512::pack_all(lhs.mat, m, k, kc) };
+                owned = unsafe { avx512::pack_all(lhs.view, m, k, kc) };
                 owned.as_slice()
             }
         };
@@ -252,7 +315,7 @@ pub(crate) unsafe fn sgemm_with<R: RhsPanels>(
         unsafe { avx512::sgemm(m, n, k, kc, packed, dst, dst_rs, accumulate, rhs, parallel) };
         return;
     }
-    let lhs = lhs.mat;
+    let lhs = lhs.mat();
     // The gemm crate takes strided matrices: materialise any other operand.
     let materialised;
     let rhs = match rhs.as_mat() {
@@ -337,7 +400,7 @@ mod avx512 {
 
     use rayon::prelude::*;
 
-    use super::{Mat, RhsPanels};
+    use super::{Mat, RhsPanels, Segmented};
 
     /// Rows of lhs per micro-tile (each broadcast to a whole vector).
     const MR: usize = 12;
@@ -437,7 +500,7 @@ mod avx512 {
     ///
     /// # Safety
     /// lhs must cover m × k.
-    pub(super) unsafe fn pack_all(lhs: Mat, m: usize, k: usize, kc: usize) -> Vec<f32> {
+    pub(super) unsafe fn pack_all(lhs: Segmented, m: usize, k: usize, kc: usize) -> Vec<f32> {
         let mut out = vec![0f32; m.div_ceil(MR) * MR * k];
         let mut k0 = 0;
         while k0 < k {
@@ -527,46 +590,47 @@ mod avx512 {
     }
 
     /// lhs rows in panels of MR, each laid out [depth][MR]; rows past m are zero.
-    unsafe fn pack_lhs(lhs: Mat, m: usize, k0: usize, depth: usize, out: &mut [f32]) {
+    unsafe fn pack_lhs(lhs: Segmented, m: usize, k0: usize, depth: usize, out: &mut [f32]) {
         for (ip, panel) in out.chunks_mut(MR * depth).take(m.div_ceil(MR)).enumerate() {
             let i0 = ip * MR;
             let rows = MR.min(m - i0);
-            // Read along whichever lhs stride is unit, so that packing streams memory.
-            if lhs.cs == 1 || rows < MR {
-                // In slices of the depth, so that the panel lines being filled stay in L1
-                // while the MR rows are read.
-                const SLICE: usize = 64;
-                for p0 in (0..depth).step_by(SLICE) {
-                    let p1 = (p0 + SLICE).min(depth);
-                    for r in 0..MR {
-                        if r >= rows {
-                            for p in p0..p1 {
-                                panel[p * MR + r] = 0.0;
-                            }
-                            continue;
-                        }
-                        // SAFETY: row i0 + r, depth k0..k0+depth lie inside lhs.
-                        let row = unsafe {
-                            lhs.ptr
-                                .offset((i0 + r) as isize * lhs.rs + k0 as isize * lhs.cs)
-                        };
+            lhs.runs(k0, depth, |p, len, run| {
+                // SAFETY: rows i0..i0+rows of the run lie inside lhs (caller contract).
+                unsafe { fill_panel(run, i0, rows, len, &mut panel[p * MR..(p + len) * MR]) }
+            });
+        }
+    }
+
+    /// panel[p][r] = lhs[i0 + r][p] for p < depth, zero for r ≥ rows.
+    unsafe fn fill_panel(lhs: Mat, i0: usize, rows: usize, depth: usize, panel: &mut [f32]) {
+        if lhs.cs == 1 || rows < MR {
+            // In slices of the depth, so that the panel lines being filled stay in L1
+            // while the MR rows are read.
+            const SLICE: usize = 64;
+            for p0 in (0..depth).step_by(SLICE) {
+                let p1 = (p0 + SLICE).min(depth);
+                for r in 0..MR {
+                    if r >= rows {
                         for p in p0..p1 {
-                            // SAFETY: as above.
-                            panel[p * MR + r] = unsafe { *row.offset(p as isize * lhs.cs) };
+                            panel[p * MR + r] = 0.0;
                         }
+                        continue;
+                    }
+                    // SAFETY: row i0 + r, columns 0..depth lie inside lhs.
+                    let row = unsafe { lhs.ptr.offset((i0 + r) as isize * lhs.rs) };
+                    for p in p0..p1 {
+                        // SAFETY: as above.
+                        panel[p * MR + r] = unsafe { *row.offset(p as isize * lhs.cs) };
                     }
                 }
-            } else {
-                for p in 0..depth {
-                    // SAFETY: rows i0..i0+MR at depth k0 + p lie inside lhs.
-                    let col = unsafe {
-                        lhs.ptr
-                            .offset(i0 as isize * lhs.rs + (k0 + p) as isize * lhs.cs)
-                    };
-                    for r in 0..MR {
-                        // SAFETY: as above.
-                        panel[p * MR + r] = unsafe { *col.offset(r as isize * lhs.rs) };
-                    }
+            }
+        } else {
+            for p in 0..depth {
+                // SAFETY: rows i0..i0+MR at column p lie inside lhs.
+                let col = unsafe { lhs.ptr.offset(i0 as isize * lhs.rs + p as isize * lhs.cs) };
+                for r in 0..MR {
+                    // SAFETY: as above.
+                    panel[p * MR + r] = unsafe { *col.offset(r as isize * lhs.rs) };
                 }
             }
         }
