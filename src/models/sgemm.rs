@@ -595,15 +595,45 @@ mod avx512 {
             let i0 = ip * MR;
             let rows = MR.min(m - i0);
             lhs.runs(k0, depth, |p, len, run| {
-                // SAFETY: rows i0..i0+rows of the run lie inside lhs (caller contract).
+                // SAFETY: rows i0..i0+rows of the run lie inside lhs (caller contract); the
+                // CPU supports AVX-512F (the only way here).
                 unsafe { fill_panel(run, i0, rows, len, &mut panel[p * MR..(p + len) * MR]) }
             });
         }
     }
 
     /// panel[p][r] = lhs[i0 + r][p] for p < depth, zero for r ≥ rows.
+    #[target_feature(enable = "avx512f")]
     unsafe fn fill_panel(lhs: Mat, i0: usize, rows: usize, depth: usize, panel: &mut [f32]) {
-        if lhs.cs == 1 || rows < MR {
+        if lhs.cs == 1 {
+            // Rows are contiguous: 16 × 16 register transposes, the first MR lanes stored.
+            const _: () = assert!(MR <= 16);
+            let lanes: __mmask16 = (1 << MR) - 1;
+            for p0 in (0..depth).step_by(16) {
+                let live = 16.min(depth - p0);
+                let mask: __mmask16 = if live == 16 { 0xffff } else { (1 << live) - 1 };
+                let r: [__m512; 16] = std::array::from_fn(|i| {
+                    if i < rows {
+                        // SAFETY: row i0 + i, columns p0..p0+live lie inside lhs.
+                        unsafe {
+                            let row = lhs.ptr.offset((i0 + i) as isize * lhs.rs + p0 as isize);
+                            _mm512_maskz_loadu_ps(mask, row)
+                        }
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                let t = transpose16(r);
+                for (j, v) in t.iter().enumerate().take(live) {
+                    let at = (p0 + j) * MR;
+                    assert!(at + MR <= panel.len());
+                    // SAFETY: checked above.
+                    unsafe { _mm512_mask_storeu_ps(panel.as_mut_ptr().add(at), lanes, *v) };
+                }
+            }
+            return;
+        }
+        if rows < MR {
             // In slices of the depth, so that the panel lines being filled stay in L1
             // while the MR rows are read.
             const SLICE: usize = 64;
