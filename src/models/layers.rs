@@ -59,7 +59,11 @@ pub struct Linear {
 impl Linear {
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let w = ctx.param(&self.weight);
-        let y = x.matmul(&w.t()?)?;
+        // (W · xᵀ)ᵀ rather than x · Wᵀ: the backward pass then yields the weight gradient
+        // in W's own [out, in] layout. With x · Wᵀ it arrives transposed and is copied with
+        // a strided read of the whole weight-sized gradient (VGG's first classifier layer
+        // has 103M weights).
+        let y = w.matmul(&x.t()?)?.t()?.contiguous()?;
         match &self.bias {
             None => Ok(y),
             Some(b) => {
