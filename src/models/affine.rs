@@ -7,7 +7,10 @@
 //! gradient plus per-channel sums for the operands that are tracked. Values are identical to
 //! the broadcast version: the same multiply then add, in f32.
 
+use std::mem::MaybeUninit;
+
 use super::conv::dense;
+use super::sgemm::written;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -75,32 +78,40 @@ fn check_channels(what: &str, v: &[f32], c: usize) -> candle_core::Result<()> {
 
 /// out[n, c, p] = a[n, c, p]·scale[c] + shift[c].
 fn affine_planes(a: &[f32], scale: &[f32], shift: Option<&[f32]>, c: usize, p: usize) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    let plane = |(i, (o, a)): (usize, (&mut [f32], &[f32]))| {
+    let plane = |(i, (o, a)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| {
         let s = scale[i % c];
         match shift {
             Some(b) => {
                 let b = b[i % c];
-                o.iter_mut().zip(a).for_each(|(o, a)| *o = a * s + b);
+                o.iter_mut().zip(a).for_each(|(o, a)| {
+                    o.write(a * s + b);
+                });
             }
-            None => o.iter_mut().zip(a).for_each(|(o, a)| *o = a * s),
+            None => o.iter_mut().zip(a).for_each(|(o, a)| {
+                o.write(a * s);
+            }),
         }
     };
     if p == 0 {
-        return out;
+        return Vec::new();
     }
-    if a.len() >= PARALLEL_MIN {
-        out.par_chunks_mut(p)
-            .zip(a.par_chunks(p))
-            .enumerate()
-            .for_each(plane);
-    } else {
-        out.chunks_mut(p)
-            .zip(a.chunks(p))
-            .enumerate()
-            .for_each(plane);
+    // SAFETY: the planes of `out` and `a` pair up one to one (equal lengths, equal chunk
+    // size), and every output value is written.
+    unsafe {
+        written(a.len(), |out| {
+            if a.len() >= PARALLEL_MIN {
+                out.par_chunks_mut(p)
+                    .zip(a.par_chunks(p))
+                    .enumerate()
+                    .for_each(plane);
+            } else {
+                out.chunks_mut(p)
+                    .zip(a.chunks(p))
+                    .enumerate()
+                    .for_each(plane);
+            }
+        })
     }
-    out
 }
 
 /// The op, storing the gradient at its output in the slot if one is attached (a tap).

@@ -12,10 +12,11 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::sgemm::{
-    copy_panel_row, sgemm, sgemm_with, transpose_rows, with_scratch, Lhs, Mat, RhsPanels,
+    copy_panel_row, sgemm, sgemm_with, transpose_rows, with_scratch, written, Lhs, Mat, RhsPanels,
     Segmented, PANEL, ROW,
 };
 use crate::error::{Error, Result};
+use std::mem::MaybeUninit;
 
 /// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
@@ -563,43 +564,58 @@ fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// [`forward`] with the weights as a prepared left operand [O, k_size] (im2col row order).
 fn forward_with(g: &Geom, x: &[f32], w: &Lhs) -> Vec<f32> {
     let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
-    let mut y = vec![0f32; g.n * ys];
     if batches_images(g) {
         let (ohw, cols) = (g.ohw(), g.n * g.ohw());
-        let mut t = vec![0f32; g.c_out * cols];
-        // SAFETY: t holds O rows of n·ohw columns; the im2col view reads inside x.
-        unsafe {
-            sgemm_with(
-                &w,
-                cols,
-                t.as_mut_ptr(),
-                cols,
-                false,
-                &Im2col { g, x, p0: 0 },
-                true,
-            )
+        // SAFETY (both): the product overwrites all O rows of n·ohw columns of t (the
+        // im2col view reads inside x); the reordering then writes every value of y.
+        let t = unsafe {
+            written(g.c_out * cols, |t| {
+                sgemm_with(
+                    w,
+                    cols,
+                    t.as_mut_ptr().cast(),
+                    cols,
+                    false,
+                    &Im2col { g, x, p0: 0 },
+                    true,
+                )
+            })
         };
         // [O, n, ohw] → [n, O, ohw].
-        y.par_chunks_mut(ys).enumerate().for_each(|(b, y_b)| {
-            for (o, dst) in y_b.chunks_exact_mut(ohw).enumerate() {
-                dst.copy_from_slice(&t[(o * g.n + b) * ohw..][..ohw]);
-            }
-        });
-    } else if across_images(g.n) {
-        y.par_chunks_mut(ys)
-            .zip(x.par_chunks(xs))
-            .for_each(|(y_b, x_b)| forward_image(g, x_b, &w, y_b, false));
-    } else {
-        for (y_b, x_b) in y.chunks_mut(ys).zip(x.chunks(xs)) {
-            forward_image(g, x_b, &w, y_b, true);
-        }
+        return unsafe {
+            written(g.n * ys, |y| {
+                y.par_chunks_mut(ys).enumerate().for_each(|(b, y_b)| {
+                    for (o, dst) in y_b.chunks_exact_mut(ohw).enumerate() {
+                        let src = &t[(o * g.n + b) * ohw..][..ohw];
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            d.write(v);
+                        }
+                    }
+                })
+            })
+        };
     }
-    y
+    // SAFETY: every image's product overwrites its whole output (see forward_image).
+    unsafe {
+        written(g.n * ys, |y| {
+            if across_images(g.n) {
+                y.par_chunks_mut(ys)
+                    .zip(x.par_chunks(xs))
+                    .for_each(|(y_b, x_b)| forward_image(g, x_b, w, y_b, false));
+            } else {
+                for (y_b, x_b) in y.chunks_mut(ys).zip(x.chunks(xs)) {
+                    forward_image(g, x_b, w, y_b, true);
+                }
+            }
+        })
+    }
 }
 
-/// Forward of one image: y_b [O, oh*ow] = W [O, k_size] · im2col(x_b).
-fn forward_image(g: &Geom, x_b: &[f32], lhs: &Lhs, y_b: &mut [f32], inner: bool) {
+/// Forward of one image: y_b [O, oh*ow] = W [O, k_size] · im2col(x_b), every value of y_b
+/// written.
+fn forward_image(g: &Geom, x_b: &[f32], lhs: &Lhs, y_b: &mut [MaybeUninit<f32>], inner: bool) {
     let ohw = g.ohw();
+    let y_ptr = y_b.as_mut_ptr().cast::<f32>();
     if g.is_pointwise() {
         // Untiled: the image is its own im2col matrix, and candle multiplies it whole.
         let rhs = Mat {
@@ -608,15 +624,16 @@ fn forward_image(g: &Geom, x_b: &[f32], lhs: &Lhs, y_b: &mut [f32], inner: bool)
             cs: 1,
         };
         // SAFETY: y_b holds O rows of ohw; x_b holds C rows of ohw.
-        unsafe { sgemm_with(lhs, ohw, y_b.as_mut_ptr(), ohw, false, &rhs, inner) };
+        unsafe { sgemm_with(lhs, ohw, y_ptr, ohw, false, &rhs, inner) };
         return;
     }
     let tile = g.tile();
     for p0 in (0..ohw).step_by(tile) {
         let t = tile.min(ohw - p0);
         let rhs = Im2col { g, x: x_b, p0 };
-        // SAFETY: y_b holds O rows of ohw; columns p0..p0+t are in range.
-        unsafe { sgemm_with(lhs, t, y_b[p0..].as_mut_ptr(), ohw, false, &rhs, inner) }
+        // SAFETY: y_b holds O rows of ohw; columns p0..p0+t are in range; the tiles cover
+        // every column.
+        unsafe { sgemm_with(lhs, t, y_ptr.add(p0), ohw, false, &rhs, inner) }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::conv::dense;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::taps::{GradSlot, TapPoint};
@@ -20,7 +21,7 @@ impl CustomOp1 for Relu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = dense(s, l, "relu input")?;
         Ok((
-            CpuStorage::F32(x.iter().map(|v| v.max(0.0)).collect()),
+            CpuStorage::F32(map_values(x, |v| v.max(0.0))),
             l.shape().clone(),
         ))
     }
@@ -35,6 +36,20 @@ impl CustomOp1 for Relu {
             slot.store(&grad);
         }
         Ok(Some(grad.apply_op2_no_bwd(&res.contiguous()?, &ReluGrad)?))
+    }
+}
+
+/// Below this many values an element-wise pass runs on one thread.
+const PARALLEL_MIN: usize = 1 << 15;
+
+fn map_values(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
+    if x.len() >= PARALLEL_MIN {
+        x.par_iter()
+            .with_min_len(PARALLEL_MIN)
+            .map(|&v| f(v))
+            .collect()
+    } else {
+        x.iter().map(|&v| f(v)).collect()
     }
 }
 
@@ -58,15 +73,17 @@ impl CustomOp2 for ReluGrad {
                 y.len()
             );
         }
-        Ok((
-            CpuStorage::F32(
-                g.iter()
-                    .zip(y)
-                    .map(|(g, y)| if *y > 0.0 { *g } else { 0.0 })
-                    .collect(),
-            ),
-            l1.shape().clone(),
-        ))
+        let pairs = |(g, y): (&f32, &f32)| if *y > 0.0 { *g } else { 0.0 };
+        let out = if g.len() >= PARALLEL_MIN {
+            g.par_iter()
+                .with_min_len(PARALLEL_MIN)
+                .zip(y)
+                .map(pairs)
+                .collect()
+        } else {
+            g.iter().zip(y).map(pairs).collect()
+        };
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
