@@ -49,7 +49,41 @@ impl MaxPool {
         }
     }
 
-    /// Index (within the plane) of the winning element of output position (oy, ox).
+    /// [`Self::winner`] for every output position at once, row by row in the scan order of
+    /// [`Self::pool_plane`] (so that the loops vectorise): index within the plane of each
+    /// window's winner, u32::MAX for a window with no element inside the plane.
+    fn winners_plane(&self, plane: &[f32], h: usize, w: usize, idx: &mut [u32]) {
+        let (k, s, pad) = (self.kernel, self.stride, self.padding);
+        let (oh, ow) = self.out_size(h, w);
+        let ranges: Vec<(usize, usize)> = (0..k)
+            .map(|dx| super::conv::valid_range(ow, w, dx, s, pad))
+            .collect();
+        let mut best = vec![f32::NEG_INFINITY; ow];
+        for (oy, row) in idx.chunks_exact_mut(ow).enumerate().take(oh) {
+            row.fill(u32::MAX);
+            best.fill(f32::NEG_INFINITY);
+            for dy in 0..k {
+                let y = (oy * s + dy).wrapping_sub(pad);
+                if y >= h {
+                    continue;
+                }
+                for (dx, &(lo, hi)) in ranges.iter().enumerate() {
+                    for ox in lo..hi {
+                        let i = y * w + ox * s + dx - pad;
+                        let (v, b) = (plane[i], best[ox]);
+                        if row[ox] == u32::MAX || (!b.is_nan() && (v > b || v.is_nan())) {
+                            best[ox] = v;
+                            row[ox] = i as u32;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Index (within the plane) of the winning element of output position (oy, ox): the
+    /// rule written per window, which the row-wise passes are tested against.
+    #[cfg(test)]
     fn winner(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> usize {
         let y0 = (oy * self.stride) as isize - self.padding as isize;
         let x0 = (ox * self.stride) as isize - self.padding as isize;
@@ -131,17 +165,24 @@ impl CustomOp2 for MaxPoolGrad {
                 n * c * oh * ow
             );
         }
+        if h * w > u32::MAX as usize {
+            candle_core::bail!("max-pool backward: planes of {h}×{w} are too large");
+        }
         let mut dx = vec![0f32; n * c * h * w];
         dx.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w))
             .zip(g.par_chunks(oh * ow))
-            .for_each(|((d, plane), gp)| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        d[self.0.winner(plane, h, w, oy, ox)] += gp[oy * ow + ox];
+            .for_each_init(
+                || vec![0u32; oh * ow],
+                |idx, ((d, plane), gp)| {
+                    self.0.winners_plane(plane, h, w, idx);
+                    for (&i, &v) in idx.iter().zip(gp) {
+                        if let Some(d) = d.get_mut(i as usize) {
+                            *d += v;
+                        }
                     }
-                }
-            });
+                },
+            );
         Ok((CpuStorage::F32(dx), l2.shape().clone()))
     }
 }
@@ -150,8 +191,9 @@ impl CustomOp2 for MaxPoolGrad {
 mod tests {
     use super::*;
 
-    /// The row-wise forward picks the same value, bit for bit, as the per-window winner
-    /// rule: ties (including -0 vs +0), NaNs and padded borders.
+    /// The row-wise forward picks the same value, bit for bit, and the row-wise backward the
+    /// same element, as the per-window winner rule: ties (including -0 vs +0), NaNs and
+    /// padded borders.
     #[test]
     fn row_pooling_matches_the_winner_rule() {
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
@@ -179,9 +221,13 @@ mod tests {
                 let (oh, ow) = pool.out_size(h, w);
                 let mut rows = vec![0f32; oh * ow];
                 pool.pool_plane(&plane, h, w, &mut rows);
+                let mut idx = vec![0u32; oh * ow];
+                pool.winners_plane(&plane, h, w, &mut idx);
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        let want = plane[pool.winner(&plane, h, w, oy, ox)];
+                        let win = pool.winner(&plane, h, w, oy, ox);
+                        assert_eq!(idx[oy * ow + ox] as usize, win, "k{k} s{s} p{p} {h}x{w}");
+                        let want = plane[win];
                         let got = rows[oy * ow + ox];
                         assert_eq!(
                             got.to_bits(),
