@@ -95,6 +95,19 @@ fn resumed_run_equals_uninterrupted_run() {
     let sc = run(&recipe, &opts(&c, true, None, &[])).unwrap();
     assert_eq!(weights(&sa.final_checkpoint), weights(&sc.final_checkpoint));
 
+    // And exactly at the boundary between the stages.
+    let d = tmp.path().join("d");
+    run(&recipe, &opts(&d, false, Some(6), &[])).unwrap_err();
+    let sd = run(&recipe, &opts(&d, true, None, &[])).unwrap();
+    assert_eq!(weights(&sa.final_checkpoint), weights(&sd.final_checkpoint));
+
+    // The decay stage's Adam started afresh (moments and bias correction): its step count
+    // is the stage's own, and the final checkpoint records the biases' final scale.
+    let (_, meta) = zerobias::checkpoint::read_tensors(&sa.final_checkpoint, &Device::Cpu).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&meta["train_state"]).unwrap();
+    assert_eq!(state["adam_t"], 2 * 2 + 3, "{state}");
+    assert_eq!(meta["bias_scale"], "0", "{meta:?}");
+
     // A summary and TensorBoard events are there.
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();

@@ -897,7 +897,7 @@ impl CustomOp2 for WeightGradOp {
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         let (xs, ys, ws) = (g.c_in * g.hw(), g.c_out * g.ohw(), g.c_out * g.k_size());
-        let dw = if batches_images(g) && std::env::var("ZB_NOBATCH").is_err() {
+        let dw = if batches_images(g) {
             weight_grad_batch(g, x, gr)
         } else if across_images(g.n) {
             // A fixed partition into one contiguous group of images per thread, summed in
@@ -982,6 +982,9 @@ mod tests {
         (3, 16, 7, 7, 72, 3, 1, 1),   // small maps: all images in one product
         (3, 80, 9, 9, 70, 1, 1, 0),   // 1×1, small maps, input gradient as a convolution
         (2, 10, 12, 12, 70, 3, 2, 1), // strided small maps: images straddle pixel blocks
+        (32, 8, 16, 16, 16, 3, 1, 1), // quickstart VGG, 16×16 stage: few output channels
+        (32, 16, 16, 16, 16, 3, 1, 1),
+        (5, 3, 16, 16, 66, 3, 1, 1),
     ];
 
     #[test]

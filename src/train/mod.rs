@@ -73,6 +73,19 @@ pub struct TrainState {
     pub seconds: f64,
 }
 
+impl TrainState {
+    /// Moves to the start of stage `stage`: its step count, data stream, rescales, bias
+    /// scale and optimiser (fresh Adam moments need a fresh bias correction) start over.
+    fn begin_stage(&mut self, stage: usize) {
+        self.stage = stage;
+        self.stage_step = 0;
+        self.data_position = Some(0);
+        self.rescales_done = 0;
+        self.bias_scale = 1.0;
+        self.adam_t = 0;
+    }
+}
+
 struct Data {
     train: Arc<dyn Dataset>,
     val: Arc<dyn Dataset>,
@@ -327,13 +340,10 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
         if si < state.stage {
             continue;
         }
-        if si > state.stage {
-            state.stage = si;
-            state.stage_step = 0;
-            state.data_position = Some(0);
-            state.rescales_done = 0;
-            state.bias_scale = 1.0;
-            state.adam_t = 0;
+        // A stage with no step done starts afresh, also when a run is resumed from the
+        // checkpoint written as the previous stage ended (its Adam state is that stage's).
+        if si > state.stage || state.stage_step == 0 {
+            state.begin_stage(si);
             resume_extra.clear();
         }
         // The teacher of a decay stage is the model as it entered the stage, kept on disk
@@ -369,6 +379,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
             stage.beta2,
             stage.weight_decay,
         )?;
+        adam.clip_grad_norm = stage.clip_grad_norm;
         adam.load_state(&resume_extra, state.adam_t)?;
         let biases: BiasSet = model.bias_set();
         let bias_names: Vec<String> = biases.iter().map(|h| h.param.clone()).collect();
@@ -585,10 +596,11 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
             stage.kind,
             100.0 * top1
         );
+        // The rest is reset as the next stage begins: the final checkpoint keeps this
+        // stage's bias scale.
         state.stage = si + 1;
         state.stage_step = 0;
         state.data_position = Some(0);
-        resume_extra.clear();
     }
     if student_top1.is_nan() {
         student_top1 = evaluate_top1(model.as_ref(), &data.val, recipe.data.val_limit, &device)?;

@@ -12,6 +12,8 @@ pub struct Adam {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Maximum global gradient L2 norm; larger gradients are scaled down to it (0 = none).
+    pub clip_grad_norm: f64,
     /// Optimiser steps taken.
     pub t: u64,
     params: Vec<(String, Var)>,
@@ -40,6 +42,7 @@ impl Adam {
             beta2,
             eps: 1e-8,
             weight_decay,
+            clip_grad_norm: 0.0,
             t: 0,
             params,
             frozen,
@@ -48,27 +51,43 @@ impl Adam {
         })
     }
 
-    /// One update from the gradients; returns the global gradient L2 norm.
+    /// One update from the gradients; returns the global gradient L2 norm (before any
+    /// clipping).
     pub fn step(&mut self, grads: &GradStore) -> Result<f64> {
+        // Gradients carry the step's autograd graph: detach them so that the moments do not
+        // keep every past step's graph alive.
+        let live: Vec<(usize, Tensor)> = (0..self.params.len())
+            .filter(|&i| !self.frozen[i])
+            .filter_map(|i| {
+                let g = grads.get(self.params[i].1.as_tensor())?;
+                Some((i, g.detach()))
+            })
+            .collect();
+        let mut norm2 = 0f64;
+        for (_, g) in &live {
+            norm2 += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+        let norm = norm2.sqrt();
+        // As torch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when above it.
+        let scale = if self.clip_grad_norm > 0.0 && norm > self.clip_grad_norm {
+            Some(self.clip_grad_norm / (norm + 1e-6))
+        } else {
+            None
+        };
         self.t += 1;
         let t = self.t as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2 = 1.0 - self.beta2.powi(t);
-        let mut norm2 = 0f64;
-        for (i, (_, p)) in self.params.iter().enumerate() {
-            if self.frozen[i] {
-                continue;
-            }
-            // Gradients carry the step's autograd graph: detach them so that the moments
-            // do not keep every past step's graph alive.
-            let Some(g) = grads.get(p.as_tensor()).map(|g| g.detach()) else {
-                continue;
+        for (i, g) in live {
+            let g = match scale {
+                Some(s) => (g * s)?,
+                None => g,
             };
             let g = &g;
-            norm2 += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
             let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;
+            let p = &self.params[i].1;
             let mut value = p.as_tensor().detach();
             if self.weight_decay > 0.0 {
                 value = (&value * (1.0 - self.lr * self.weight_decay))?;
@@ -77,7 +96,7 @@ impl Adam {
             self.m[i] = m;
             self.v[i] = v;
         }
-        Ok(norm2.sqrt())
+        Ok(norm)
     }
 
     /// Stop updating these parameters (e.g. biases held at zero).
@@ -111,5 +130,49 @@ impl Adam {
         }
         self.t = t;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn first_moment_after_step(clip: f64) -> (Vec<f32>, f64) {
+        let p = Var::from_slice(&[1f32, 2.0], 2, &Device::Cpu).unwrap();
+        // Gradient (3, 4): norm 5.
+        let loss = (p.as_tensor() * Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let mut adam = Adam::new(vec![("p".into(), p)], 1e-3, 0.9, 0.999, 0.0).unwrap();
+        adam.clip_grad_norm = clip;
+        let norm = adam.step(&grads).unwrap();
+        (adam.m[0].to_vec1::<f32>().unwrap(), norm)
+    }
+
+    #[test]
+    fn gradients_above_the_clip_norm_are_scaled_to_it() {
+        let (m, norm) = first_moment_after_step(1.0);
+        assert!(
+            (norm - 5.0).abs() < 1e-6,
+            "reported norm is the unclipped one"
+        );
+        // m = (1 - β1)·g·(1/5): the clipped gradient (0.6, 0.8).
+        assert!(
+            (m[0] - 0.06).abs() < 1e-6 && (m[1] - 0.08).abs() < 1e-6,
+            "{m:?}"
+        );
+        let (m, _) = first_moment_after_step(10.0);
+        assert!(
+            (m[0] - 0.3).abs() < 1e-6 && (m[1] - 0.4).abs() < 1e-6,
+            "{m:?}"
+        );
+        let (m, _) = first_moment_after_step(0.0);
+        assert!(
+            (m[0] - 0.3).abs() < 1e-6 && (m[1] - 0.4).abs() < 1e-6,
+            "{m:?}"
+        );
     }
 }

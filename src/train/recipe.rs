@@ -146,6 +146,10 @@ pub struct Stage {
     pub beta2: f64,
     #[serde(default)]
     pub weight_decay: f64,
+    /// Rescale the gradients so that their global L2 norm is at most this (0 = no clipping,
+    /// as torch.nn.utils.clip_grad_norm_).
+    #[serde(default)]
+    pub clip_grad_norm: f64,
     /// Linear learning-rate warm-up over the first steps (0 = none).
     #[serde(default)]
     pub warmup_steps: usize,
@@ -334,6 +338,15 @@ impl Recipe {
             if !(0.0..1.0).contains(&s.beta1) || !(0.0..1.0).contains(&s.beta2) {
                 return bad(&f("beta1"), "Adam betas must lie in [0, 1)".into());
             }
+            if !(s.clip_grad_norm.is_finite() && s.clip_grad_norm >= 0.0) {
+                return bad(
+                    &f("clip_grad_norm"),
+                    format!(
+                        "{}: expected a positive maximum gradient norm, or 0 for none",
+                        s.clip_grad_norm
+                    ),
+                );
+            }
             match s.kind {
                 StageKind::Train => {
                     if s.steps == 0 {
@@ -488,6 +501,10 @@ batch_size = 4
             .unwrap_err()
             .to_string();
         assert!(e.contains("stage[0].lr"), "{e}");
+        let e = Recipe::parse(BASE, &["stage.0.clip_grad_norm=-1".into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stage[0].clip_grad_norm"), "{e}");
         let e = Recipe::parse(BASE, &["data.kind=\"folder\"".into()], "t")
             .unwrap_err()
             .to_string();
