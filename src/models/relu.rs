@@ -3,7 +3,10 @@
 //! many pre-activations sit at exactly 0; building it from a mask costs three passes and
 //! stores a gradient for the mask too.)
 
+use std::mem::MaybeUninit;
+
 use super::conv::dense;
+use super::sgemm::written;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -20,10 +23,7 @@ impl CustomOp1 for Relu {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = dense(s, l, "relu input")?;
-        Ok((
-            CpuStorage::F32(map_values(x, |v| v.max(0.0))),
-            l.shape().clone(),
-        ))
+        Ok((CpuStorage::F32(relu_values(x)), l.shape().clone()))
     }
     fn bwd(
         &self,
@@ -39,18 +39,34 @@ impl CustomOp1 for Relu {
     }
 }
 
-/// Below this many values an element-wise pass runs on one thread.
-const PARALLEL_MIN: usize = 1 << 15;
+/// Values per task of an element-wise pass (and below which it runs on one thread): large
+/// enough to amortise scheduling, small enough to split a 14×14 map across both threads.
+const CHUNK: usize = 1 << 14;
 
-fn map_values(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
-    if x.len() >= PARALLEL_MIN {
-        x.par_iter()
-            .with_min_len(PARALLEL_MIN)
-            .map(|&v| f(v))
-            .collect()
-    } else {
-        x.iter().map(|&v| f(v)).collect()
+/// out[i] = f(x[i], y[i]) over equal-length slices, in chunks whose loops vectorise (a
+/// per-element parallel iterator calls the closure once per value, out of line).
+fn zip_values(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    let chunk = |(o, (x, y)): (&mut [MaybeUninit<f32>], (&[f32], &[f32]))| {
+        for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+            o.write(f(x, y));
+        }
+    };
+    // SAFETY: the chunks of out, x and y pair up one to one; every value is written.
+    unsafe {
+        written(x.len(), |out| {
+            if x.len() > CHUNK {
+                out.par_chunks_mut(CHUNK)
+                    .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+                    .for_each(chunk);
+            } else {
+                chunk((out, (x, y)));
+            }
+        })
     }
+}
+
+fn relu_values(x: &[f32]) -> Vec<f32> {
+    zip_values(x, x, |v, _| v.max(0.0))
 }
 
 impl CustomOp2 for ReluGrad {
@@ -73,16 +89,7 @@ impl CustomOp2 for ReluGrad {
                 y.len()
             );
         }
-        let pairs = |(g, y): (&f32, &f32)| if *y > 0.0 { *g } else { 0.0 };
-        let out = if g.len() >= PARALLEL_MIN {
-            g.par_iter()
-                .with_min_len(PARALLEL_MIN)
-                .zip(y)
-                .map(pairs)
-                .collect()
-        } else {
-            g.iter().zip(y).map(pairs).collect()
-        };
+        let out = zip_values(g, y, |g, y| if y > 0.0 { g } else { 0.0 });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -90,10 +97,14 @@ impl CustomOp2 for ReluGrad {
 /// ReLU with PyTorch's gradient; `graph` says whether a backward pass will follow. On CPU
 /// the op itself serves the tap at its output.
 pub fn relu(x: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
+    let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
     if !graph {
+        if cpu_f32 {
+            return Ok(x.contiguous()?.apply_op1_no_bwd(&Relu(None))?);
+        }
         return Ok(x.relu()?);
     }
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if cpu_f32 {
         return Ok(x.contiguous()?.apply_op1(Relu(tap.attach()))?);
     }
     let mask = x.gt(0f32)?.to_dtype(x.dtype())?;

@@ -235,7 +235,7 @@ impl Lhs {
         if own_kernel_applies(m, 65, k) && avx512::available() {
             let kc = depth_block(m, 65, k);
             // SAFETY: forwarded.
-            packed = Some((kc, unsafe { avx512::pack_all(view, m, k, kc) }));
+            packed = Some((kc, unsafe { avx512::pack_all(view, m, k, kc, true) }));
         }
         Lhs {
             view,
@@ -324,7 +324,7 @@ pub(crate) unsafe fn sgemm_with<R: RhsPanels>(
             Some((pkc, p)) if *pkc == kc => p.as_slice(),
             // SAFETY: forwarded caller contract.
             _ => {
-                owned = unsafe { avx512::pack_all(lhs.view, m, k, kc) };
+                owned = unsafe { avx512::pack_all(lhs.view, m, k, kc, parallel) };
                 owned.as_slice()
             }
         };
@@ -414,6 +414,7 @@ fn depth_block(m: usize, n: usize, k: usize) -> usize {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     use rayon::prelude::*;
 
@@ -513,21 +514,51 @@ mod avx512 {
         out
     }
 
-    /// Every depth block of lhs packed in order (block at k0 starts at m_panels·MR·k0).
+    /// Every depth block of lhs packed in order (block at k0 starts at m_panels·MR·k0),
+    /// the panels spread over the rayon pool when `parallel`.
     ///
     /// # Safety
     /// lhs must cover m × k.
-    pub(super) unsafe fn pack_all(lhs: Segmented, m: usize, k: usize, kc: usize) -> Vec<f32> {
-        let mut out = vec![0f32; m.div_ceil(MR) * MR * k];
-        let mut k0 = 0;
-        while k0 < k {
-            let depth = kc.min(k - k0);
-            let at = m.div_ceil(MR) * MR * k0;
-            // SAFETY: forwarded.
-            unsafe { pack_lhs(lhs, m, k0, depth, &mut out[at..]) };
-            k0 += depth;
+    pub(super) unsafe fn pack_all(
+        lhs: Segmented,
+        m: usize,
+        k: usize,
+        kc: usize,
+        parallel: bool,
+    ) -> Vec<f32> {
+        let m_panels = m.div_ceil(MR);
+        // SAFETY: every panel of every depth block is handed to fill_panel, which writes
+        // all of it (rows past m as zeros).
+        unsafe {
+            super::written(m_panels * MR * k, |out| {
+                let mut tasks = Vec::with_capacity(m_panels * k.div_ceil(kc.max(1)));
+                let (mut rest, mut k0) = (out, 0);
+                while k0 < k {
+                    let depth = kc.min(k - k0);
+                    for ip in 0..m_panels {
+                        let (panel, tail) = rest.split_at_mut(MR * depth);
+                        tasks.push((k0, depth, ip * MR, panel));
+                        rest = tail;
+                    }
+                    k0 += depth;
+                }
+                let pack = |(k0, depth, i0, panel): (usize, usize, usize, &mut [_])| {
+                    let rows = MR.min(m - i0);
+                    lhs.runs(k0, depth, |p, len, run| {
+                        // (Unsafe block above.) Rows i0..i0+rows of the run lie inside lhs
+                        // (caller contract); the CPU supports AVX-512F (the only way here).
+                        fill_panel(run, i0, rows, len, &mut panel[p * MR..(p + len) * MR])
+                    });
+                };
+                // Parallel only for sizeable operands: small ones are packed inside tasks
+                // that already run on every thread.
+                if parallel && m * k >= 1 << 16 {
+                    tasks.into_par_iter().for_each(pack);
+                } else {
+                    tasks.into_iter().for_each(pack);
+                }
+            })
         }
-        out
     }
 
     /// # Safety
@@ -606,22 +637,15 @@ mod avx512 {
         }
     }
 
-    /// lhs rows in panels of MR, each laid out [depth][MR]; rows past m are zero.
-    unsafe fn pack_lhs(lhs: Segmented, m: usize, k0: usize, depth: usize, out: &mut [f32]) {
-        for (ip, panel) in out.chunks_mut(MR * depth).take(m.div_ceil(MR)).enumerate() {
-            let i0 = ip * MR;
-            let rows = MR.min(m - i0);
-            lhs.runs(k0, depth, |p, len, run| {
-                // SAFETY: rows i0..i0+rows of the run lie inside lhs (caller contract); the
-                // CPU supports AVX-512F (the only way here).
-                unsafe { fill_panel(run, i0, rows, len, &mut panel[p * MR..(p + len) * MR]) }
-            });
-        }
-    }
-
     /// panel[p][r] = lhs[i0 + r][p] for p < depth, zero for r ≥ rows.
     #[target_feature(enable = "avx512f")]
-    unsafe fn fill_panel(lhs: Mat, i0: usize, rows: usize, depth: usize, panel: &mut [f32]) {
+    unsafe fn fill_panel(
+        lhs: Mat,
+        i0: usize,
+        rows: usize,
+        depth: usize,
+        panel: &mut [MaybeUninit<f32>],
+    ) {
         if lhs.cs == 1 {
             // Rows are contiguous: 16 × 16 register transposes, the first MR lanes stored.
             const _: () = assert!(MR <= 16);
@@ -645,7 +669,7 @@ mod avx512 {
                     let at = (p0 + j) * MR;
                     assert!(at + MR <= panel.len());
                     // SAFETY: checked above.
-                    unsafe { _mm512_mask_storeu_ps(panel.as_mut_ptr().add(at), lanes, *v) };
+                    unsafe { _mm512_mask_storeu_ps(panel.as_mut_ptr().add(at).cast(), lanes, *v) };
                 }
             }
             return;
@@ -659,7 +683,7 @@ mod avx512 {
                 for r in 0..MR {
                     if r >= rows {
                         for p in p0..p1 {
-                            panel[p * MR + r] = 0.0;
+                            panel[p * MR + r].write(0.0);
                         }
                         continue;
                     }
@@ -667,7 +691,7 @@ mod avx512 {
                     let row = unsafe { lhs.ptr.offset((i0 + r) as isize * lhs.rs) };
                     for p in p0..p1 {
                         // SAFETY: as above.
-                        panel[p * MR + r] = unsafe { *row.offset(p as isize * lhs.cs) };
+                        panel[p * MR + r].write(unsafe { *row.offset(p as isize * lhs.cs) });
                     }
                 }
             }
@@ -677,7 +701,7 @@ mod avx512 {
                 let col = unsafe { lhs.ptr.offset(i0 as isize * lhs.rs + p as isize * lhs.cs) };
                 for r in 0..MR {
                     // SAFETY: as above.
-                    panel[p * MR + r] = unsafe { *col.offset(r as isize * lhs.rs) };
+                    panel[p * MR + r].write(unsafe { *col.offset(r as isize * lhs.rs) });
                 }
             }
         }
