@@ -45,8 +45,10 @@ const CHUNK: usize = 1 << 14;
 
 /// out[i] = f(x[i], y[i]) over equal-length slices, in chunks whose loops vectorise (a
 /// per-element parallel iterator calls the closure once per value, out of line).
+type Pair<'a> = (&'a [f32], &'a [f32]);
+
 fn zip_values(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
-    let chunk = |(o, (x, y)): (&mut [MaybeUninit<f32>], (&[f32], &[f32]))| {
+    let chunk = |(o, (x, y)): (&mut [MaybeUninit<f32>], Pair)| {
         for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
             o.write(f(x, y));
         }
