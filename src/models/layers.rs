@@ -23,6 +23,19 @@ pub fn relu_tapped(x: &Tensor, ctx: &mut Ctx, l: usize, name: &str) -> Result<Te
     ctx.tap_act(l, name, h, point)
 }
 
+/// relu(a + b), recorded as the activation of layer `l` (ResNet's block output).
+pub fn add_relu_tapped(
+    a: &Tensor,
+    b: &Tensor,
+    ctx: &mut Ctx,
+    l: usize,
+    name: &str,
+) -> Result<Tensor> {
+    let point = ctx.tap_point();
+    let h = super::relu::add_relu(a, b, ctx.needs_graph(), &point)?;
+    ctx.tap_act(l, name, h, point)
+}
+
 pub struct Conv2d {
     pub name: String,
     pub weight: Var,

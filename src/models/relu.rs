@@ -96,6 +96,65 @@ impl CustomOp2 for ReluGrad {
     }
 }
 
+/// ReLU of a sum (ResNet's residual join), storing the gradient at its output in the
+/// slot if one is attached. One pass instead of an add pass and a ReLU pass; the values are
+/// the same (the f32 sum, then the ReLU) and so is the gradient each addend receives.
+struct AddRelu(Option<GradSlot>);
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "zerobias-add-relu"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!(
+                "residual join: addends of shapes {:?} and {:?}",
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        let a = dense(s1, l1, "residual addend")?;
+        let b = dense(s2, l2, "residual addend")?;
+        Ok((
+            CpuStorage::F32(zip_values(a, b, |a, b| (a + b).max(0.0))),
+            l1.shape().clone(),
+        ))
+    }
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        if let Some(slot) = &self.0 {
+            slot.store(&grad);
+        }
+        let masked = grad.apply_op2_no_bwd(&res.contiguous()?, &ReluGrad)?;
+        Ok((Some(masked.clone()), Some(masked)))
+    }
+}
+
+/// relu(a + b) with PyTorch's gradient (see [`relu`]).
+pub fn add_relu(a: &Tensor, b: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !(cpu_f32(a) && cpu_f32(b)) {
+        return relu(&(a + b)?, graph, tap);
+    }
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    if !graph {
+        return Ok(a.apply_op2_no_bwd(&b, &AddRelu(None))?);
+    }
+    Ok(a.apply_op2(&b, AddRelu(tap.attach()))?)
+}
+
 /// ReLU with PyTorch's gradient; `graph` says whether a backward pass will follow. On CPU
 /// the op itself serves the tap at its output.
 pub fn relu(x: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
@@ -111,4 +170,90 @@ pub fn relu(x: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
     }
     let mask = x.gt(0f32)?.to_dtype(x.dtype())?;
     Ok((x * mask)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Values with exact zeros, sums at exactly 0 and both signs, over more than one chunk.
+    fn operands() -> (Var, Var) {
+        let n = 2 * 3 * 60 * 60;
+        let a: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 8.0)
+            .collect();
+        let b: Vec<f32> = (0..n)
+            .map(|i| {
+                if i % 7 == 0 {
+                    -a[i]
+                } else {
+                    ((i * 53 % 89) as f32 - 44.0) / 16.0
+                }
+            })
+            .collect();
+        let shape = (2, 3, 60, 60);
+        (
+            Var::from_tensor(&Tensor::from_vec(a, shape, &Device::Cpu).unwrap()).unwrap(),
+            Var::from_tensor(&Tensor::from_vec(b, shape, &Device::Cpu).unwrap()).unwrap(),
+        )
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    }
+
+    #[test]
+    fn add_relu_matches_relu_of_the_sum_bit_for_bit() {
+        let (a, b) = operands();
+        let weights = Tensor::arange(0f32, a.elem_count() as f32, &Device::Cpu)
+            .unwrap()
+            .reshape(a.shape())
+            .unwrap();
+        let none = TapPoint::default();
+        let fused = add_relu(a.as_tensor(), b.as_tensor(), true, &none).unwrap();
+        let plain = relu(&(a.as_tensor() + b.as_tensor()).unwrap(), true, &none).unwrap();
+        assert_eq!(bits(&fused), bits(&plain));
+        let inference = add_relu(a.as_tensor(), b.as_tensor(), false, &none).unwrap();
+        assert_eq!(bits(&inference), bits(&plain));
+        let loss = |y: &Tensor| (y * &weights).unwrap().sum_all().unwrap();
+        let gf = loss(&fused).backward().unwrap();
+        let gp = loss(&plain).backward().unwrap();
+        for v in [&a, &b] {
+            let (f, p) = (
+                gf.get(v.as_tensor()).unwrap(),
+                gp.get(v.as_tensor()).unwrap(),
+            );
+            assert_eq!(bits(f), bits(p));
+        }
+        // Where the sum is exactly 0 the gradient is 0, as in PyTorch.
+        let sum: Vec<f32> = (a.as_tensor() + b.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let ga: Vec<f32> = gf
+            .get(a.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(sum.iter().any(|&s| s == 0.0));
+        for (s, g) in sum.iter().zip(&ga) {
+            if *s <= 0.0 {
+                assert_eq!(*g, 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn add_relu_rejects_mismatched_shapes() {
+        let a = Tensor::zeros((1, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros((1, 2, 3, 4), DType::F32, &Device::Cpu).unwrap();
+        let err = add_relu(&a, &b, false, &TapPoint::default()).unwrap_err();
+        assert!(err.to_string().contains("residual join"), "{err}");
+    }
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use super::layers::{
-    global_avg_pool, max_pool2d, relu, relu_tapped, BatchNorm, Conv2d, Linear, WeightReader,
+    add_relu_tapped, global_avg_pool, max_pool2d, relu, relu_tapped, BatchNorm, Conv2d, Linear,
+    WeightReader,
 };
 use super::vgg::check_input;
 use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
@@ -38,7 +39,7 @@ impl Bottleneck {
             }
             None => x.clone(),
         };
-        relu_tapped(&(h + shortcut)?, ctx, l, name)
+        add_relu_tapped(&h, &shortcut, ctx, l, name)
     }
 }
 
