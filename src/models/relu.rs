@@ -241,7 +241,7 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap();
-        assert!(sum.iter().any(|&s| s == 0.0));
+        assert!(sum.contains(&0.0));
         for (s, g) in sum.iter().zip(&ga) {
             if *s <= 0.0 {
                 assert_eq!(*g, 0.0);
