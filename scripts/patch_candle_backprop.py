@@ -25,7 +25,10 @@ method = '''    /// Adds `grad` to the gradient of `tensor`. The first gradient 
         use std::collections::hash_map::Entry;
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
-                let sum = entry.get().add(grad)?;
+                let sum = match Self::add_on_rayon(entry.get(), grad)? {
+                    Some(sum) => sum,
+                    None => entry.get().add(grad)?,
+                };
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
@@ -33,6 +36,50 @@ method = '''    /// Adds `grad` to the gradient of `tensor`. The first gradient 
             }
         }
         Ok(())
+    }
+
+    /// a + b on the rayon pool for large contiguous f32 CPU tensors of one shape, else None
+    /// (zerobias patch: it pins candle's busy-waiting element-wise pool to one thread, which
+    /// left the other cores idle during these adds). Same f32 sums as `add`.
+    fn add_on_rayon(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+        use rayon::prelude::*;
+        const MIN: usize = 1 << 16;
+        const CHUNK: usize = 1 << 14;
+        if a.shape() != b.shape()
+            || a.dtype() != crate::DType::F32
+            || b.dtype() != crate::DType::F32
+            || !a.device().is_cpu()
+            || !b.device().is_cpu()
+            || a.elem_count() < MIN
+        {
+            return Ok(None);
+        }
+        let (sa, la) = a.storage_and_layout();
+        let (sb, lb) = b.storage_and_layout();
+        let (crate::Storage::Cpu(crate::CpuStorage::F32(va)), crate::Storage::Cpu(crate::CpuStorage::F32(vb))) =
+            (&*sa, &*sb)
+        else {
+            return Ok(None);
+        };
+        let (Some((a0, a1)), Some((b0, b1))) = (la.contiguous_offsets(), lb.contiguous_offsets())
+        else {
+            return Ok(None);
+        };
+        let (va, vb) = (&va[a0..a1], &vb[b0..b1]);
+        let mut sum = Vec::<f32>::with_capacity(va.len());
+        sum.spare_capacity_mut()[..va.len()]
+            .par_chunks_mut(CHUNK)
+            .zip(va.par_chunks(CHUNK).zip(vb.par_chunks(CHUNK)))
+            .for_each(|(out, (x, y))| {
+                for ((o, &x), &y) in out.iter_mut().zip(x).zip(y) {
+                    o.write(x + y);
+                }
+            });
+        // SAFETY: the chunks above cover all va.len() values.
+        unsafe { sum.set_len(va.len()) };
+        let shape = a.shape().clone();
+        drop((sa, sb));
+        Ok(Some(Tensor::from_vec(sum, shape, a.device())?))
     }
 
 '''

@@ -377,3 +377,47 @@ fn adaptive_pool_matches_pytorch_bins() {
         assert!((a - b).abs() < 1e-6, "{row:?}");
     }
 }
+
+/// A tensor used twice gets the sum of both gradients. Large f32 sums go through the
+/// vendored candle's rayon add (vendor/candle-core/ZEROBIAS.md): same values as candle's add,
+/// bit for bit, for any shape (small ones keep candle's add).
+#[test]
+fn gradients_of_a_tensor_used_twice_add_up_exactly() {
+    for shape in [(2usize, 3usize, 130usize, 129usize), (1, 2, 5, 7)] {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let values = |seed: u64| -> Tensor {
+            let mut s = seed;
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s % 20_001) as f32 / 997.0 - 10.0
+                })
+                .collect();
+            Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        };
+        let (a, b) = (values(0x9E37_79B9_7F4A_7C15), values(0xD1B5_4A32_D192_ED03));
+        let x = Var::from_tensor(&values(7)).unwrap();
+        let loss = ((x.as_tensor() * &a).unwrap().sum_all().unwrap()
+            + (x.as_tensor() * &b).unwrap().sum_all().unwrap())
+        .unwrap();
+        let grads = loss.backward().unwrap();
+        let got: Vec<f32> = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want: Vec<f32> = (&a + &b).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "shape {shape:?}, value {i}: {g} vs {w}"
+            );
+        }
+    }
+}

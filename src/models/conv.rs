@@ -457,13 +457,15 @@ fn weight_to_rows<'a>(g: &Geom, w: &'a [f32]) -> Cow<'a, [f32]> {
         return Cow::Borrowed(w);
     }
     let mut out = vec![0f32; w.len()];
-    for (dst, src) in out.chunks_mut(g.k_size()).zip(w.chunks(g.k_size())) {
-        for ci in 0..g.c_in {
-            for o in 0..kk {
-                dst[o * g.c_in + ci] = src[ci * kk + o];
+    out.par_chunks_mut(g.k_size())
+        .zip(w.par_chunks(g.k_size()))
+        .for_each(|(dst, src)| {
+            for ci in 0..g.c_in {
+                for o in 0..kk {
+                    dst[o * g.c_in + ci] = src[ci * kk + o];
+                }
             }
-        }
-    }
+        });
     Cow::Owned(out)
 }
 
@@ -474,13 +476,15 @@ fn rows_to_weight(g: &Geom, rows: Vec<f32>) -> Vec<f32> {
         return rows;
     }
     let mut out = vec![0f32; rows.len()];
-    for (dst, src) in out.chunks_mut(g.k_size()).zip(rows.chunks(g.k_size())) {
-        for ci in 0..g.c_in {
-            for o in 0..kk {
-                dst[ci * kk + o] = src[o * g.c_in + ci];
+    out.par_chunks_mut(g.k_size())
+        .zip(rows.par_chunks(g.k_size()))
+        .for_each(|(dst, src)| {
+            for ci in 0..g.c_in {
+                for o in 0..kk {
+                    dst[ci * kk + o] = src[o * g.c_in + ci];
+                }
             }
-        }
-    }
+        });
     out
 }
 
@@ -638,12 +642,11 @@ fn forward_image(g: &Geom, x_b: &[f32], lhs: &Lhs, y_b: &mut [MaybeUninit<f32>],
 }
 
 /// Input gradient of one image of a strided or padded-beyond-kernel convolution:
-/// dx_b = col2im(Wᵀ · grad_b).
+/// dx_b += col2im(Wᵀ · grad_b) (dx_b arrives zeroed).
 fn input_grad_image(g: &Geom, gr_b: &[f32], lhs: &Lhs, dx_b: &mut [f32], inner: bool) {
     let (ohw, ks) = (g.ohw(), g.k_size());
     let tile = g.tile();
     // (1×1 stride-1 convolutions never come here: their input gradient is a convolution.)
-    dx_b.fill(0.0);
     let mut col = vec![0f32; ks * tile];
     for p0 in (0..ohw).step_by(tile) {
         let t = tile.min(ohw - p0);
@@ -732,6 +735,21 @@ fn weight_grad_batch(g: &Geom, x: &[f32], gr: &[f32]) -> Vec<f32> {
         )
     };
     dw
+}
+
+/// A zeroed buffer, filled on every thread: `vec![0.0; len]` reuses freed memory (glibc
+/// keeps it, see `init_cpu_runtime` in lib.rs) and zero-fills it on the calling thread while the others wait.
+fn zeros_on_all_threads(len: usize) -> Vec<f32> {
+    // SAFETY: the chunks cover every value.
+    unsafe {
+        written(len, |out| {
+            out.par_chunks_mut(1 << 14).for_each(|c| {
+                for v in c {
+                    v.write(0.0);
+                }
+            })
+        })
+    }
 }
 
 /// The contiguous f32 data behind a CPU storage, for the custom ops of this module tree.
@@ -862,7 +880,7 @@ impl CustomOp2 for InputGradOp {
         // SAFETY: w holds O × k_size values and outlives lhs.
         let w = unsafe { Lhs::new(wt, g.k_size(), g.c_out) };
         let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
-        let mut dx = vec![0f32; g.n * xs];
+        let mut dx = zeros_on_all_threads(g.n * xs);
         if across_images(g.n) {
             dx.par_chunks_mut(xs)
                 .zip(gr.par_chunks(ys))
@@ -919,7 +937,10 @@ impl CustomOp2 for WeightGradOp {
             let mut partials = partials.into_iter();
             let mut dw = partials.next().unwrap_or_else(|| vec![0f32; ws]);
             for partial in partials {
-                dw.iter_mut().zip(&partial).for_each(|(p, q)| *p += q);
+                // In chunks on every thread: the same sums, in the same group order.
+                dw.par_chunks_mut(1 << 14)
+                    .zip(partial.par_chunks(1 << 14))
+                    .for_each(|(p, q)| p.iter_mut().zip(q).for_each(|(p, q)| *p += q));
             }
             dw
         } else {
