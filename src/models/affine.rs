@@ -160,15 +160,15 @@ impl CustomOp3 for ChannelAffine {
         } else {
             None
         };
-        let dscale = if scale.track_op() {
-            Some(grad.apply_op2_no_bwd(x, &ChannelDot)?)
-        } else {
-            None
-        };
-        let dshift = if shift.track_op() {
-            Some(grad.apply_op1_no_bwd(&ChannelSum)?)
-        } else {
-            None
+        let (dscale, dshift) = match (scale.track_op(), shift.track_op()) {
+            (true, true) => {
+                // Both sums in one pass over the gradient (eval-mode BatchNorm in training).
+                let both = grad.apply_op2_no_bwd(x, &ChannelDotAndSum)?;
+                (Some(both.get(0)?), Some(both.get(1)?))
+            }
+            (true, false) => (Some(grad.apply_op2_no_bwd(x, &ChannelDot)?), None),
+            (false, true) => (None, Some(grad.apply_op1_no_bwd(&ChannelSum)?)),
+            (false, false) => (None, None),
         };
         Ok((dx, dscale, dshift))
     }
@@ -245,6 +245,65 @@ impl CustomOp2 for ChannelDot {
             Shape::from(c),
         ))
     }
+}
+
+/// [ChannelDot; ChannelSum] as a [2, C] tensor, from one pass over g and x.
+struct ChannelDotAndSum;
+
+impl CustomOp2 for ChannelDotAndSum {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-dot-and-sum"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, p) = planes(l1.shape())?;
+        let g = dense(s1, l1, "affine gradient")?;
+        let x = dense(s2, l2, "affine input")?;
+        if g.len() != x.len() {
+            candle_core::bail!(
+                "channel affine: {} gradients for {} inputs",
+                g.len(),
+                x.len()
+            );
+        }
+        Ok((
+            CpuStorage::F32(per_channel_dot_and_sum(g, x, c, p)),
+            Shape::from((2, c)),
+        ))
+    }
+}
+
+/// [Σ g·x per channel, Σ g per channel], each summed exactly as [`per_channel_sums`] does.
+fn per_channel_dot_and_sum(g: &[f32], x: &[f32], c: usize, p: usize) -> Vec<f32> {
+    if p == 0 || c == 0 {
+        return vec![0.0; 2 * c];
+    }
+    let images = g.len() / (c * p);
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut dot, mut sum) = ([0f64; LANES], [0f64; LANES]);
+            for i in 0..images {
+                let at = (i * c + ch) * p;
+                let (gp, xp) = (&g[at..at + p], &x[at..at + p]);
+                add_products(&mut dot, gp, xp);
+                add_values(&mut sum, gp);
+            }
+            (
+                dot.iter().sum::<f64>() as f32,
+                sum.iter().sum::<f64>() as f32,
+            )
+        })
+        .collect();
+    sums.iter()
+        .map(|s| s.0)
+        .chain(sums.iter().map(|s| s.1))
+        .collect()
 }
 
 /// Σ_{n,p} g[n, c, p] (·x[n, c, p] when given) per channel, accumulated in f64.
@@ -369,6 +428,21 @@ mod tests {
             let scale_of = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
             let tol = 1e-5 * scale_of.to_scalar::<f32>().unwrap().max(1.0);
             assert!(max_diff(a, b) <= tol, "{:?}", v.dims());
+        }
+    }
+
+    #[test]
+    fn fused_channel_sums_equal_the_separate_ones_bit_for_bit() {
+        for shape in [[3usize, 5, 7, 9], [2, 64, 14, 14], [1, 3, 1, 1]] {
+            let (c, p) = (shape[1], shape[2] * shape[3]);
+            let g: Vec<f32> = values(&shape, 11).flatten_all().unwrap().to_vec1().unwrap();
+            let x: Vec<f32> = values(&shape, 12).flatten_all().unwrap().to_vec1().unwrap();
+            let both = per_channel_dot_and_sum(&g, &x, c, p);
+            let dot = per_channel_sums(&g, Some(&x), c, p);
+            let sum = per_channel_sums(&g, None, c, p);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&both[..c]), bits(&dot));
+            assert_eq!(bits(&both[c..]), bits(&sum));
         }
     }
 
