@@ -216,6 +216,26 @@ impl CustomOp1 for ChannelSum {
     }
 }
 
+/// (channels, plane size, gradient, input) of a backward op's operands, checked to match.
+fn gradient_and_input<'a>(
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+) -> candle_core::Result<(usize, usize, &'a [f32], &'a [f32])> {
+    let (_, c, p) = planes(l1.shape())?;
+    let g = dense(s1, l1, "affine gradient")?;
+    let x = dense(s2, l2, "affine input")?;
+    if g.len() != x.len() {
+        candle_core::bail!(
+            "channel affine: {} gradients for {} inputs",
+            g.len(),
+            x.len()
+        );
+    }
+    Ok((c, p, g, x))
+}
+
 /// Σ_{n,p} g[n, c, p]·x[n, c, p] per channel: the scale gradient.
 struct ChannelDot;
 
@@ -230,16 +250,7 @@ impl CustomOp2 for ChannelDot {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, c, p) = planes(l1.shape())?;
-        let g = dense(s1, l1, "affine gradient")?;
-        let x = dense(s2, l2, "affine input")?;
-        if g.len() != x.len() {
-            candle_core::bail!(
-                "channel affine: {} gradients for {} inputs",
-                g.len(),
-                x.len()
-            );
-        }
+        let (c, p, g, x) = gradient_and_input(s1, l1, s2, l2)?;
         Ok((
             CpuStorage::F32(per_channel_sums(g, Some(x), c, p)),
             Shape::from(c),
@@ -261,16 +272,7 @@ impl CustomOp2 for ChannelDotAndSum {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, c, p) = planes(l1.shape())?;
-        let g = dense(s1, l1, "affine gradient")?;
-        let x = dense(s2, l2, "affine input")?;
-        if g.len() != x.len() {
-            candle_core::bail!(
-                "channel affine: {} gradients for {} inputs",
-                g.len(),
-                x.len()
-            );
-        }
+        let (c, p, g, x) = gradient_and_input(s1, l1, s2, l2)?;
         Ok((
             CpuStorage::F32(per_channel_dot_and_sum(g, x, c, p)),
             Shape::from((2, c)),
