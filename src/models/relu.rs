@@ -43,11 +43,17 @@ impl CustomOp1 for Relu {
 /// enough to amortise scheduling, small enough to split a 14×14 map across both threads.
 const CHUNK: usize = 1 << 14;
 
-/// out[i] = f(x[i], y[i]) over equal-length slices, in chunks whose loops vectorise (a
-/// per-element parallel iterator calls the closure once per value, out of line).
 type Pair<'a> = (&'a [f32], &'a [f32]);
 
+/// out[i] = f(x[i], y[i]) over equal-length slices, in chunks whose loops vectorise (a
+/// per-element parallel iterator calls the closure once per value, out of line).
 fn zip_values(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    // Callers check the lengths (as errors); every output value must be written.
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "element-wise operands of different lengths"
+    );
     let chunk = |(o, (x, y)): (&mut [MaybeUninit<f32>], Pair)| {
         for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
             o.write(f(x, y));
