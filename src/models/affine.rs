@@ -7,7 +7,9 @@
 //! gradient plus per-channel sums for the operands that are tracked. Values are identical to
 //! the broadcast version: the same multiply then add, in f32.
 
+use std::iter::StepBy;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use super::conv::dense;
 use super::sgemm::written;
@@ -282,26 +284,15 @@ impl CustomOp2 for ChannelDotAndSum {
 
 /// [Σ g·x per channel, Σ g per channel], each summed exactly as [`per_channel_sums`] does.
 fn per_channel_dot_and_sum(g: &[f32], x: &[f32], c: usize, p: usize) -> Vec<f32> {
-    if p == 0 || c == 0 {
-        return vec![0.0; 2 * c];
-    }
-    let images = g.len() / (c * p);
-    let sums: Vec<(f32, f32)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut dot, mut sum) = ([0f64; LANES], [0f64; LANES]);
-            for i in 0..images {
-                let at = (i * c + ch) * p;
-                let (gp, xp) = (&g[at..at + p], &x[at..at + p]);
-                add_products(&mut dot, gp, xp);
-                add_values(&mut sum, gp);
-            }
-            (
-                dot.iter().sum::<f64>() as f32,
-                sum.iter().sum::<f64>() as f32,
-            )
-        })
-        .collect();
+    let sums = per_channel(g.len(), c, p, |planes| {
+        let (mut dot, mut sum) = ([0f64; LANES], [0f64; LANES]);
+        for at in planes {
+            let (gp, xp) = (&g[at..at + p], &x[at..at + p]);
+            add_products(&mut dot, gp, xp);
+            add_values(&mut sum, gp);
+        }
+        (fold(&dot), fold(&sum))
+    });
     sums.iter()
         .map(|s| s.0)
         .chain(sums.iter().map(|s| s.1))
@@ -310,27 +301,38 @@ fn per_channel_dot_and_sum(g: &[f32], x: &[f32], c: usize, p: usize) -> Vec<f32>
 
 /// Σ_{n,p} g[n, c, p] (·x[n, c, p] when given) per channel, accumulated in f64.
 fn per_channel_sums(g: &[f32], x: Option<&[f32]>, c: usize, p: usize) -> Vec<f32> {
-    if p == 0 || c == 0 {
-        return vec![0.0; c];
-    }
-    let images = g.len() / (c * p);
-    // One task per channel; f64 sums in independent lanes, so that the loop vectorises
-    // instead of waiting on one add chain per value.
+    per_channel(g.len(), c, p, |planes| {
+        let mut lanes = [0f64; LANES];
+        for at in planes {
+            let gp = &g[at..at + p];
+            match x {
+                Some(x) => add_products(&mut lanes, gp, &x[at..at + p]),
+                None => add_values(&mut lanes, gp),
+            }
+        }
+        fold(&lanes)
+    })
+}
+
+/// One task per channel of a [N, C, P] buffer of `len` values: `f` gets the offsets of the
+/// channel's plane in every image. (Sums go in f64 lanes that are independent, so that the
+/// loops vectorise instead of waiting on one add chain per value.)
+fn per_channel<R: Send>(
+    len: usize,
+    c: usize,
+    p: usize,
+    f: impl Fn(StepBy<Range<usize>>) -> R + Sync + Send,
+) -> Vec<R> {
+    let image = c * p;
+    let images = len.checked_div(image).unwrap_or(0);
     (0..c)
         .into_par_iter()
-        .map(|ch| {
-            let mut lanes = [0f64; LANES];
-            for i in 0..images {
-                let at = (i * c + ch) * p;
-                let gp = &g[at..at + p];
-                match x {
-                    Some(x) => add_products(&mut lanes, gp, &x[at..at + p]),
-                    None => add_values(&mut lanes, gp),
-                }
-            }
-            lanes.iter().sum::<f64>() as f32
-        })
+        .map(|ch| f((ch * p..images * image).step_by(image.max(1))))
         .collect()
+}
+
+fn fold(lanes: &[f64; LANES]) -> f32 {
+    lanes.iter().sum::<f64>() as f32
 }
 
 const LANES: usize = 8;

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::relu::CHUNK;
 use super::sgemm::{
     copy_panel_row, sgemm, sgemm_with, transpose_rows, with_scratch, written, Lhs, Mat, RhsPanels,
     Segmented, PANEL, ROW,
@@ -743,7 +744,7 @@ fn zeros_on_all_threads(len: usize) -> Vec<f32> {
     // SAFETY: the chunks cover every value.
     unsafe {
         written(len, |out| {
-            out.par_chunks_mut(1 << 14).for_each(|c| {
+            out.par_chunks_mut(CHUNK).for_each(|c| {
                 for v in c {
                     v.write(0.0);
                 }
@@ -938,8 +939,8 @@ impl CustomOp2 for WeightGradOp {
             let mut dw = partials.next().unwrap_or_else(|| vec![0f32; ws]);
             for partial in partials {
                 // In chunks on every thread: the same sums, in the same group order.
-                dw.par_chunks_mut(1 << 14)
-                    .zip(partial.par_chunks(1 << 14))
+                dw.par_chunks_mut(CHUNK)
+                    .zip(partial.par_chunks(CHUNK))
                     .for_each(|(p, q)| p.iter_mut().zip(q).for_each(|(p, q)| *p += q));
             }
             dw

@@ -41,7 +41,7 @@ impl CustomOp1 for Relu {
 
 /// Values per task of an element-wise pass (and below which it runs on one thread): large
 /// enough to amortise scheduling, small enough to split a 14×14 map across both threads.
-const CHUNK: usize = 1 << 14;
+pub(super) const CHUNK: usize = 1 << 14;
 
 type Pair<'a> = (&'a [f32], &'a [f32]);
 
