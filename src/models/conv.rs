@@ -236,6 +236,69 @@ fn im2col_segment(
     }
 }
 
+/// `len` values of one im2col row starting at output pixel (oy, ox0), into out[..len]:
+/// the fast path for "same" stride-1 convolutions, else [`im2col_segment`].
+fn im2col_run(
+    g: &Geom,
+    plane: &[f32],
+    ky: usize,
+    kx: usize,
+    start: (usize, usize),
+    len: usize,
+    out: &mut [f32],
+) {
+    if g.stride == 1 && g.ow == g.w && g.oh == g.h {
+        im2col_run_same(g, plane, ky, kx, start.0 * g.ow + start.1, &mut out[..len]);
+    } else {
+        im2col_segment(g, plane, ky, kx, start, len, out, 1);
+    }
+}
+
+/// [`im2col_run`] of a stride-1 convolution whose output has the input's size: output
+/// pixel q reads plane[q + d] with d = (ky − pad)·W + (kx − pad), so a run over several
+/// output rows is one contiguous copy of the plane, then zeros where the window reads
+/// padding (whole rows above or below the image, and the edge columns, where the copy
+/// wrapped into the neighbouring row). Per output row this is a store or two instead of
+/// a bounds computation and a short `memcpy` call.
+fn im2col_run_same(g: &Geom, plane: &[f32], ky: usize, kx: usize, q0: usize, out: &mut [f32]) {
+    let (w, hw, pad) = (g.w, g.hw(), g.pad);
+    let q1 = q0 + out.len();
+    // Output rows oy whose input row oy + ky − pad lies in the image: [pad − ky, h + pad − ky).
+    let row_lo = (pad.saturating_sub(ky) * w).clamp(q0, q1);
+    let row_hi = ((g.h + pad).saturating_sub(ky).min(g.h) * w).clamp(row_lo, q1);
+    out[..row_lo - q0].fill(0.0);
+    out[row_hi - q0..].fill(0.0);
+    if row_lo == row_hi {
+        return;
+    }
+    // Pixels whose source q + shift lies in the plane; the rest are edge columns (zeroed
+    // below), at the plane's first or last pixel (or all, for a kernel wider than the image).
+    let shift = (ky * w + kx) as isize - (pad * w + pad) as isize;
+    let copy_lo = ((-shift).max(0) as usize).clamp(row_lo, row_hi);
+    let copy_hi = ((hw as isize - shift).max(0) as usize).clamp(copy_lo, row_hi);
+    out[row_lo - q0..copy_lo - q0].fill(0.0);
+    if copy_lo < copy_hi {
+        let src = (copy_lo as isize + shift) as usize;
+        out[copy_lo - q0..copy_hi - q0].copy_from_slice(&plane[src..src + (copy_hi - copy_lo)]);
+    }
+    out[copy_hi - q0..row_hi - q0].fill(0.0);
+    // Edge columns: ox < pad − kx read left of the image, ox ≥ w + pad − kx right of it.
+    let (lo, hi) = valid_range(g.ow, w, kx, 1, pad);
+    if lo == 0 && hi == w {
+        return;
+    }
+    let first_row = row_lo / w;
+    for oy in first_row..row_hi.div_ceil(w) {
+        let base = oy * w;
+        for ox in (0..lo).chain(hi..w) {
+            let q = base + ox;
+            if q >= row_lo && q < row_hi {
+                out[q - q0] = 0.0;
+            }
+        }
+    }
+}
+
 /// The im2col matrix [k_size, t] of images laid side by side, for output pixels p0..p0+t
 /// of that sequence (pixel q of image b is p = b·ohw + q): one image's tile, or a whole
 /// batch when each image's map is too small to fill the kernel's panels. Written panel by
@@ -284,7 +347,7 @@ impl Im2col<'_> {
         let (ci, ky, kx) = row_of(g, r);
         for pc in pieces {
             let plane = &pc.x_b[ci * hw..(ci + 1) * hw];
-            im2col_segment(g, plane, ky, kx, pc.start, pc.len, &mut row[pc.at..], 1);
+            im2col_run(g, plane, ky, kx, pc.start, pc.len, &mut row[pc.at..]);
         }
     }
 }
@@ -396,7 +459,7 @@ impl RhsPanels for Im2colT<'_> {
                 for (seg, &(ci, ky, kx)) in block.chunks_exact_mut(PIXELS).zip(&planes) {
                     for pc in pieces {
                         let plane = &pc.x_b[ci * hw..(ci + 1) * hw];
-                        im2col_segment(g, plane, ky, kx, pc.start, pc.len, &mut seg[pc.at..], 1);
+                        im2col_run(g, plane, ky, kx, pc.start, pc.len, &mut seg[pc.at..]);
                     }
                 }
                 let sources: Vec<&[f32]> = block.chunks_exact(PIXELS).take(live).collect();
@@ -1007,6 +1070,10 @@ mod tests {
         (32, 8, 16, 16, 16, 3, 1, 1), // quickstart VGG, 16×16 stage: few output channels
         (32, 16, 16, 16, 16, 3, 1, 1),
         (5, 3, 16, 16, 66, 3, 1, 1),
+        (2, 3, 6, 9, 5, 5, 1, 2), // "same" stride 1 (contiguous im2col runs): wide kernel
+        (1, 2, 1, 4, 3, 3, 1, 1), // … a single row
+        (2, 2, 3, 2, 2, 7, 1, 3), // … a kernel wider than the image
+        (4, 8, 5, 3, 40, 3, 1, 1), // … small maps batched, runs across images
     ];
 
     #[test]
