@@ -20,14 +20,29 @@ impl MaxPool {
         )
     }
 
+    /// Where the window reads for kernel column `dx` come from in [`Phases`]: output column
+    /// ox reads input column ox·s + dx − pad = (ox + off)·s + r, i.e. item ox + off of
+    /// phase r.
+    fn phase_of(&self, dx: usize) -> (usize, isize) {
+        let t = dx as isize - self.padding as isize;
+        let s = self.stride as isize;
+        (t.rem_euclid(s) as usize, t.div_euclid(s))
+    }
+
     /// The pooled plane, built a row at a time: each kernel offset updates a whole output
-    /// row, so the inner loop has no bounds logic. Same winner rule as [`Self::winner`]:
-    /// a later value replaces the running one only if strictly greater, the first NaN wins.
-    fn pool_plane(&self, plane: &[f32], h: usize, w: usize, out: &mut [f32]) {
+    /// row from a contiguous run of its input row's phase, so the inner loop has no bounds
+    /// logic and vectorises. Same winner rule as [`Self::winner`]: a later value replaces
+    /// the running one only if strictly greater, the first NaN wins.
+    fn pool_plane(&self, plane: &[f32], h: usize, w: usize, out: &mut [f32], ph: &mut Phases) {
         let (k, s, pad) = (self.kernel, self.stride, self.padding);
         let (oh, ow) = self.out_size(h, w);
-        let ranges: Vec<(usize, usize)> = (0..k)
-            .map(|dx| super::conv::valid_range(ow, w, dx, s, pad))
+        ph.split(plane, h, w, s);
+        let runs: Vec<(usize, usize, usize, isize)> = (0..k)
+            .map(|dx| {
+                let (lo, hi) = super::conv::valid_range(ow, w, dx, s, pad);
+                let (r, off) = self.phase_of(dx);
+                (lo, hi, r, off)
+            })
             .collect();
         for (oy, row) in out.chunks_exact_mut(ow).enumerate().take(oh) {
             row.fill(f32::NEG_INFINITY);
@@ -36,13 +51,12 @@ impl MaxPool {
                 if y >= h {
                     continue;
                 }
-                let src = &plane[y * w..(y + 1) * w];
-                for (dx, &(lo, hi)) in ranges.iter().enumerate() {
-                    for (ox, best) in row.iter_mut().enumerate().take(hi).skip(lo) {
-                        let v = src[ox * s + dx - pad];
-                        if !best.is_nan() && (v > *best || v.is_nan()) {
-                            *best = v;
-                        }
+                for &(lo, hi, r, off) in &runs {
+                    let src = ph.run(plane, y, r, lo as isize + off, hi - lo);
+                    for (best, &v) in row[lo..hi].iter_mut().zip(src) {
+                        // `&` and `|`, not `&&` and `||`: no branches, so the loop vectorises.
+                        let take = !best.is_nan() & ((v > *best) | v.is_nan());
+                        *best = if take { v } else { *best };
                     }
                 }
             }
@@ -52,11 +66,16 @@ impl MaxPool {
     /// [`Self::winner`] for every output position at once, row by row in the scan order of
     /// [`Self::pool_plane`] (so that the loops vectorise): index within the plane of each
     /// window's winner, u32::MAX for a window with no element inside the plane.
-    fn winners_plane(&self, plane: &[f32], h: usize, w: usize, idx: &mut [u32]) {
+    fn winners_plane(&self, plane: &[f32], h: usize, w: usize, idx: &mut [u32], ph: &mut Phases) {
         let (k, s, pad) = (self.kernel, self.stride, self.padding);
         let (oh, ow) = self.out_size(h, w);
-        let ranges: Vec<(usize, usize)> = (0..k)
-            .map(|dx| super::conv::valid_range(ow, w, dx, s, pad))
+        ph.split(plane, h, w, s);
+        let runs: Vec<(usize, usize, usize, isize)> = (0..k)
+            .map(|dx| {
+                let (lo, hi) = super::conv::valid_range(ow, w, dx, s, pad);
+                let (r, off) = self.phase_of(dx);
+                (lo, hi, r, off)
+            })
             .collect();
         let mut best = vec![f32::NEG_INFINITY; ow];
         for (oy, row) in idx.chunks_exact_mut(ow).enumerate().take(oh) {
@@ -67,14 +86,18 @@ impl MaxPool {
                 if y >= h {
                     continue;
                 }
-                for (dx, &(lo, hi)) in ranges.iter().enumerate() {
-                    for ox in lo..hi {
-                        let i = y * w + ox * s + dx - pad;
-                        let (v, b) = (plane[i], best[ox]);
-                        if row[ox] == u32::MAX || (!b.is_nan() && (v > b || v.is_nan())) {
-                            best[ox] = v;
-                            row[ox] = i as u32;
-                        }
+                for (dx, &(lo, hi, r, off)) in runs.iter().enumerate() {
+                    if lo == hi {
+                        continue;
+                    }
+                    let src = ph.run(plane, y, r, lo as isize + off, hi - lo);
+                    // Plane index of the first value; the next ones are s apart.
+                    let first = (y * w + lo * s + dx - pad) as u32;
+                    let cells = best[lo..hi].iter_mut().zip(row[lo..hi].iter_mut());
+                    for (j, ((b, win), &v)) in cells.zip(src).enumerate() {
+                        let take = (*win == u32::MAX) | (!b.is_nan() & ((v > *b) | v.is_nan()));
+                        *b = if take { v } else { *b };
+                        *win = if take { first + (j * s) as u32 } else { *win };
                     }
                 }
             }
@@ -114,6 +137,65 @@ impl MaxPool {
     }
 }
 
+/// A plane with each row split into its `s` phases (phase r holds columns r, r + s, …), so
+/// that strided window reads become contiguous runs. With a stride of 1 the plane itself
+/// is read.
+#[derive(Default)]
+struct Phases {
+    data: Vec<f32>,
+    /// Values per phase row (⌈w/s⌉), and the row pitch (s phases of that).
+    len: usize,
+    pitch: usize,
+    stride: usize,
+}
+
+impl Phases {
+    fn split(&mut self, plane: &[f32], h: usize, w: usize, s: usize) {
+        self.stride = s;
+        self.len = w.div_ceil(s);
+        self.pitch = s * self.len;
+        if s == 1 {
+            return;
+        }
+        self.data.clear();
+        self.data.resize(h * self.pitch, 0.0);
+        for (src, dst) in plane
+            .chunks_exact(w)
+            .zip(self.data.chunks_exact_mut(self.pitch))
+        {
+            if s == 2 {
+                // The common case (ResNet's stem), in pairs: the loop vectorises.
+                let (even, odd) = dst.split_at_mut(self.len);
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks(2)) {
+                    *e = pair[0];
+                    *o = pair.get(1).copied().unwrap_or(0.0);
+                }
+                continue;
+            }
+            for (r, phase) in dst.chunks_exact_mut(self.len).enumerate() {
+                for (d, &v) in phase.iter_mut().zip(src.iter().skip(r).step_by(s)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+
+    /// `len` values of phase r of row y of `plane` (the one last split) from item `start`
+    /// (≥ 0 for the valid ranges).
+    fn run<'a>(
+        &'a self,
+        plane: &'a [f32],
+        y: usize,
+        r: usize,
+        start: isize,
+        len: usize,
+    ) -> &'a [f32] {
+        let at = y * self.pitch + r * self.len + start as usize;
+        let src = if self.stride == 1 { plane } else { &self.data };
+        &src[at..at + len]
+    }
+}
+
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
         "zerobias-max-pool"
@@ -125,7 +207,9 @@ impl CustomOp1 for MaxPool {
         let mut y = vec![0f32; n * c * oh * ow];
         y.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
-            .for_each(|(out, plane)| self.pool_plane(plane, h, w, out));
+            .for_each_init(Phases::default, |ph, (out, plane)| {
+                self.pool_plane(plane, h, w, out, ph)
+            });
         Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
     }
     fn bwd(
@@ -173,9 +257,9 @@ impl CustomOp2 for MaxPoolGrad {
             .zip(x.par_chunks(h * w))
             .zip(g.par_chunks(oh * ow))
             .for_each_init(
-                || vec![0u32; oh * ow],
-                |idx, ((d, plane), gp)| {
-                    self.0.winners_plane(plane, h, w, idx);
+                || (vec![0u32; oh * ow], Phases::default()),
+                |(idx, ph), ((d, plane), gp)| {
+                    self.0.winners_plane(plane, h, w, idx, ph);
                     for (&i, &v) in idx.iter().zip(gp) {
                         if let Some(d) = d.get_mut(i as usize) {
                             *d += v;
@@ -220,9 +304,10 @@ mod tests {
                     .collect();
                 let (oh, ow) = pool.out_size(h, w);
                 let mut rows = vec![0f32; oh * ow];
-                pool.pool_plane(&plane, h, w, &mut rows);
+                let mut ph = Phases::default();
+                pool.pool_plane(&plane, h, w, &mut rows, &mut ph);
                 let mut idx = vec![0u32; oh * ow];
-                pool.winners_plane(&plane, h, w, &mut idx);
+                pool.winners_plane(&plane, h, w, &mut idx, &mut ph);
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let win = pool.winner(&plane, h, w, oy, ox);
