@@ -59,6 +59,41 @@ pub fn channel_affine(
     Ok(y.broadcast_add(&shift.reshape(bshape.as_slice())?)?)
 }
 
+/// relu(x·scale[c] + shift[c]) as one op (`scale = None`: relu(x + shift[c])), when nothing
+/// records the affine map's output (training, inference): one pass forward instead of two,
+/// and backward reads the ReLU's mask from its output instead of materialising the masked
+/// gradient. The same values and gradients, bit for bit, as [`channel_affine`] followed by
+/// the ReLU. `None` when this input takes the unfused path (not CPU f32).
+pub fn channel_affine_relu(
+    x: &Tensor,
+    scale: Option<&Tensor>,
+    shift: &Tensor,
+    graph: bool,
+) -> Result<Option<Tensor>> {
+    if !(x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && shift.dtype() == DType::F32
+        && scale.is_none_or(|s| s.dtype() == DType::F32))
+    {
+        return Ok(None);
+    }
+    let c = x.dim(1)?;
+    let ones;
+    let scale = match scale {
+        Some(s) => s,
+        None => {
+            ones = Tensor::ones(c, DType::F32, x.device())?;
+            &ones
+        }
+    };
+    let (x, scale, shift) = (x.contiguous()?, scale.contiguous()?, shift.contiguous()?);
+    Ok(Some(if graph {
+        x.apply_op3(&scale, &shift, ChannelAffineRelu)?
+    } else {
+        x.apply_op3_no_bwd(&scale, &shift, &ChannelAffineRelu)?
+    }))
+}
+
 /// (planes N, channels C, plane size P) of a [N, C, …] layout.
 fn planes(shape: &Shape) -> candle_core::Result<(usize, usize, usize)> {
     let dims = shape.dims();
@@ -80,7 +115,7 @@ fn check_channels(what: &str, v: &[f32], c: usize) -> candle_core::Result<()> {
 
 /// out[n, c, p] = a[n, c, p]·scale[c] + shift[c].
 fn affine_planes(a: &[f32], scale: &[f32], shift: Option<&[f32]>, c: usize, p: usize) -> Vec<f32> {
-    let plane = |(i, (o, a)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| {
+    map_planes(a, p, |i, o, a| {
         let s = scale[i % c];
         match shift {
             Some(b) => {
@@ -93,7 +128,49 @@ fn affine_planes(a: &[f32], scale: &[f32], shift: Option<&[f32]>, c: usize, p: u
                 o.write(a * s);
             }),
         }
-    };
+    })
+}
+
+/// out[n, c, p] = relu(a[n, c, p]·scale[c] + shift[c]), the ReLU as [`super::relu`]'s.
+fn affine_relu_planes(a: &[f32], scale: &[f32], shift: &[f32], c: usize, p: usize) -> Vec<f32> {
+    map_planes(a, p, |i, o, a| {
+        let (s, b) = (scale[i % c], shift[i % c]);
+        o.iter_mut().zip(a).for_each(|(o, a)| {
+            o.write((a * s + b).max(0.0));
+        });
+    })
+}
+
+/// out[n, c, p] = (g[n, c, p] where y[n, c, p] > 0, else 0)·scale[c]: the input gradient
+/// of [`affine_relu_planes`], y its output.
+fn masked_scale_planes(g: &[f32], y: &[f32], scale: &[f32], c: usize, p: usize) -> Vec<f32> {
+    map_planes(g, p, |i, o, g| {
+        let s = scale[i % c];
+        let y = &y[i * p..(i + 1) * p];
+        o.iter_mut().zip(g).zip(y).for_each(|((o, &g), &y)| {
+            o.write(relu_grad(g, y) * s);
+        });
+    })
+}
+
+/// The gradient a ReLU passes back (as [`super::relu`]'s backward): g where its output y
+/// is positive, else 0.
+#[inline(always)]
+fn relu_grad(g: f32, y: f32) -> f32 {
+    if y > 0.0 {
+        g
+    } else {
+        0.0
+    }
+}
+
+/// A new buffer like `a` whose planes (i = n·C + c) `f` writes, every value, from a's.
+fn map_planes(
+    a: &[f32],
+    p: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<f32>], &[f32]) + Sync + Send,
+) -> Vec<f32> {
+    let plane = |(i, (o, a)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| f(i, o, a);
     if p == 0 {
         return Vec::new();
     }
@@ -173,6 +250,138 @@ impl CustomOp3 for ChannelAffine {
             (false, false) => (None, None),
         };
         Ok((dx, dscale, dshift))
+    }
+}
+
+/// The fused affine map and ReLU (see [`channel_affine_relu`]).
+struct ChannelAffineRelu;
+
+impl CustomOp3 for ChannelAffineRelu {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-affine-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, p) = planes(l1.shape())?;
+        let x = dense(s1, l1, "affine input")?;
+        let scale = dense(s2, l2, "affine scale")?;
+        let shift = dense(s3, l3, "affine shift")?;
+        check_channels("scale", scale, c)?;
+        check_channels("shift", shift, c)?;
+        Ok((
+            CpuStorage::F32(affine_relu_planes(x, scale, shift, c, p)),
+            l1.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        // The ReLU's mask is read from the output.
+        let y = res.contiguous()?;
+        let dx = if x.track_op() {
+            Some(grad.apply_op3_no_bwd(&y, scale, &MaskedScaleGrad)?)
+        } else {
+            None
+        };
+        let (dscale, dshift) = match (scale.track_op(), shift.track_op()) {
+            (false, false) => (None, None),
+            (track_scale, track_shift) => {
+                let both = grad.apply_op3_no_bwd(&y, x, &MaskedDotAndSum)?;
+                (
+                    track_scale.then(|| both.get(0)).transpose()?,
+                    track_shift.then(|| both.get(1)).transpose()?,
+                )
+            }
+        };
+        Ok((dx, dscale, dshift))
+    }
+}
+
+/// (g, y, scale) → (g where y > 0)·scale[c]: the fused op's input gradient.
+struct MaskedScaleGrad;
+
+impl CustomOp3 for MaskedScaleGrad {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-affine-relu-input-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (c, p, g, y) = gradient_and_input(s1, l1, s2, l2)?;
+        let scale = dense(s3, l3, "affine scale")?;
+        check_channels("scale", scale, c)?;
+        Ok((
+            CpuStorage::F32(masked_scale_planes(g, y, scale, c, p)),
+            l1.shape().clone(),
+        ))
+    }
+}
+
+/// (g, y, x) → [Σ g'·x, Σ g'] per channel with g' = g where y > 0: the fused op's scale and
+/// shift gradients, summed exactly as [`ChannelDotAndSum`] sums g' and x.
+struct MaskedDotAndSum;
+
+impl CustomOp3 for MaskedDotAndSum {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-affine-relu-dot-and-sum"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (c, p, g, y) = gradient_and_input(s1, l1, s2, l2)?;
+        let x = dense(s3, l3, "affine input")?;
+        if x.len() != g.len() {
+            candle_core::bail!(
+                "channel affine: {} gradients for {} inputs",
+                g.len(),
+                x.len()
+            );
+        }
+        let sums = per_channel(g.len(), c, p, |planes| {
+            let (mut dot, mut sum) = ([0f64; LANES], [0f64; LANES]);
+            for at in planes {
+                let (gp, yp, xp) = (&g[at..at + p], &y[at..at + p], &x[at..at + p]);
+                add_masked_products(&mut dot, gp, yp, xp);
+                add_masked_values(&mut sum, gp, yp);
+            }
+            (fold(&dot), fold(&sum))
+        });
+        Ok((
+            CpuStorage::F32(
+                sums.iter()
+                    .map(|s| s.0)
+                    .chain(sums.iter().map(|s| s.1))
+                    .collect(),
+            ),
+            Shape::from((2, c)),
+        ))
     }
 }
 
@@ -363,6 +572,43 @@ fn add_products(lanes: &mut [f64; LANES], a: &[f32], b: &[f32]) {
     }
 }
 
+/// [`add_values`] of relu_grad(g, y).
+#[inline(always)]
+fn add_masked_values(lanes: &mut [f64; LANES], g: &[f32], y: &[f32]) {
+    let (mut cg, mut cy) = (g.chunks_exact(LANES), y.chunks_exact(LANES));
+    for (qg, qy) in (&mut cg).zip(&mut cy) {
+        for ((l, &g), &y) in lanes.iter_mut().zip(qg).zip(qy) {
+            *l += relu_grad(g, y) as f64;
+        }
+    }
+    for ((l, &g), &y) in lanes.iter_mut().zip(cg.remainder()).zip(cy.remainder()) {
+        *l += relu_grad(g, y) as f64;
+    }
+}
+
+/// [`add_products`] of relu_grad(g, y) and x.
+#[inline(always)]
+fn add_masked_products(lanes: &mut [f64; LANES], g: &[f32], y: &[f32], x: &[f32]) {
+    let (mut cg, mut cy, mut cx) = (
+        g.chunks_exact(LANES),
+        y.chunks_exact(LANES),
+        x.chunks_exact(LANES),
+    );
+    for ((qg, qy), qx) in (&mut cg).zip(&mut cy).zip(&mut cx) {
+        for (((l, &g), &y), &x) in lanes.iter_mut().zip(qg).zip(qy).zip(qx) {
+            *l += relu_grad(g, y) as f64 * x as f64;
+        }
+    }
+    let rest = cg
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .zip(cx.remainder());
+    for (l, ((&g, &y), &x)) in lanes.iter_mut().zip(rest) {
+        *l += relu_grad(g, y) as f64 * x as f64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,6 +693,64 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&both[..c]), bits(&dot));
             assert_eq!(bits(&both[c..]), bits(&sum));
+        }
+    }
+
+    /// The fused affine + ReLU gives the values and gradients of the two ops bit for bit:
+    /// with negative scales, pre-activations at exactly 0 (gradient 0, as the ReLU's),
+    /// without a scale, on 2-D inputs, and with only some operands tracked.
+    #[test]
+    fn fused_relu_is_bit_identical_to_affine_then_relu() {
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|f| f.to_bits()).collect()
+        };
+        for shape in [vec![3, 4, 6, 5], vec![4, 6], vec![2, 64, 14, 14]] {
+            let c = shape[1];
+            // Every 5th input is 0 (some of them in channel 0 for every shape here).
+            let mut xs: Vec<f32> = values(&shape, 21).flatten_all().unwrap().to_vec1().unwrap();
+            xs.iter_mut().step_by(5).for_each(|v| *v = 0.0);
+            let x =
+                Var::from_tensor(&Tensor::from_vec(xs, shape.as_slice(), &Device::Cpu).unwrap())
+                    .unwrap();
+            // Channel 0 has shift 0, so its zero inputs sit exactly at the ReLU's kink.
+            let mut b: Vec<f32> = values(&[c], 23).to_vec1().unwrap();
+            b[0] = 0.0;
+            let scale = Var::from_tensor(&values(&[c], 22)).unwrap();
+            let shift = Var::from_tensor(&Tensor::new(b, &Device::Cpu).unwrap()).unwrap();
+            let r = values(&shape, 24);
+            for with_scale in [true, false] {
+                let s = with_scale.then_some(scale.as_tensor());
+                let fused = channel_affine_relu(&x, s, &shift, true).unwrap().unwrap();
+                let tap = TapPoint::default();
+                let pre = channel_affine(&x, s, &shift, &tap).unwrap();
+                let apart = crate::models::relu::relu(&pre, true, &tap).unwrap();
+                assert_eq!(bits(&fused), bits(&apart));
+                let loss = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let (gf, ga) = (loss(&fused), loss(&apart));
+                for v in [&x, &scale, &shift] {
+                    match (gf.get(v), ga.get(v)) {
+                        (Some(a), Some(b)) => {
+                            assert_eq!(bits(a), bits(b), "{shape:?} {:?}", v.dims())
+                        }
+                        (None, None) => assert!(!with_scale),
+                        _ => panic!("gradient present in only one of them: {:?}", v.dims()),
+                    }
+                }
+            }
+            // Only the input tracked, then only the parameters.
+            let (sc, sh) = (scale.as_tensor().detach(), shift.as_tensor().detach());
+            let y = channel_affine_relu(&x, Some(&sc), &sh, true)
+                .unwrap()
+                .unwrap();
+            let g = y.sum_all().unwrap().backward().unwrap();
+            assert!(g.get(&x).is_some() && g.get(&sc).is_none() && g.get(&sh).is_none());
+            let xd = x.as_tensor().detach();
+            let y = channel_affine_relu(&xd, Some(&scale), &shift, true)
+                .unwrap()
+                .unwrap();
+            let g = y.sum_all().unwrap().backward().unwrap();
+            assert!(g.get(&xd).is_none() && g.get(&scale).is_some() && g.get(&shift).is_some());
         }
     }
 

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Tensor, Var, D};
 
-use super::affine::channel_affine;
+use super::affine::{channel_affine, channel_affine_relu};
 use super::{Ctx, ParamKind, ParamStore};
 use crate::error::{Error, Result};
 use crate::taps::TapPoint;
@@ -47,6 +47,26 @@ pub struct Conv2d {
 impl Conv2d {
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]
+    }
+
+    /// relu(self.forward(x)), recorded as the activation of layer `l`; the bias add and
+    /// the ReLU are one fused op when nothing records (the values and gradients are the same).
+    pub fn forward_relu_tapped(
+        &self,
+        x: &Tensor,
+        ctx: &mut Ctx,
+        l: usize,
+        name: &str,
+    ) -> Result<Tensor> {
+        if let (None, Some(b)) = (&ctx.recorder, &self.bias) {
+            let w = ctx.param(&self.weight);
+            let y = crate::models::conv::conv2d(x, &w, self.padding, self.stride)?;
+            let b = ctx.param(b);
+            if let Some(h) = channel_affine_relu(&y, None, &b, ctx.needs_graph())? {
+                return Ok(h);
+            }
+        }
+        relu_tapped(&self.forward(x, ctx)?, ctx, l, name)
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
@@ -113,6 +133,49 @@ impl BatchNorm {
         Ok((gamma / (var + self.eps)?.sqrt()?)?)
     }
 
+    /// (scale, bias) of the affine map eval-mode BN computes, from the parameters as `ctx`
+    /// tracks them.
+    fn eval_affine(&self, gamma: Tensor, beta: Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor)> {
+        let mean = ctx.param(&self.running_mean);
+        let scale = self.scale(&gamma, &ctx.param(&self.running_var))?;
+        let bias = (beta - (mean * &scale)?)?;
+        Ok((scale, bias))
+    }
+
+    /// relu(self.forward(x)) as one fused op, when nothing records (the values and
+    /// gradients are those of the two ops); None where it does not apply.
+    fn fused_relu(&self, x: &Tensor, ctx: &Ctx) -> Result<Option<Tensor>> {
+        if ctx.recorder.is_some() || ctx.train_bn {
+            return Ok(None);
+        }
+        let gamma = ctx.param(&self.gamma);
+        let beta = ctx.param(&self.beta);
+        let (scale, bias) = self.eval_affine(gamma, beta, ctx)?;
+        channel_affine_relu(x, Some(&scale), &bias, ctx.needs_graph())
+    }
+
+    /// relu(self.forward(x)), fused where nothing records.
+    pub fn forward_relu(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        match self.fused_relu(x, ctx)? {
+            Some(h) => Ok(h),
+            None => relu(&self.forward(x, ctx)?, ctx),
+        }
+    }
+
+    /// [`Self::forward_relu`] whose output is recorded as the activation of layer `l`.
+    pub fn forward_relu_tapped(
+        &self,
+        x: &Tensor,
+        ctx: &mut Ctx,
+        l: usize,
+        name: &str,
+    ) -> Result<Tensor> {
+        match self.fused_relu(x, ctx)? {
+            Some(h) => Ok(h),
+            None => relu_tapped(&self.forward(x, ctx)?, ctx, l, name),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let c = self.gamma.dims()[0];
         let gamma = ctx.param(&self.gamma);
@@ -136,9 +199,7 @@ impl BatchNorm {
             self.running_var.set(&new_var)?;
             return Ok(y);
         }
-        let mean = ctx.param(&self.running_mean);
-        let scale = self.scale(&gamma, &ctx.param(&self.running_var))?;
-        let bias = (beta - (mean * &scale)?)?;
+        let (scale, bias) = self.eval_affine(gamma, beta, ctx)?;
         let point = ctx.tap_point();
         let y = channel_affine(x, Some(&scale), &bias, &point)?;
         let eff = self.effective_bias()?;

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use super::layers::{
-    add_relu_tapped, global_avg_pool, max_pool2d, relu, relu_tapped, BatchNorm, Conv2d, Linear,
-    WeightReader,
+    add_relu_tapped, global_avg_pool, max_pool2d, BatchNorm, Conv2d, Linear, WeightReader,
 };
 use super::vgg::check_input;
 use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
@@ -27,9 +26,9 @@ impl Bottleneck {
     /// The block's output is recorded as the activation of layer `l`.
     fn forward(&self, x: &Tensor, ctx: &mut Ctx, l: usize, name: &str) -> Result<Tensor> {
         let h = self.conv1.forward(x, ctx)?;
-        let h = relu(&self.bn1.forward(&h, ctx)?, ctx)?;
+        let h = self.bn1.forward_relu(&h, ctx)?;
         let h = self.conv2.forward(&h, ctx)?;
-        let h = relu(&self.bn2.forward(&h, ctx)?, ctx)?;
+        let h = self.bn2.forward_relu(&h, ctx)?;
         let h = self.conv3.forward(&h, ctx)?;
         let h = self.bn3.forward(&h, ctx)?;
         let shortcut = match &self.downsample {
@@ -190,7 +189,7 @@ impl Classifier for ResNet {
         check_input(x)?;
         ctx.layer = 1;
         let h = self.conv1.forward(x, ctx)?;
-        let h = relu_tapped(&self.bn1.forward(&h, ctx)?, ctx, 1, "relu")?;
+        let h = self.bn1.forward_relu_tapped(&h, ctx, 1, "relu")?;
         let mut h = max_pool2d(&h, 3, 2, 1, ctx)?;
         for (i, block) in self.blocks.iter().enumerate() {
             ctx.layer = i + 2;

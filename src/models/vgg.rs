@@ -5,9 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use super::layers::{
-    adaptive_avg_pool2d, max_pool2d, relu, relu_tapped, Conv2d, Linear, WeightReader,
-};
+use super::layers::{adaptive_avg_pool2d, max_pool2d, relu, Conv2d, Linear, WeightReader};
 use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
 use crate::error::{Error, Result};
 
@@ -128,8 +126,7 @@ impl Classifier for Vgg {
         let mut h = x.clone();
         for (j, conv) in self.convs.iter().enumerate() {
             ctx.layer = j + 1;
-            h = conv.forward(&h, ctx)?;
-            h = relu_tapped(&h, ctx, j + 1, &self.layers[j].name)?;
+            h = conv.forward_relu_tapped(&h, ctx, j + 1, &self.layers[j].name)?;
             if self.pool_after[j] {
                 h = max_pool2d(&h, 2, 2, 0, ctx)?;
             }
