@@ -49,6 +49,23 @@ pub(crate) trait RhsPanels: Sync {
     fn as_mat(&self) -> Option<Mat> {
         None
     }
+
+    /// Where rows k0..k0+depth start, when each is a contiguous run in memory that the
+    /// AVX-512 kernel can read in place (no packing): row p's column j is at
+    /// `rows[p] + j`, readable for every j < n rounded up to a whole panel.
+    fn direct_rows(&self, _k0: usize, _depth: usize) -> Option<Vec<*const f32>> {
+        None
+    }
+}
+
+/// Whether products run on the AVX-512 kernel here (which reads
+/// [`RhsPanels::direct_rows`] operands in place; other paths pack them).
+pub(crate) fn direct_kernel(m: usize, n: usize, k: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if own_kernel_applies(m, n, k) && avx512::available() {
+        return true;
+    }
+    false
 }
 
 /// A vector of `len` values that `fill` writes, every one, into the vector's spare
@@ -599,6 +616,37 @@ mod avx512 {
                     let depth = kc.min(k - k0);
                     let overwrite = k0 == 0 && !accumulate;
                     let block = &packed[m_panels * MR * k0..];
+                    if let Some(rows) = rhs.direct_rows(k0, depth) {
+                        // Each B row is read where it lies (see direct_rows).
+                        for jp in 0..panels {
+                            let pj = j0 + jp * NR;
+                            let live = NR.min(n - pj);
+                            let b = Direct {
+                                rows: rows.as_ptr(),
+                                col: pj,
+                            };
+                            for ip in 0..m_panels {
+                                let i0 = ip * MR;
+                                let rows = MR.min(m - i0);
+                                // SAFETY: as below; direct_rows covers columns pj..pj+NR
+                                // of each row.
+                                unsafe {
+                                    micro_tile(
+                                        depth,
+                                        block[ip * MR * depth..].as_ptr(),
+                                        b,
+                                        dst.at(i0 * dst_rs + pj),
+                                        dst_rs,
+                                        rows,
+                                        live,
+                                        overwrite,
+                                    )
+                                };
+                            }
+                        }
+                        k0 += depth;
+                        continue;
+                    }
                     rhs.pack_panels(k0, depth, j0, cols, buf);
                     for jp in 0..panels {
                         let pj = j0 + jp * NR;
@@ -613,7 +661,7 @@ mod avx512 {
                                 micro_tile(
                                     depth,
                                     block[ip * MR * depth..].as_ptr(),
-                                    panel.as_ptr(),
+                                    Packed(panel.as_ptr()),
                                     dst.at(i0 * dst_rs + pj),
                                     dst_rs,
                                     rows,
@@ -707,14 +755,48 @@ mod avx512 {
         }
     }
 
+    /// Where a micro-tile reads row p of its NR columns of the right operand.
+    trait BRows: Copy {
+        /// # Safety
+        /// p within the depth the operand was made for.
+        unsafe fn row(self, p: usize) -> *const f32;
+    }
+
+    /// A packed panel, [depth][NR].
+    #[derive(Clone, Copy)]
+    struct Packed(*const f32);
+
+    impl BRows for Packed {
+        #[inline(always)]
+        unsafe fn row(self, p: usize) -> *const f32 {
+            // SAFETY: caller contract.
+            unsafe { self.0.add(p * NR) }
+        }
+    }
+
+    /// Rows read in place: row p starts at rows[p], the tile's columns at `col`.
+    #[derive(Clone, Copy)]
+    struct Direct {
+        rows: *const *const f32,
+        col: usize,
+    }
+
+    impl BRows for Direct {
+        #[inline(always)]
+        unsafe fn row(self, p: usize) -> *const f32 {
+            // SAFETY: caller contract (rows holds the depth's row starts).
+            unsafe { (*self.rows.add(p)).add(self.col) }
+        }
+    }
+
     /// One MR × NR tile: acc = Σ_p a[p] ⊗ b[p] (one FMA chain per element, from zero), then
     /// dst = acc (overwrite) or dst + acc, for the first `rows` rows and `cols` columns.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn micro_tile(
+    unsafe fn micro_tile<B: BRows>(
         depth: usize,
         a: *const f32,
-        b: *const f32,
+        b: B,
         dst: *mut f32,
         dst_rs: usize,
         rows: usize,
@@ -725,7 +807,7 @@ mod avx512 {
         for p in 0..depth {
             // SAFETY: the packed panels hold depth × NR and depth × MR values.
             unsafe {
-                let bp = b.add(p * NR);
+                let bp = b.row(p);
                 let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v)));
                 let ap = a.add(p * MR);
                 for (r, acc_r) in acc.iter_mut().enumerate() {
