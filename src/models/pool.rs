@@ -29,6 +29,18 @@ impl MaxPool {
         (t.rem_euclid(s) as usize, t.div_euclid(s))
     }
 
+    /// Per kernel column dx: the output columns [lo, hi) whose read lies inside the row,
+    /// and where those reads are (phase, offset; see [`Self::phase_of`]).
+    fn runs(&self, w: usize, ow: usize) -> Vec<(usize, usize, usize, isize)> {
+        (0..self.kernel)
+            .map(|dx| {
+                let (lo, hi) = super::conv::valid_range(ow, w, dx, self.stride, self.padding);
+                let (r, off) = self.phase_of(dx);
+                (lo, hi, r, off)
+            })
+            .collect()
+    }
+
     /// The pooled plane, built a row at a time: each kernel offset updates a whole output
     /// row from a contiguous run of its input row's phase, so the inner loop has no bounds
     /// logic and vectorises. Same winner rule as [`Self::winner`]: a later value replaces
@@ -37,13 +49,7 @@ impl MaxPool {
         let (k, s, pad) = (self.kernel, self.stride, self.padding);
         let (oh, ow) = self.out_size(h, w);
         ph.split(plane, h, w, s);
-        let runs: Vec<(usize, usize, usize, isize)> = (0..k)
-            .map(|dx| {
-                let (lo, hi) = super::conv::valid_range(ow, w, dx, s, pad);
-                let (r, off) = self.phase_of(dx);
-                (lo, hi, r, off)
-            })
-            .collect();
+        let runs = self.runs(w, ow);
         for (oy, row) in out.chunks_exact_mut(ow).enumerate().take(oh) {
             row.fill(f32::NEG_INFINITY);
             for dy in 0..k {
@@ -70,13 +76,7 @@ impl MaxPool {
         let (k, s, pad) = (self.kernel, self.stride, self.padding);
         let (oh, ow) = self.out_size(h, w);
         ph.split(plane, h, w, s);
-        let runs: Vec<(usize, usize, usize, isize)> = (0..k)
-            .map(|dx| {
-                let (lo, hi) = super::conv::valid_range(ow, w, dx, s, pad);
-                let (r, off) = self.phase_of(dx);
-                (lo, hi, r, off)
-            })
-            .collect();
+        let runs = self.runs(w, ow);
         let mut best = vec![f32::NEG_INFINITY; ow];
         for (oy, row) in idx.chunks_exact_mut(ow).enumerate().take(oh) {
             row.fill(u32::MAX);

@@ -616,60 +616,27 @@ mod avx512 {
                     let depth = kc.min(k - k0);
                     let overwrite = k0 == 0 && !accumulate;
                     let block = &packed[m_panels * MR * k0..];
+                    let tiles = Tiles {
+                        m,
+                        n,
+                        m_panels,
+                        depth,
+                        block,
+                        dst,
+                        dst_rs,
+                        overwrite,
+                    };
+                    let pjs = (0..panels).map(|jp| (jp, j0 + jp * NR));
+                    // SAFETY (both): see Tiles::run; direct_rows covers NR columns from
+                    // every pj of each row, and the packed panels hold depth × NR values.
                     if let Some(rows) = rhs.direct_rows(k0, depth) {
                         // Each B row is read where it lies (see direct_rows).
-                        for jp in 0..panels {
-                            let pj = j0 + jp * NR;
-                            let live = NR.min(n - pj);
-                            let b = Direct {
-                                rows: rows.as_ptr(),
-                                col: pj,
-                            };
-                            for ip in 0..m_panels {
-                                let i0 = ip * MR;
-                                let rows = MR.min(m - i0);
-                                // SAFETY: as below; direct_rows covers columns pj..pj+NR
-                                // of each row.
-                                unsafe {
-                                    micro_tile(
-                                        depth,
-                                        block[ip * MR * depth..].as_ptr(),
-                                        b,
-                                        dst.at(i0 * dst_rs + pj),
-                                        dst_rs,
-                                        rows,
-                                        live,
-                                        overwrite,
-                                    )
-                                };
-                            }
-                        }
-                        k0 += depth;
-                        continue;
-                    }
-                    rhs.pack_panels(k0, depth, j0, cols, buf);
-                    for jp in 0..panels {
-                        let pj = j0 + jp * NR;
-                        let live = NR.min(n - pj);
-                        let panel = &buf[jp * NR * depth..];
-                        for ip in 0..m_panels {
-                            let i0 = ip * MR;
-                            let rows = MR.min(m - i0);
-                            // SAFETY: the tile rows i0..i0+rows, columns pj..pj+live lie in
-                            // dst; this task alone writes these columns.
-                            unsafe {
-                                micro_tile(
-                                    depth,
-                                    block[ip * MR * depth..].as_ptr(),
-                                    Packed(panel.as_ptr()),
-                                    dst.at(i0 * dst_rs + pj),
-                                    dst_rs,
-                                    rows,
-                                    live,
-                                    overwrite,
-                                )
-                            };
-                        }
+                        let rows = rows.as_ptr();
+                        unsafe { tiles.run(pjs, |_, col| Direct { rows, col }) };
+                    } else {
+                        rhs.pack_panels(k0, depth, j0, cols, buf);
+                        let buf = &*buf;
+                        unsafe { tiles.run(pjs, |jp, _| Packed(buf[jp * NR * depth..].as_ptr())) };
                     }
                     k0 += depth;
                 }
@@ -750,6 +717,54 @@ mod avx512 {
                 for r in 0..MR {
                     // SAFETY: as above.
                     panel[p * MR + r].write(unsafe { *col.offset(r as isize * lhs.rs) });
+                }
+            }
+        }
+    }
+
+    /// One depth block of the product over some column panels: what every tile shares.
+    struct Tiles<'a> {
+        m: usize,
+        n: usize,
+        m_panels: usize,
+        depth: usize,
+        /// The block's packed left operand.
+        block: &'a [f32],
+        dst: Dst,
+        dst_rs: usize,
+        overwrite: bool,
+    }
+
+    impl Tiles<'_> {
+        /// Every tile of the column panels (index, first column) given, each column panel's
+        /// right operand from `b_of`.
+        ///
+        /// # Safety
+        /// The tiles lie in dst and only this task writes their columns; `b_of` gives
+        /// operands covering depth × NR values; the CPU supports AVX-512F.
+        unsafe fn run<B: BRows>(
+            &self,
+            panels: impl Iterator<Item = (usize, usize)>,
+            b_of: impl Fn(usize, usize) -> B,
+        ) {
+            for (jp, pj) in panels {
+                let live = NR.min(self.n - pj);
+                let b = b_of(jp, pj);
+                for ip in 0..self.m_panels {
+                    let i0 = ip * MR;
+                    // SAFETY: caller contract.
+                    unsafe {
+                        micro_tile(
+                            self.depth,
+                            self.block[ip * MR * self.depth..].as_ptr(),
+                            b,
+                            self.dst.at(i0 * self.dst_rs + pj),
+                            self.dst_rs,
+                            MR.min(self.m - i0),
+                            live,
+                            self.overwrite,
+                        )
+                    };
                 }
             }
         }
