@@ -364,22 +364,8 @@ impl CustomOp3 for MaskedDotAndSum {
                 x.len()
             );
         }
-        let sums = per_channel(g.len(), c, p, |planes| {
-            let (mut dot, mut sum) = ([0f64; LANES], [0f64; LANES]);
-            for at in planes {
-                let (gp, yp, xp) = (&g[at..at + p], &y[at..at + p], &x[at..at + p]);
-                add_masked_products(&mut dot, gp, yp, xp);
-                add_masked_values(&mut sum, gp, yp);
-            }
-            (fold(&dot), fold(&sum))
-        });
         Ok((
-            CpuStorage::F32(
-                sums.iter()
-                    .map(|s| s.0)
-                    .chain(sums.iter().map(|s| s.1))
-                    .collect(),
-            ),
+            CpuStorage::F32(per_channel_dot_and_sum(g, Some(y), x, c, p)),
             Shape::from((2, c)),
         ))
     }
@@ -485,20 +471,35 @@ impl CustomOp2 for ChannelDotAndSum {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (c, p, g, x) = gradient_and_input(s1, l1, s2, l2)?;
         Ok((
-            CpuStorage::F32(per_channel_dot_and_sum(g, x, c, p)),
+            CpuStorage::F32(per_channel_dot_and_sum(g, None, x, c, p)),
             Shape::from((2, c)),
         ))
     }
 }
 
-/// [Σ g·x per channel, Σ g per channel], each summed exactly as [`per_channel_sums`] does.
-fn per_channel_dot_and_sum(g: &[f32], x: &[f32], c: usize, p: usize) -> Vec<f32> {
+/// [Σ g·x per channel, Σ g per channel], each summed exactly as [`per_channel_sums`] does;
+/// with a ReLU output y, of g' = g where y > 0 instead of g.
+fn per_channel_dot_and_sum(
+    g: &[f32],
+    relu_out: Option<&[f32]>,
+    x: &[f32],
+    c: usize,
+    p: usize,
+) -> Vec<f32> {
     let sums = per_channel(g.len(), c, p, |planes| {
         let (mut dot, mut sum) = ([0f64; LANES], [0f64; LANES]);
         for at in planes {
             let (gp, xp) = (&g[at..at + p], &x[at..at + p]);
-            add_products(&mut dot, gp, xp);
-            add_values(&mut sum, gp);
+            match relu_out {
+                Some(y) => {
+                    add_masked_products(&mut dot, gp, &y[at..at + p], xp);
+                    add_masked_values(&mut sum, gp, &y[at..at + p]);
+                }
+                None => {
+                    add_products(&mut dot, gp, xp);
+                    add_values(&mut sum, gp);
+                }
+            }
         }
         (fold(&dot), fold(&sum))
     });
@@ -687,7 +688,7 @@ mod tests {
             let (c, p) = (shape[1], shape[2] * shape[3]);
             let g: Vec<f32> = values(&shape, 11).flatten_all().unwrap().to_vec1().unwrap();
             let x: Vec<f32> = values(&shape, 12).flatten_all().unwrap().to_vec1().unwrap();
-            let both = per_channel_dot_and_sum(&g, &x, c, p);
+            let both = per_channel_dot_and_sum(&g, None, &x, c, p);
             let dot = per_channel_sums(&g, Some(&x), c, p);
             let sum = per_channel_sums(&g, None, c, p);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
