@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::conv::dense;
+use super::relu::{relu_grad, relu_value};
 use super::sgemm::written;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -131,12 +132,12 @@ fn affine_planes(a: &[f32], scale: &[f32], shift: Option<&[f32]>, c: usize, p: u
     })
 }
 
-/// out[n, c, p] = relu(a[n, c, p]·scale[c] + shift[c]), the ReLU as [`super::relu`]'s.
+/// out[n, c, p] = relu(a[n, c, p]·scale[c] + shift[c]).
 fn affine_relu_planes(a: &[f32], scale: &[f32], shift: &[f32], c: usize, p: usize) -> Vec<f32> {
     map_planes(a, p, |i, o, a| {
         let (s, b) = (scale[i % c], shift[i % c]);
         o.iter_mut().zip(a).for_each(|(o, a)| {
-            o.write((a * s + b).max(0.0));
+            o.write(relu_value(a * s + b));
         });
     })
 }
@@ -151,17 +152,6 @@ fn masked_scale_planes(g: &[f32], y: &[f32], scale: &[f32], c: usize, p: usize) 
             o.write(relu_grad(g, y) * s);
         });
     })
-}
-
-/// The gradient a ReLU passes back (as [`super::relu`]'s backward): g where its output y
-/// is positive, else 0.
-#[inline(always)]
-fn relu_grad(g: f32, y: f32) -> f32 {
-    if y > 0.0 {
-        g
-    } else {
-        0.0
-    }
 }
 
 /// A new buffer like `a` whose planes (i = n·C + c) `f` writes, every value, from a's.

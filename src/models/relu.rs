@@ -73,8 +73,25 @@ fn zip_values(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -
     }
 }
 
+/// The ReLU of one value, as every ReLU op here computes it (the fused affine + ReLU too).
+#[inline(always)]
+pub(super) fn relu_value(v: f32) -> f32 {
+    v.max(0.0)
+}
+
+/// The gradient a ReLU passes back, from its output y: g where y is positive, else 0
+/// (derivative 0 at exactly 0, as in PyTorch).
+#[inline(always)]
+pub(super) fn relu_grad(g: f32, y: f32) -> f32 {
+    if y > 0.0 {
+        g
+    } else {
+        0.0
+    }
+}
+
 fn relu_values(x: &[f32]) -> Vec<f32> {
-    zip_values(x, x, |v, _| v.max(0.0))
+    zip_values(x, x, |v, _| relu_value(v))
 }
 
 impl CustomOp2 for ReluGrad {
@@ -97,7 +114,7 @@ impl CustomOp2 for ReluGrad {
                 y.len()
             );
         }
-        let out = zip_values(g, y, |g, y| if y > 0.0 { g } else { 0.0 });
+        let out = zip_values(g, y, relu_grad);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -128,7 +145,7 @@ impl CustomOp2 for AddRelu {
         let a = dense(s1, l1, "residual addend")?;
         let b = dense(s2, l2, "residual addend")?;
         Ok((
-            CpuStorage::F32(zip_values(a, b, |a, b| (a + b).max(0.0))),
+            CpuStorage::F32(zip_values(a, b, |a, b| relu_value(a + b))),
             l1.shape().clone(),
         ))
     }
