@@ -183,6 +183,38 @@ fn map_planes(
     }
 }
 
+/// An affine op's operands, checked to match: C channels of P values per plane.
+struct AffineOperands<'a> {
+    c: usize,
+    p: usize,
+    x: &'a [f32],
+    scale: &'a [f32],
+    shift: &'a [f32],
+}
+
+fn affine_operands<'a>(
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+    s3: &'a CpuStorage,
+    l3: &Layout,
+) -> candle_core::Result<AffineOperands<'a>> {
+    let (_, c, p) = planes(l1.shape())?;
+    let x = dense(s1, l1, "affine input")?;
+    let scale = dense(s2, l2, "affine scale")?;
+    let shift = dense(s3, l3, "affine shift")?;
+    check_channels("scale", scale, c)?;
+    check_channels("shift", shift, c)?;
+    Ok(AffineOperands {
+        c,
+        p,
+        x,
+        scale,
+        shift,
+    })
+}
+
 /// The op, storing the gradient at its output in the slot if one is attached (a tap).
 struct ChannelAffine(Option<GradSlot>);
 
@@ -200,12 +232,13 @@ impl CustomOp3 for ChannelAffine {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, c, p) = planes(l1.shape())?;
-        let x = dense(s1, l1, "affine input")?;
-        let scale = dense(s2, l2, "affine scale")?;
-        let shift = dense(s3, l3, "affine shift")?;
-        check_channels("scale", scale, c)?;
-        check_channels("shift", shift, c)?;
+        let AffineOperands {
+            c,
+            p,
+            x,
+            scale,
+            shift,
+        } = affine_operands(s1, l1, s2, l2, s3, l3)?;
         Ok((
             CpuStorage::F32(affine_planes(x, scale, Some(shift), c, p)),
             l1.shape().clone(),
@@ -260,12 +293,13 @@ impl CustomOp3 for ChannelAffineRelu {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, c, p) = planes(l1.shape())?;
-        let x = dense(s1, l1, "affine input")?;
-        let scale = dense(s2, l2, "affine scale")?;
-        let shift = dense(s3, l3, "affine shift")?;
-        check_channels("scale", scale, c)?;
-        check_channels("shift", shift, c)?;
+        let AffineOperands {
+            c,
+            p,
+            x,
+            scale,
+            shift,
+        } = affine_operands(s1, l1, s2, l2, s3, l3)?;
         Ok((
             CpuStorage::F32(affine_relu_planes(x, scale, shift, c, p)),
             l1.shape().clone(),
@@ -346,14 +380,7 @@ impl CustomOp3 for MaskedDotAndSum {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (c, p, g, y) = gradient_and_input(s1, l1, s2, l2)?;
-        let x = dense(s3, l3, "affine input")?;
-        if x.len() != g.len() {
-            candle_core::bail!(
-                "channel affine: {} gradients for {} inputs",
-                g.len(),
-                x.len()
-            );
-        }
+        let (_, _, _, x) = gradient_and_input(s1, l1, s3, l3)?;
         Ok((
             CpuStorage::F32(per_channel_dot_and_sum(g, Some(y), x, c, p)),
             Shape::from((2, c)),
