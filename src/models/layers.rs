@@ -58,20 +58,28 @@ impl Conv2d {
         l: usize,
         name: &str,
     ) -> Result<Tensor> {
+        let y = self.conv(x, ctx)?;
         if let (None, Some(b)) = (&ctx.recorder, &self.bias) {
-            let w = ctx.param(&self.weight);
-            let y = crate::models::conv::conv2d(x, &w, self.padding, self.stride)?;
-            let b = ctx.param(b);
-            if let Some(h) = channel_affine_relu(&y, None, &b, ctx.needs_graph())? {
+            if let Some(h) = channel_affine_relu(&y, None, &ctx.param(b), ctx.needs_graph())? {
                 return Ok(h);
             }
         }
-        relu_tapped(&self.forward(x, ctx)?, ctx, l, name)
+        relu_tapped(&self.add_bias(y, ctx)?, ctx, l, name)
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let y = self.conv(x, ctx)?;
+        self.add_bias(y, ctx)
+    }
+
+    /// The convolution without its bias.
+    fn conv(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let w = ctx.param(&self.weight);
-        let y = crate::models::conv::conv2d(x, &w, self.padding, self.stride)?;
+        crate::models::conv::conv2d(x, &w, self.padding, self.stride)
+    }
+
+    /// y plus the bias, if any, the sum tapped as this module's output.
+    fn add_bias(&self, y: Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         match &self.bias {
             None => Ok(y),
             Some(b) => {
@@ -135,31 +143,53 @@ impl BatchNorm {
 
     /// (scale, bias) of the affine map eval-mode BN computes, from the parameters as `ctx`
     /// tracks them.
-    fn eval_affine(&self, gamma: Tensor, beta: Tensor, ctx: &Ctx) -> Result<(Tensor, Tensor)> {
+    fn eval_affine(&self, ctx: &Ctx) -> Result<(Tensor, Tensor)> {
+        let (gamma, beta) = (ctx.param(&self.gamma), ctx.param(&self.beta));
         let mean = ctx.param(&self.running_mean);
         let scale = self.scale(&gamma, &ctx.param(&self.running_var))?;
         let bias = (beta - (mean * &scale)?)?;
         Ok((scale, bias))
     }
 
-    /// relu(self.forward(x)) as one fused op, when nothing records (the values and
-    /// gradients are those of the two ops); None where it does not apply.
-    fn fused_relu(&self, x: &Tensor, ctx: &Ctx) -> Result<Option<Tensor>> {
-        if ctx.recorder.is_some() || ctx.train_bn {
-            return Ok(None);
+    /// Eval-mode BN as the affine map (scale, bias), its output tapped.
+    fn eval_forward(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        bias: &Tensor,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let point = ctx.tap_point();
+        let y = channel_affine(x, Some(scale), bias, &point)?;
+        let eff = self.effective_bias()?;
+        ctx.tap_module(&self.name, y, &eff, point)
+    }
+
+    /// relu_op(self.forward(x)); eval-mode BN and the ReLU are one fused op when nothing
+    /// records (the values and gradients are those of the two ops).
+    fn forward_then_relu(
+        &self,
+        x: &Tensor,
+        ctx: &mut Ctx,
+        relu_op: impl FnOnce(&Tensor, &mut Ctx) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if ctx.train_bn {
+            let h = self.forward(x, ctx)?;
+            return relu_op(&h, ctx);
         }
-        let gamma = ctx.param(&self.gamma);
-        let beta = ctx.param(&self.beta);
-        let (scale, bias) = self.eval_affine(gamma, beta, ctx)?;
-        channel_affine_relu(x, Some(&scale), &bias, ctx.needs_graph())
+        let (scale, bias) = self.eval_affine(ctx)?;
+        if ctx.recorder.is_none() {
+            if let Some(h) = channel_affine_relu(x, Some(&scale), &bias, ctx.needs_graph())? {
+                return Ok(h);
+            }
+        }
+        let h = self.eval_forward(x, &scale, &bias, ctx)?;
+        relu_op(&h, ctx)
     }
 
     /// relu(self.forward(x)), fused where nothing records.
     pub fn forward_relu(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        match self.fused_relu(x, ctx)? {
-            Some(h) => Ok(h),
-            None => relu(&self.forward(x, ctx)?, ctx),
-        }
+        self.forward_then_relu(x, ctx, |h, ctx| relu(h, ctx))
     }
 
     /// [`Self::forward_relu`] whose output is recorded as the activation of layer `l`.
@@ -170,17 +200,14 @@ impl BatchNorm {
         l: usize,
         name: &str,
     ) -> Result<Tensor> {
-        match self.fused_relu(x, ctx)? {
-            Some(h) => Ok(h),
-            None => relu_tapped(&self.forward(x, ctx)?, ctx, l, name),
-        }
+        self.forward_then_relu(x, ctx, |h, ctx| relu_tapped(h, ctx, l, name))
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let c = self.gamma.dims()[0];
-        let gamma = ctx.param(&self.gamma);
-        let beta = ctx.param(&self.beta);
         if ctx.train_bn {
+            let gamma = ctx.param(&self.gamma);
+            let beta = ctx.param(&self.beta);
             // Batch statistics; the running statistics follow PyTorch's update rule.
             let mean = x.mean_keepdim((0, 2, 3))?;
             let centered = x.broadcast_sub(&mean)?;
@@ -199,11 +226,8 @@ impl BatchNorm {
             self.running_var.set(&new_var)?;
             return Ok(y);
         }
-        let (scale, bias) = self.eval_affine(gamma, beta, ctx)?;
-        let point = ctx.tap_point();
-        let y = channel_affine(x, Some(&scale), &bias, &point)?;
-        let eff = self.effective_bias()?;
-        ctx.tap_module(&self.name, y, &eff, point)
+        let (scale, bias) = self.eval_affine(ctx)?;
+        self.eval_forward(x, &scale, &bias, ctx)
     }
 }
 
