@@ -13,8 +13,8 @@ use rayon::prelude::*;
 
 use super::relu::CHUNK;
 use super::sgemm::{
-    copy_panel_row, direct_kernel, sgemm, sgemm_with, transpose_rows, with_scratch, written, Lhs,
-    Mat, RhsPanels, Segmented, PANEL, ROW,
+    avx512_kernel_runs, copy_panel_row, sgemm, sgemm_with, transpose_rows, with_scratch, written,
+    Lhs, Mat, RhsPanels, Segmented, PANEL, ROW,
 };
 use crate::error::{Error, Result};
 use std::mem::MaybeUninit;
@@ -751,7 +751,7 @@ fn reads_padded_rows(g: &Geom) -> bool {
         && g.c_out <= 64
         && g.w >= 16
         && PaddedRows::len(g) * std::mem::size_of::<f32>() <= 1 << 20
-        && direct_kernel(g.c_out, g.h * (g.w + 2 * g.pad), g.k_size())
+        && avx512_kernel_runs(g.c_out, g.h * PaddedRows::pitch(g).1, g.k_size())
 }
 
 /// [`forward_image`] through [`PaddedRows`].

@@ -58,9 +58,9 @@ pub(crate) trait RhsPanels: Sync {
     }
 }
 
-/// Whether products run on the AVX-512 kernel here (which reads
-/// [`RhsPanels::direct_rows`] operands in place; other paths pack them).
-pub(crate) fn direct_kernel(m: usize, n: usize, k: usize) -> bool {
+/// Whether an m × n × k product runs on the AVX-512 kernel here (which reads
+/// [`RhsPanels::direct_rows`] operands in place; the other paths pack them).
+pub(crate) fn avx512_kernel_runs(m: usize, n: usize, k: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     if own_kernel_applies(m, n, k) && avx512::available() {
         return true;
@@ -249,7 +249,7 @@ impl Lhs {
         let view = view.into();
         let mut packed = None;
         #[cfg(target_arch = "x86_64")]
-        if own_kernel_applies(m, 65, k) && avx512::available() {
+        if avx512_kernel_runs(m, 65, k) {
             let kc = depth_block(m, 65, k);
             // SAFETY: forwarded.
             packed = Some((kc, unsafe { avx512::pack_all(view, m, k, kc, true) }));
@@ -334,7 +334,7 @@ pub(crate) unsafe fn sgemm_with<R: RhsPanels>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if own_kernel_applies(m, n, k) && avx512::available() {
+    if avx512_kernel_runs(m, n, k) {
         let kc = depth_block(m, n, k);
         let owned;
         let packed = match &lhs.packed {
