@@ -142,6 +142,47 @@ impl Geom {
             ow: self.w,
         })
     }
+    /// Rows and columns of each plane of the [`source`] layout: the input's for stride 1,
+    /// else those of its stride phases.
+    fn phase_dims(&self) -> (usize, usize) {
+        (self.h.div_ceil(self.stride), self.w.div_ceil(self.stride))
+    }
+    /// The stride phases along one axis that the kernel reads: `count` consecutive
+    /// residues (mod stride) from `first` (all of them unless the kernel is narrower than
+    /// the stride, as for a 1×1 convolution with stride 2).
+    fn phases_along(&self, k: usize) -> (usize, usize) {
+        let s = self.stride;
+        ((s - self.pad % s) % s, k.min(s))
+    }
+    /// Index of residue `r` among the phases along an axis from the first one read (the
+    /// phase is read if the index is below their count).
+    fn phase_index(&self, k: usize, r: usize) -> usize {
+        (r + self.stride - self.phases_along(k).0) % self.stride
+    }
+    /// Values of one image in the [`source`] layout.
+    fn source_len(&self) -> usize {
+        let (hq, wq) = self.phase_dims();
+        self.c_in * self.phases_along(self.kh).1 * self.phases_along(self.kw).1 * hq * wq
+    }
+    /// Where im2col row r reads in the [`source`] layout: plane index, and the shift
+    /// (dy, dx) with which output pixel (oy, ox) reads the plane's pixel (oy + dy, ox + dx).
+    fn source_of(&self, r: usize) -> (usize, (isize, isize)) {
+        let (ci, ky, kx) = row_of(self, r);
+        let s = self.stride as isize;
+        let (ry, rx) = (
+            ky as isize - self.pad as isize,
+            kx as isize - self.pad as isize,
+        );
+        let (iy, ix) = (
+            self.phase_index(self.kh, ry.rem_euclid(s) as usize),
+            self.phase_index(self.kw, rx.rem_euclid(s) as usize),
+        );
+        let (ny, nx) = (self.phases_along(self.kh).1, self.phases_along(self.kw).1);
+        (
+            (ci * ny + iy) * nx + ix,
+            (ry.div_euclid(s), rx.div_euclid(s)),
+        )
+    }
     /// 1×1, stride 1, no padding: the input image already is its im2col matrix.
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
@@ -180,92 +221,89 @@ pub(super) fn valid_range(
     (lo, hi.max(lo))
 }
 
-/// `len` values of one im2col row (input channel plane `plane`, kernel offset ky, kx),
-/// starting at output pixel (oy, ox0), written to out[j * stride]; zero where the window
-/// reads padding.
-#[allow(clippy::too_many_arguments)]
-fn im2col_segment(
-    g: &Geom,
-    plane: &[f32],
-    ky: usize,
-    kx: usize,
-    (mut oy, mut ox0): (usize, usize),
-    len: usize,
-    out: &mut [f32],
-    stride: usize,
-) {
-    let (lo, hi) = valid_range(g.ow, g.w, kx, g.stride, g.pad);
-    let mut j = 0;
-    while j < len {
-        let seg = (g.ow - ox0).min(len - j);
-        let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
-        // Output columns a..b read inside the image; the rest read padding.
-        let (a, b) = if iy < g.h {
-            let a = lo.clamp(ox0, ox0 + seg);
-            (a, hi.clamp(a, ox0 + seg))
-        } else {
-            (ox0, ox0)
-        };
-        if stride == 1 {
-            let dst = &mut out[j..j + seg];
-            dst[..a - ox0].fill(0.0);
-            dst[b - ox0..].fill(0.0);
-            if a < b {
-                let src = &plane[iy * g.w..(iy + 1) * g.w];
-                let first = a * g.stride + kx - g.pad;
-                if g.stride == 1 {
-                    dst[a - ox0..b - ox0].copy_from_slice(&src[first..first + (b - a)]);
-                } else {
-                    for (d, ox) in dst[a - ox0..b - ox0].iter_mut().zip(a..b) {
-                        *d = src[ox * g.stride + kx - g.pad];
+/// The input in the layout the im2col rows read (see [`Geom::source_of`]): as it is for
+/// stride 1; for stride s, each channel plane split into the stride phases its kernel
+/// reads (phase (py, px) holds pixels (r·s + py, c·s + px), zero past the image), so that
+/// every im2col row is a contiguous shifted run of one phase plane instead of a strided
+/// gather. `x` holds whole images.
+fn source<'a>(g: &Geom, x: &'a [f32]) -> Cow<'a, [f32]> {
+    if g.stride == 1 {
+        return Cow::Borrowed(x);
+    }
+    let s = g.stride;
+    let (hq, wq) = g.phase_dims();
+    let (ny, nx) = (g.phases_along(g.kh).1, g.phases_along(g.kw).1);
+    let per_channel = ny * nx * hq * wq;
+    // Zeroed: the cells past the image's last row or column are read as padding.
+    let mut out = vec![0f32; x.len() / g.hw() * per_channel];
+    out.par_chunks_mut(per_channel)
+        .zip(x.par_chunks(g.hw()))
+        .for_each(|(dst, plane)| {
+            for (y, row) in plane.chunks_exact(g.w).enumerate() {
+                let iy = g.phase_index(g.kh, y % s);
+                if iy >= ny {
+                    continue;
+                }
+                for px in 0..s.min(g.w) {
+                    let ix = g.phase_index(g.kw, px);
+                    if ix >= nx {
+                        continue;
+                    }
+                    let at = ((iy * nx + ix) * hq + y / s) * wq;
+                    for (d, &v) in dst[at..at + wq].iter_mut().zip(row[px..].iter().step_by(s)) {
+                        *d = v;
                     }
                 }
             }
-        } else {
-            for ox in ox0..ox0 + seg {
-                out[(j + ox - ox0) * stride] = if ox >= a && ox < b {
-                    plane[iy * g.w + ox * g.stride + kx - g.pad]
-                } else {
-                    0.0
-                };
-            }
-        }
-        j += seg;
-        oy += 1;
-        ox0 = 0;
-    }
+        });
+    Cow::Owned(out)
 }
 
-/// `len` values of one im2col row starting at output pixel (oy, ox0), into out[..len]:
-/// the fast path for "same" stride-1 convolutions, else [`im2col_segment`].
-fn im2col_run(
-    g: &Geom,
+/// out[j] = plane[(oy + dy)·pw + ox + dx] for the output pixels q = q0 + j (oy = q / ow,
+/// ox = q % ow), zero where that lies outside the ph × pw plane: one im2col row (see
+/// [`Geom::source_of`]). When the plane is as wide as the output, a run over several
+/// output rows is one contiguous copy of the plane, then zeros for the rows above or below
+/// it and for the edge columns (where the copy wrapped into the neighbouring row): per
+/// output row a store or two instead of a bounds computation and a short `memcpy` call.
+fn shifted_run(
     plane: &[f32],
-    ky: usize,
-    kx: usize,
-    start: (usize, usize),
-    len: usize,
+    (ph, pw): (usize, usize),
+    ow: usize,
+    (dy, dx): (isize, isize),
+    q0: usize,
     out: &mut [f32],
 ) {
-    if g.stride == 1 && g.ow == g.w && g.oh == g.h {
-        im2col_run_same(g, plane, ky, kx, start.0 * g.ow + start.1, &mut out[..len]);
-    } else {
-        im2col_segment(g, plane, ky, kx, start, len, out, 1);
-    }
-}
-
-/// [`im2col_run`] of a stride-1 convolution whose output has the input's size: output
-/// pixel q reads plane[q + d] with d = (ky − pad)·W + (kx − pad), so a run over several
-/// output rows is one contiguous copy of the plane, then zeros where the window reads
-/// padding (whole rows above or below the image, and the edge columns, where the copy
-/// wrapped into the neighbouring row). Per output row this is a store or two instead of
-/// a bounds computation and a short `memcpy` call.
-fn im2col_run_same(g: &Geom, plane: &[f32], ky: usize, kx: usize, q0: usize, out: &mut [f32]) {
-    let (w, hw, pad) = (g.w, g.hw(), g.pad);
     let q1 = q0 + out.len();
-    // Output rows oy whose input row oy + ky − pad lies in the image: [pad − ky, h + pad − ky).
-    let row_lo = (pad.saturating_sub(ky) * w).clamp(q0, q1);
-    let row_hi = ((g.h + pad).saturating_sub(ky).min(g.h) * w).clamp(row_lo, q1);
+    // Output rows oy with oy + dy in the plane, and columns ox with ox + dx in it.
+    let (rows_lo, rows_hi) = shifted_range(ph, dy);
+    let (lo, hi) = shifted_range(pw, dx);
+    let (lo, hi) = (lo.min(ow), hi.min(ow));
+    if pw != ow {
+        // Row by row: each row's valid columns are one contiguous copy.
+        let mut q = q0;
+        while q < q1 {
+            let (oy, ox0) = (q / ow, q % ow);
+            let end = (q - ox0 + ow).min(q1);
+            let dst = &mut out[q - q0..end - q0];
+            let ox1 = ox0 + dst.len();
+            if oy < rows_lo || oy >= rows_hi {
+                dst.fill(0.0);
+            } else {
+                let a = lo.clamp(ox0, ox1);
+                let b = hi.clamp(a, ox1);
+                dst[..a - ox0].fill(0.0);
+                dst[b - ox0..].fill(0.0);
+                if a < b {
+                    let src = ((oy as isize + dy) * pw as isize + a as isize + dx) as usize;
+                    dst[a - ox0..b - ox0].copy_from_slice(&plane[src..src + (b - a)]);
+                }
+            }
+            q = end;
+        }
+        return;
+    }
+    let row_lo = (rows_lo * ow).clamp(q0, q1);
+    let row_hi = (rows_hi * ow).clamp(row_lo, q1);
     out[..row_lo - q0].fill(0.0);
     out[row_hi - q0..].fill(0.0);
     if row_lo == row_hi {
@@ -273,24 +311,21 @@ fn im2col_run_same(g: &Geom, plane: &[f32], ky: usize, kx: usize, q0: usize, out
     }
     // Pixels whose source q + shift lies in the plane; the rest are edge columns (zeroed
     // below), at the plane's first or last pixel (or all, for a kernel wider than the image).
-    let shift = (ky * w + kx) as isize - (pad * w + pad) as isize;
+    let shift = dy * pw as isize + dx;
     let copy_lo = ((-shift).max(0) as usize).clamp(row_lo, row_hi);
-    let copy_hi = ((hw as isize - shift).max(0) as usize).clamp(copy_lo, row_hi);
+    let copy_hi = (((ph * pw) as isize - shift).max(0) as usize).clamp(copy_lo, row_hi);
     out[row_lo - q0..copy_lo - q0].fill(0.0);
     if copy_lo < copy_hi {
         let src = (copy_lo as isize + shift) as usize;
         out[copy_lo - q0..copy_hi - q0].copy_from_slice(&plane[src..src + (copy_hi - copy_lo)]);
     }
     out[copy_hi - q0..row_hi - q0].fill(0.0);
-    // Edge columns: ox < pad − kx read left of the image, ox ≥ w + pad − kx right of it.
-    let (lo, hi) = valid_range(g.ow, w, kx, 1, pad);
-    if lo == 0 && hi == w {
+    if lo == 0 && hi == ow {
         return;
     }
-    let first_row = row_lo / w;
-    for oy in first_row..row_hi.div_ceil(w) {
-        let base = oy * w;
-        for ox in (0..lo).chain(hi..w) {
+    for oy in row_lo / ow..row_hi.div_ceil(ow) {
+        let base = oy * ow;
+        for ox in (0..lo).chain(hi.max(lo)..ow) {
             let q = base + ox;
             if q >= row_lo && q < row_hi {
                 out[q - q0] = 0.0;
@@ -299,22 +334,30 @@ fn im2col_run_same(g: &Geom, plane: &[f32], ky: usize, kx: usize, q0: usize, out
     }
 }
 
+/// The output indices i ≥ 0 with i + d in [0, len).
+fn shifted_range(len: usize, d: isize) -> (usize, usize) {
+    let lo = (-d).max(0) as usize;
+    let hi = (len as isize - d).max(0) as usize;
+    (lo, hi.max(lo))
+}
+
 /// The im2col matrix [k_size, t] of images laid side by side, for output pixels p0..p0+t
 /// of that sequence (pixel q of image b is p = b·ohw + q): one image's tile, or a whole
 /// batch when each image's map is too small to fill the kernel's panels. Written panel by
 /// panel into the gemm kernel's buffers (or whole, for the portable path).
 struct Im2col<'a> {
     g: &'a Geom,
-    /// One or more images [C, H, W], one after the other.
+    /// One or more images in the [`source`] layout, one after the other.
     x: &'a [f32],
     p0: usize,
 }
 
 /// The columns of an [`Im2col`] that come from one image.
 struct Piece<'a> {
+    /// The image, in the [`source`] layout.
     x_b: &'a [f32],
-    /// First output pixel (oy, ox) in the image.
-    start: (usize, usize),
+    /// First output pixel in the image.
+    start: usize,
     len: usize,
     /// Offset of the piece within the columns asked for.
     at: usize,
@@ -323,7 +366,7 @@ struct Piece<'a> {
 impl Im2col<'_> {
     /// The per-image pieces of columns j0..j0+cols.
     fn pieces(&self, j0: usize, cols: usize) -> Vec<Piece<'_>> {
-        let (g, ohw, xs) = (self.g, self.g.ohw(), self.g.c_in * self.g.hw());
+        let (ohw, xs) = (self.g.ohw(), self.g.source_len());
         let (first, end) = (self.p0 + j0, self.p0 + j0 + cols);
         let mut pieces = Vec::new();
         let mut j = first;
@@ -332,7 +375,7 @@ impl Im2col<'_> {
             let len = (ohw - q).min(end - j);
             pieces.push(Piece {
                 x_b: &self.x[b * xs..(b + 1) * xs],
-                start: (q / g.ow, q % g.ow),
+                start: q,
                 len,
                 at: j - first,
             });
@@ -341,13 +384,19 @@ impl Im2col<'_> {
         pieces
     }
 
+    /// Row r of the im2col matrix over the piece's columns, into out[..pc.len].
+    fn run(&self, pc: &Piece, r: usize, out: &mut [f32]) {
+        let g = self.g;
+        let (hq, wq) = g.phase_dims();
+        let (plane, shift) = g.source_of(r);
+        let plane = &pc.x_b[plane * hq * wq..(plane + 1) * hq * wq];
+        shifted_run(plane, (hq, wq), g.ow, shift, pc.start, &mut out[..pc.len]);
+    }
+
     /// Im2col row r over the columns of `pieces`, into row[..cols].
     fn fill_row(&self, pieces: &[Piece], r: usize, row: &mut [f32]) {
-        let (g, hw) = (self.g, self.g.hw());
-        let (ci, ky, kx) = row_of(g, r);
         for pc in pieces {
-            let plane = &pc.x_b[ci * hw..(ci + 1) * hw];
-            im2col_run(g, plane, ky, kx, pc.start, pc.len, &mut row[pc.at..]);
+            self.run(pc, r, &mut row[pc.at..]);
         }
     }
 }
@@ -405,14 +454,13 @@ impl RhsPanels for Im2colT<'_> {
         out: &mut [f32],
         stride: usize,
     ) {
-        let g = self.0.g;
-        let hw = g.hw();
-        for pc in self.0.pieces(k0, depth) {
-            for q in 0..cols {
-                let (ci, ky, kx) = row_of(g, j0 + q);
-                let plane = &pc.x_b[ci * hw..(ci + 1) * hw];
-                let at = pc.at * stride + q;
-                im2col_segment(g, plane, ky, kx, pc.start, pc.len, &mut out[at..], stride);
+        // (The portable path only.) Column q of the block is im2col row j0 + q.
+        let pieces = self.0.pieces(k0, depth);
+        let mut row = vec![0f32; depth];
+        for q in 0..cols {
+            self.0.fill_row(&pieces, j0 + q, &mut row);
+            for (p, &v) in row.iter().enumerate() {
+                out[p * stride + q] = v;
             }
         }
     }
@@ -433,18 +481,17 @@ impl RhsPanels for Im2colT<'_> {
         for (i, q0) in (0..cols).step_by(PANEL).enumerate() {
             let live = PANEL.min(cols - q0);
             let panel = &mut out[i * PANEL * depth..(i + 1) * PANEL * depth];
-            let planes: Vec<(usize, usize, usize)> =
-                (0..live).map(|q| row_of(g, j0 + q0 + q)).collect();
             for (b0, len, pieces) in &blocks {
                 let rows = &mut panel[b0 * PANEL..(b0 + len) * PANEL];
                 if g.is_pointwise() {
                     // Each im2col row is a plain run of its input plane: transpose straight
                     // from the planes.
                     for pc in pieces {
-                        let at = pc.start.0 * g.ow + pc.start.1;
-                        let sources: Vec<&[f32]> = planes
-                            .iter()
-                            .map(|&(ci, _, _)| &pc.x_b[ci * hw + at..ci * hw + at + pc.len])
+                        let sources: Vec<&[f32]> = (0..live)
+                            .map(|q| {
+                                let ci = j0 + q0 + q;
+                                &pc.x_b[ci * hw + pc.start..ci * hw + pc.start + pc.len]
+                            })
                             .collect();
                         transpose_rows(
                             &sources,
@@ -456,10 +503,9 @@ impl RhsPanels for Im2colT<'_> {
                 // Contiguous im2col segments over the block's pixels, then a transpose
                 // inside L1 (writing each segment with the panel's stride would touch a new
                 // cache line per value).
-                for (seg, &(ci, ky, kx)) in block.chunks_exact_mut(PIXELS).zip(&planes) {
+                for (q, seg) in block.chunks_exact_mut(PIXELS).take(live).enumerate() {
                     for pc in pieces {
-                        let plane = &pc.x_b[ci * hw..(ci + 1) * hw];
-                        im2col_run(g, plane, ky, kx, pc.start, pc.len, &mut seg[pc.at..]);
+                        self.0.run(pc, j0 + q0 + q, &mut seg[pc.at..]);
                     }
                 }
                 let sources: Vec<&[f32]> = block.chunks_exact(PIXELS).take(live).collect();
@@ -469,7 +515,7 @@ impl RhsPanels for Im2colT<'_> {
     }
 }
 
-/// The inverse scatter of an im2col row ([`im2col_segment`]): plane[window position] += row.
+/// The inverse scatter of an im2col row: plane[window position] += row.
 fn col2im_row(g: &Geom, plane: &mut [f32], ky: usize, kx: usize, p0: usize, row: &[f32]) {
     let (lo, hi) = valid_range(g.ow, g.w, kx, g.stride, g.pad);
     let mut j = 0;
@@ -552,56 +598,6 @@ fn rows_to_weight(g: &Geom, rows: Vec<f32>) -> Vec<f32> {
     out
 }
 
-/// 1×1 convolution with stride or padding, for the whole batch, as candle computes it
-/// (pixels-major [N·oh·ow, C] · Wᵀ, so results are bit-identical), then back to NCHW.
-fn forward_1x1_strided(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let (c, ohw, hw) = (g.c_in, g.ohw(), g.hw());
-    let rows = g.n * ohw;
-    let mut col = vec![0f32; rows * c];
-    col.par_chunks_mut(c).enumerate().for_each(|(p, v)| {
-        let (b, q) = (p / ohw, p % ohw);
-        let iy = ((q / g.ow) * g.stride).wrapping_sub(g.pad);
-        let ix = ((q % g.ow) * g.stride).wrapping_sub(g.pad);
-        if iy < g.h && ix < g.w {
-            let x_b = &x[b * c * hw..];
-            for (ci, e) in v.iter_mut().enumerate() {
-                *e = x_b[ci * hw + iy * g.w + ix];
-            }
-        }
-    });
-    let mut yt = vec![0f32; rows * g.c_out];
-    // SAFETY: yt is rows × O, col rows × C, w is O × C read as its transpose.
-    unsafe {
-        sgemm(
-            rows,
-            g.c_out,
-            c,
-            yt.as_mut_ptr(),
-            g.c_out,
-            false,
-            Mat {
-                ptr: col.as_ptr(),
-                rs: c as isize,
-                cs: 1,
-            },
-            &Mat {
-                ptr: w.as_ptr(),
-                rs: 1,
-                cs: c as isize,
-            },
-            true,
-        )
-    }
-    let mut y = vec![0f32; rows * g.c_out];
-    y.par_chunks_mut(ohw).enumerate().for_each(|(bo, plane)| {
-        let (b, o) = (bo / g.c_out, bo % g.c_out);
-        for (q, e) in plane.iter_mut().enumerate() {
-            *e = yt[(b * ohw + q) * g.c_out + o];
-        }
-    });
-    y
-}
-
 /// Whether [`forward`] multiplies all images at once: when each image's map is too small to
 /// fill the kernel's 32-column panels well (ResNet's 14×14 and 7×7 stages). Only where the
 /// depth blocking of the product does not depend on its width (see `sgemm::depth_block`), so
@@ -612,9 +608,6 @@ fn batches_images(g: &Geom) -> bool {
 
 /// The convolution of a dense batch `x` with dense weights `w` [O, C, kh, kw].
 fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    if g.kk() == 1 && !g.is_pointwise() {
-        return forward_1x1_strided(g, x, w);
-    }
     // Weights [O, C, kh, kw] as im2col rows: column t·C + c (kernel offset t) of row o.
     let rows = Segmented {
         mat: Mat {
@@ -631,7 +624,8 @@ fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
 
 /// [`forward`] with the weights as a prepared left operand [O, k_size] (im2col row order).
 fn forward_with(g: &Geom, x: &[f32], w: &Lhs) -> Vec<f32> {
-    let (xs, ys) = (g.c_in * g.hw(), g.c_out * g.ohw());
+    let x = &*source(g, x);
+    let (xs, ys) = (g.source_len(), g.c_out * g.ohw());
     if batches_images(g) {
         let (ohw, cols) = (g.ohw(), g.n * g.ohw());
         // SAFETY (both): the product overwrites all O rows of n·ohw columns of t (the
@@ -795,8 +789,8 @@ thread_local! {
     static PADDED_OUT: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Forward of one image: y_b [O, oh*ow] = W [O, k_size] · im2col(x_b), every value of y_b
-/// written.
+/// Forward of one image (x_b in the [`source`] layout): y_b [O, oh*ow] = W [O, k_size] ·
+/// im2col(x_b), every value of y_b written.
 fn forward_image(g: &Geom, x_b: &[f32], lhs: &Lhs, y_b: &mut [MaybeUninit<f32>], inner: bool) {
     if reads_padded_rows(g) {
         return forward_image_padded(g, x_b, lhs, y_b, inner);
@@ -853,7 +847,8 @@ fn input_grad_image(g: &Geom, gr_b: &[f32], lhs: &Lhs, dx_b: &mut [f32], inner: 
     }
 }
 
-/// Kernel gradient contribution of one image: dw [O, k_size] += grad_b · im2col(x_b)ᵀ.
+/// Kernel gradient contribution of one image (x_b in the [`source`] layout):
+/// dw [O, k_size] += grad_b · im2col(x_b)ᵀ.
 fn weight_grad_image(
     g: &Geom,
     x_b: &[f32],
@@ -879,9 +874,9 @@ fn weight_grad_image(
     }
 }
 
-/// Kernel gradient of a whole batch of small maps as one product over every image's
-/// pixels: dw [O, k_size] = grad [O, n·ohw] · im2col(x)ᵀ. Per image, the depth (49 or 196
-/// pixels) would be too short to amortise reading and writing dw for every image; here dw
+/// Kernel gradient of a whole batch of small maps (x in the [`source`] layout) as one
+/// product over every image's pixels: dw [O, k_size] = grad [O, n·ohw] · im2col(x)ᵀ. Per
+/// image, the depth (49 or 196 pixels) would be too short to amortise reading and writing dw for every image; here dw
 /// is written once per depth block, and the threads split its columns (deterministic).
 fn weight_grad_batch(g: &Geom, x: &[f32], gr: &[f32]) -> Vec<f32> {
     let (ohw, ks) = (g.ohw(), g.k_size());
@@ -1097,7 +1092,8 @@ impl CustomOp2 for WeightGradOp {
         let gr = dense(s2, l2, "conv2d output gradient")?;
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
-        let (xs, ys, ws) = (g.c_in * g.hw(), g.c_out * g.ohw(), g.c_out * g.k_size());
+        let x = &*source(g, x);
+        let (xs, ys, ws) = (g.source_len(), g.c_out * g.ohw(), g.c_out * g.k_size());
         let dw = if batches_images(g) {
             weight_grad_batch(g, x, gr)
         } else if across_images(g.n) {
@@ -1196,6 +1192,12 @@ mod tests {
         (2, 8, 28, 30, 16, 3, 1, 1), // rows read in place from a padded copy
         (1, 4, 29, 28, 10, 5, 1, 2), // … a wider kernel
         (3, 20, 30, 31, 60, 3, 1, 1), // … several row and column panels
+        (2, 3, 8, 8, 5, 3, 2, 0), // stride phases wider than the output (row by row)
+        (2, 3, 9, 9, 40, 3, 2, 2), // … padding past the phase planes
+        (1, 2, 10, 13, 4, 3, 3, 1), // … stride 3
+        (2, 4, 7, 9, 6, 1, 2, 1), // … 1×1 with padding
+        (2, 3, 13, 13, 70, 5, 2, 2), // … 5×5, several row panels
+        (9, 6, 14, 14, 80, 3, 2, 1), // … small maps, all images in one product
     ];
 
     #[test]
@@ -1262,6 +1264,41 @@ mod tests {
             gs.get(x.as_tensor()).cloned(),
             gs.get(w.as_tensor()).cloned(),
         )
+    }
+
+    #[test]
+    fn shifted_run_matches_its_definition() {
+        // Every plane shape against output widths, shifts and runs, the output prefilled
+        // with NaN so that a value not written shows.
+        for (ph, pw) in [(1, 1), (2, 3), (4, 4), (5, 2)] {
+            let plane: Vec<f32> = (0..ph * pw).map(|i| i as f32 + 1.0).collect();
+            for ow in 1..=6 {
+                for dy in -3..=3isize {
+                    for dx in -3..=3isize {
+                        for (q0, len) in [(0, 1), (0, 3 * ow), (1, 2 * ow + 1), (ow, ow)] {
+                            let mut out = vec![f32::NAN; len];
+                            shifted_run(&plane, (ph, pw), ow, (dy, dx), q0, &mut out);
+                            for (j, &v) in out.iter().enumerate() {
+                                let (oy, ox) = (((q0 + j) / ow) as isize, ((q0 + j) % ow) as isize);
+                                let (y, x) = (oy + dy, ox + dx);
+                                let inside =
+                                    (0..ph as isize).contains(&y) && (0..pw as isize).contains(&x);
+                                let want = if inside {
+                                    plane[(y * pw as isize + x) as usize]
+                                } else {
+                                    0.0
+                                };
+                                assert_eq!(
+                                    v.to_bits(),
+                                    want.to_bits(),
+                                    "plane {ph}×{pw}, ow {ow}, shift ({dy}, {dx}), q0 {q0}, j {j}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
