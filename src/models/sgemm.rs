@@ -819,7 +819,7 @@ mod avx512 {
         overwrite: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-        for p in 0..depth {
+        let step = |acc: &mut [[__m512; NV]; MR], p: usize| {
             // SAFETY: the packed panels hold depth × NR and depth × MR values.
             unsafe {
                 let bp = b.row(p);
@@ -832,6 +832,18 @@ mod avx512 {
                     }
                 }
             }
+        };
+        // Four depth steps per loop iteration (measured a few percent faster than one: less
+        // loop overhead between the FMAs); the same FMA chain per element either way.
+        let mut p = 0;
+        while p + 4 <= depth {
+            for u in 0..4 {
+                step(&mut acc, p + u);
+            }
+            p += 4;
+        }
+        for p in p..depth {
+            step(&mut acc, p);
         }
         for (r, acc_r) in acc.iter().enumerate().take(rows) {
             for (v, &acc_v) in acc_r.iter().enumerate() {
