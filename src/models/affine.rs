@@ -257,6 +257,12 @@ impl CustomOp3 for ChannelAffine {
         if let Some(slot) = &self.0 {
             slot.store(&grad);
         }
+        if x.track_op() && scale.track_op() && shift.track_op() {
+            // Eval-mode BatchNorm in training: all three in one pass over the gradient.
+            let op = ChannelDotAndSum(Some(scale.to_vec1()?));
+            let (dx, both) = split_grads(&grad.apply_op2_no_bwd(x, &op)?, x)?;
+            return Ok((Some(dx), Some(both.get(0)?), Some(both.get(1)?)));
+        }
         let dx = if x.track_op() {
             Some(grad.apply_op2_no_bwd(scale, &ScaleGrad)?)
         } else {
@@ -264,8 +270,9 @@ impl CustomOp3 for ChannelAffine {
         };
         let (dscale, dshift) = match (scale.track_op(), shift.track_op()) {
             (true, true) => {
-                // Both sums in one pass over the gradient (eval-mode BatchNorm in training).
-                let both = grad.apply_op2_no_bwd(x, &ChannelDotAndSum)?;
+                // Both sums in one pass over the gradient.
+                let (_, both) =
+                    split_grads(&grad.apply_op2_no_bwd(x, &ChannelDotAndSum(None))?, x)?;
                 (Some(both.get(0)?), Some(both.get(1)?))
             }
             (true, false) => (Some(grad.apply_op2_no_bwd(x, &ChannelDot)?), None),
@@ -317,22 +324,23 @@ impl CustomOp3 for ChannelAffineRelu {
         let grad = grad.contiguous()?;
         // The ReLU's mask is read from the output.
         let y = res.contiguous()?;
-        let dx = if x.track_op() {
-            Some(grad.apply_op3_no_bwd(&y, scale, &MaskedScaleGrad)?)
-        } else {
-            None
-        };
-        let (dscale, dshift) = match (scale.track_op(), shift.track_op()) {
-            (false, false) => (None, None),
-            (track_scale, track_shift) => {
-                let both = grad.apply_op3_no_bwd(&y, x, &MaskedDotAndSum)?;
-                (
-                    track_scale.then(|| both.get(0)).transpose()?,
-                    track_shift.then(|| both.get(1)).transpose()?,
-                )
-            }
-        };
-        Ok((dx, dscale, dshift))
+        let (track_scale, track_shift) = (scale.track_op(), shift.track_op());
+        if !(track_scale || track_shift) {
+            let dx = if x.track_op() {
+                Some(grad.apply_op3_no_bwd(&y, scale, &MaskedScaleGrad)?)
+            } else {
+                None
+            };
+            return Ok((dx, None, None));
+        }
+        // The sums, and the input gradient in the same pass when it is needed.
+        let op = MaskedDotAndSum(x.track_op().then(|| scale.to_vec1()).transpose()?);
+        let (dx, both) = split_grads(&grad.apply_op3_no_bwd(&y, x, &op)?, x)?;
+        Ok((
+            x.track_op().then_some(dx),
+            track_scale.then(|| both.get(0)).transpose()?,
+            track_shift.then(|| both.get(1)).transpose()?,
+        ))
     }
 }
 
@@ -363,8 +371,9 @@ impl CustomOp3 for MaskedScaleGrad {
 }
 
 /// (g, y, x) → [Σ g'·x, Σ g'] per channel with g' = g where y > 0: the fused op's scale and
-/// shift gradients, summed exactly as [`ChannelDotAndSum`] sums g' and x.
-struct MaskedDotAndSum;
+/// shift gradients, summed exactly as [`ChannelDotAndSum`] sums g' and x; given the scale,
+/// preceded by the input gradient (as [`MaskedScaleGrad`] computes it) from the same pass.
+struct MaskedDotAndSum(Option<Vec<f32>>);
 
 impl CustomOp3 for MaskedDotAndSum {
     fn name(&self) -> &'static str {
@@ -381,10 +390,7 @@ impl CustomOp3 for MaskedDotAndSum {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (c, p, g, y) = gradient_and_input(s1, l1, s2, l2)?;
         let (_, _, _, x) = gradient_and_input(s1, l1, s3, l3)?;
-        Ok((
-            CpuStorage::F32(per_channel_dot_and_sum(g, Some(y), x, c, p)),
-            Shape::from((2, c)),
-        ))
+        grads_storage(g, Some(y), x, self.0.as_deref(), c, p)
     }
 }
 
@@ -472,8 +478,9 @@ impl CustomOp2 for ChannelDot {
     }
 }
 
-/// [ChannelDot; ChannelSum] as a [2, C] tensor, from one pass over g and x.
-struct ChannelDotAndSum;
+/// [ChannelDot; ChannelSum] from one pass over g and x; given the scale, preceded by the
+/// input gradient (as [`ScaleGrad`] computes it) from the same pass.
+struct ChannelDotAndSum(Option<Vec<f32>>);
 
 impl CustomOp2 for ChannelDotAndSum {
     fn name(&self) -> &'static str {
@@ -487,30 +494,84 @@ impl CustomOp2 for ChannelDotAndSum {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (c, p, g, x) = gradient_and_input(s1, l1, s2, l2)?;
-        Ok((
-            CpuStorage::F32(per_channel_dot_and_sum(g, None, x, c, p)),
-            Shape::from((2, c)),
-        ))
+        grads_storage(g, None, x, self.0.as_deref(), c, p)
     }
 }
 
-/// [Σ g·x per channel, Σ g per channel], each summed exactly as [`per_channel_sums`] does;
-/// with a ReLU output y, of g' = g where y > 0 instead of g.
-fn per_channel_dot_and_sum(
+/// The flat output of the gradient ops: the input gradient (if computed), then the [2, C]
+/// sums.
+fn grads_storage(
     g: &[f32],
     relu_out: Option<&[f32]>,
     x: &[f32],
+    scale: Option<&[f32]>,
     c: usize,
     p: usize,
-) -> Vec<f32> {
-    let sums = per_channel(g.len(), c, p, |planes| {
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    if let Some(scale) = scale {
+        check_channels("scale", scale, c)?;
+    }
+    let (mut out, sums) = per_channel_grads(g, relu_out, x, scale, c, p);
+    out.extend_from_slice(&sums);
+    let len = out.len();
+    Ok((CpuStorage::F32(out), Shape::from(len)))
+}
+
+/// Splits a gradient op's flat output into the input gradient (shaped like x; empty when
+/// not computed) and the [2, C] sums.
+fn split_grads(out: &Tensor, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    let len = out.dim(0)? - 2 * c;
+    let dx = if len == 0 {
+        out.narrow(0, 0, 0)?
+    } else {
+        out.narrow(0, 0, len)?.reshape(x.shape())?
+    };
+    Ok((dx, out.narrow(0, len, 2 * c)?.reshape((2, c))?))
+}
+
+/// [Σ g·x per channel, Σ g per channel], each summed exactly as [`per_channel_sums`] does;
+/// with a ReLU output y, of g' = g where y > 0 instead of g. Given `scale`, also the input
+/// gradient g'·scale[c] (as [`affine_planes`] or [`masked_scale_planes`] computes it),
+/// written in the same pass over each plane, so that backward reads the gradient once.
+/// Returns (input gradient, empty without `scale`, with room for the sums after it; sums).
+fn per_channel_grads(
+    g: &[f32],
+    relu_out: Option<&[f32]>,
+    x: &[f32],
+    scale: Option<&[f32]>,
+    c: usize,
+    p: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut dx: Vec<f32> = Vec::with_capacity(if scale.is_some() {
+        g.len() + 2 * c
+    } else {
+        2 * c
+    });
+    let out = PlanesOut(dx.spare_capacity_mut().as_mut_ptr());
+    let sums = per_channel(g.len(), c, p, |ch, planes| {
         let (mut dot, mut sum) = ([0f64; LANES], [0f64; LANES]);
         for at in planes {
             let (gp, xp) = (&g[at..at + p], &x[at..at + p]);
-            match relu_out {
-                Some(y) => {
-                    add_masked_products(&mut dot, gp, &y[at..at + p], xp);
-                    add_masked_values(&mut sum, gp, &y[at..at + p]);
+            let yp = relu_out.map(|y| &y[at..at + p]);
+            if let Some(scale) = scale {
+                // SAFETY: dx has room for g.len() values; each channel task writes only its
+                // own planes.
+                let o = unsafe { std::slice::from_raw_parts_mut(out.at(at), p) };
+                let s = scale[ch];
+                match yp {
+                    Some(yp) => o.iter_mut().zip(gp).zip(yp).for_each(|((o, &g), &y)| {
+                        o.write(relu_grad(g, y) * s);
+                    }),
+                    None => o.iter_mut().zip(gp).for_each(|(o, &g)| {
+                        o.write(g * s);
+                    }),
+                }
+            }
+            match yp {
+                Some(yp) => {
+                    add_masked_products(&mut dot, gp, yp, xp);
+                    add_masked_values(&mut sum, gp, yp);
                 }
                 None => {
                     add_products(&mut dot, gp, xp);
@@ -520,15 +581,34 @@ fn per_channel_dot_and_sum(
         }
         (fold(&dot), fold(&sum))
     });
-    sums.iter()
+    if scale.is_some() {
+        // SAFETY: the channel tasks wrote every plane of every image.
+        unsafe { dx.set_len(g.len()) };
+    }
+    let sums = sums
+        .iter()
         .map(|s| s.0)
         .chain(sums.iter().map(|s| s.1))
-        .collect()
+        .collect();
+    (dx, sums)
+}
+
+/// An output buffer that per-channel tasks write plane by plane (disjoint planes).
+#[derive(Clone, Copy)]
+struct PlanesOut(*mut MaybeUninit<f32>);
+// SAFETY: the tasks write disjoint planes (see per_channel_grads).
+unsafe impl Send for PlanesOut {}
+unsafe impl Sync for PlanesOut {}
+impl PlanesOut {
+    /// A method, so that closures capture the whole (Send) wrapper, not its field.
+    fn at(self, offset: usize) -> *mut MaybeUninit<f32> {
+        self.0.wrapping_add(offset)
+    }
 }
 
 /// Σ_{n,p} g[n, c, p] (·x[n, c, p] when given) per channel, accumulated in f64.
 fn per_channel_sums(g: &[f32], x: Option<&[f32]>, c: usize, p: usize) -> Vec<f32> {
-    per_channel(g.len(), c, p, |planes| {
+    per_channel(g.len(), c, p, |_, planes| {
         let mut lanes = [0f64; LANES];
         for at in planes {
             let gp = &g[at..at + p];
@@ -548,13 +628,13 @@ fn per_channel<R: Send>(
     len: usize,
     c: usize,
     p: usize,
-    f: impl Fn(StepBy<Range<usize>>) -> R + Sync + Send,
+    f: impl Fn(usize, StepBy<Range<usize>>) -> R + Sync + Send,
 ) -> Vec<R> {
     let image = c * p;
     let images = len.checked_div(image).unwrap_or(0);
     (0..c)
         .into_par_iter()
-        .map(|ch| f((ch * p..images * image).step_by(image.max(1))))
+        .map(|ch| f(ch, (ch * p..images * image).step_by(image.max(1))))
         .collect()
 }
 
@@ -705,12 +785,50 @@ mod tests {
             let (c, p) = (shape[1], shape[2] * shape[3]);
             let g: Vec<f32> = values(&shape, 11).flatten_all().unwrap().to_vec1().unwrap();
             let x: Vec<f32> = values(&shape, 12).flatten_all().unwrap().to_vec1().unwrap();
-            let both = per_channel_dot_and_sum(&g, None, &x, c, p);
+            let (_, both) = per_channel_grads(&g, None, &x, None, c, p);
             let dot = per_channel_sums(&g, Some(&x), c, p);
             let sum = per_channel_sums(&g, None, c, p);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&both[..c]), bits(&dot));
             assert_eq!(bits(&both[c..]), bits(&sum));
+        }
+    }
+
+    /// The one-pass backward (input gradient and both sums) gives what the separate ops
+    /// give, bit for bit, with and without the ReLU mask (whose output has exact zeros).
+    #[test]
+    fn one_pass_backward_equals_the_separate_ops_bit_for_bit() {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for shape in [[3usize, 5, 7, 9], [2, 64, 14, 14], [1, 3, 1, 1]] {
+            let (c, p) = (shape[1], shape[2] * shape[3]);
+            let vec = |seed| -> Vec<f32> {
+                values(&shape, seed)
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let (g, x) = (vec(31), vec(32));
+            let y: Vec<f32> = vec(33).iter().map(|&v| relu_value(v)).collect();
+            let scale: Vec<f32> = values(&[c], 34).to_vec1().unwrap();
+            let (dx, sums) = per_channel_grads(&g, None, &x, Some(&scale), c, p);
+            assert_eq!(bits(&dx), bits(&affine_planes(&g, &scale, None, c, p)));
+            assert_eq!(
+                bits(&sums[..c]),
+                bits(&per_channel_sums(&g, Some(&x), c, p))
+            );
+            assert_eq!(bits(&sums[c..]), bits(&per_channel_sums(&g, None, c, p)));
+            let (dx, sums) = per_channel_grads(&g, Some(&y), &x, Some(&scale), c, p);
+            assert_eq!(bits(&dx), bits(&masked_scale_planes(&g, &y, &scale, c, p)));
+            let masked: Vec<f32> = g.iter().zip(&y).map(|(&g, &y)| relu_grad(g, y)).collect();
+            assert_eq!(
+                bits(&sums[..c]),
+                bits(&per_channel_sums(&masked, Some(&x), c, p))
+            );
+            assert_eq!(
+                bits(&sums[c..]),
+                bits(&per_channel_sums(&masked, None, c, p))
+            );
         }
     }
 
