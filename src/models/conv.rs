@@ -13,8 +13,8 @@ use rayon::prelude::*;
 
 use super::relu::CHUNK;
 use super::sgemm::{
-    avx512_kernel_runs, copy_panel_row, sgemm, sgemm_with, transpose_rows, with_scratch, written,
-    Lhs, Mat, RhsPanels, Segmented, PANEL, ROW,
+    avx512_kernel_runs, copy_panel_row, sgemm, sgemm_to, sgemm_with, transpose_rows, with_scratch,
+    written, Lhs, Mat, Out, RhsPanels, Segmented, PANEL, ROW,
 };
 use crate::error::{Error, Result};
 use std::mem::MaybeUninit;
@@ -627,33 +627,26 @@ fn forward_with(g: &Geom, x: &[f32], w: &Lhs) -> Vec<f32> {
     let x = &*source(g, x);
     let (xs, ys) = (g.source_len(), g.c_out * g.ohw());
     if batches_images(g) {
-        let (ohw, cols) = (g.ohw(), g.n * g.ohw());
-        // SAFETY (both): the product overwrites all O rows of n·ohw columns of t (the
-        // im2col view reads inside x); the reordering then writes every value of y.
-        let t = unsafe {
-            written(g.c_out * cols, |t| {
-                sgemm_with(
+        // One product over every image's pixels, each image's columns written to its own
+        // output [O, ohw].
+        let out = Out {
+            rs: g.ohw(),
+            block: g.ohw(),
+            block_stride: ys,
+        };
+        // SAFETY: the product overwrites all O rows of n·ohw columns, which `out` maps onto
+        // every value of y; the im2col view reads inside x.
+        return unsafe {
+            written(g.n * ys, |y| {
+                sgemm_to(
                     w,
-                    cols,
-                    t.as_mut_ptr().cast(),
-                    cols,
+                    g.n * g.ohw(),
+                    y.as_mut_ptr().cast(),
+                    out,
                     false,
                     &Im2col { g, x, p0: 0 },
                     true,
                 )
-            })
-        };
-        // [O, n, ohw] → [n, O, ohw].
-        return unsafe {
-            written(g.n * ys, |y| {
-                y.par_chunks_mut(ys).enumerate().for_each(|(b, y_b)| {
-                    for (o, dst) in y_b.chunks_exact_mut(ohw).enumerate() {
-                        let src = &t[(o * g.n + b) * ohw..][..ohw];
-                        for (d, &v) in dst.iter_mut().zip(src) {
-                            d.write(v);
-                        }
-                    }
-                })
             })
         };
     }

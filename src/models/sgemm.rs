@@ -316,6 +316,32 @@ pub(crate) unsafe fn sgemm<R: RhsPanels>(
     unsafe { sgemm_with(&lhs, n, dst, dst_rs, accumulate, rhs, parallel) }
 }
 
+/// Where a product's m × n values go: value (i, j) at dst + (j / block)·block_stride +
+/// i·rs + j % block. One block (`Out::rows`) is a plain matrix with row stride rs; several
+/// blocks write images of a batch multiplied as one product straight into [N, O, pixels]
+/// order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Out {
+    pub rs: usize,
+    pub block: usize,
+    pub block_stride: usize,
+}
+
+impl Out {
+    /// A plain matrix with row stride rs.
+    pub(crate) fn rows(rs: usize) -> Self {
+        Out {
+            rs,
+            block: usize::MAX,
+            block_stride: 0,
+        }
+    }
+
+    fn offset(&self, i: usize, j: usize) -> usize {
+        (j / self.block) * self.block_stride + i * self.rs + j % self.block
+    }
+}
+
 /// [`sgemm`] with a prepared left operand.
 ///
 /// # Safety
@@ -329,24 +355,71 @@ pub(crate) unsafe fn sgemm_with<R: RhsPanels>(
     rhs: &R,
     parallel: bool,
 ) {
+    // SAFETY: forwarded caller contract.
+    unsafe { sgemm_to(lhs, n, dst, Out::rows(dst_rs), accumulate, rhs, parallel) }
+}
+
+/// [`sgemm_with`] into the layout `out`.
+///
+/// # Safety
+/// As for [`sgemm`], with dst covering every value `out` addresses.
+pub(crate) unsafe fn sgemm_to<R: RhsPanels>(
+    lhs: &Lhs,
+    n: usize,
+    dst: *mut f32,
+    out: Out,
+    accumulate: bool,
+    rhs: &R,
+    parallel: bool,
+) {
     let (m, k) = (lhs.m, lhs.k);
     if m == 0 || n == 0 {
         return;
     }
+    if out.block < n {
+        #[cfg(target_arch = "x86_64")]
+        if avx512_kernel_runs(m, n, k) {
+            let kc = depth_block(m, n, k);
+            // SAFETY: as below.
+            unsafe { avx512_product(lhs, n, k, kc, dst, out, accumulate, rhs, parallel) };
+            return;
+        }
+        // Other kernels write plain matrices: through one, then into place.
+        let mut tmp = vec![0f32; m * n];
+        if accumulate {
+            for (i, row) in tmp.chunks_exact_mut(n).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    // SAFETY: out addresses inside dst (caller contract).
+                    *v = unsafe { *dst.add(out.offset(i, j)) };
+                }
+            }
+        }
+        // SAFETY: tmp holds m × n values.
+        unsafe {
+            sgemm_to(
+                lhs,
+                n,
+                tmp.as_mut_ptr(),
+                Out::rows(n),
+                accumulate,
+                rhs,
+                parallel,
+            )
+        };
+        for (i, row) in tmp.chunks_exact(n).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { *dst.add(out.offset(i, j)) = v };
+            }
+        }
+        return;
+    }
+    let dst_rs = out.rs;
     #[cfg(target_arch = "x86_64")]
     if avx512_kernel_runs(m, n, k) {
         let kc = depth_block(m, n, k);
-        let owned;
-        let packed = match &lhs.packed {
-            Some((pkc, p)) if *pkc == kc => p.as_slice(),
-            // SAFETY: forwarded caller contract.
-            _ => {
-                owned = unsafe { avx512::pack_all(lhs.view, m, k, kc, parallel) };
-                owned.as_slice()
-            }
-        };
-        // SAFETY: forwarded caller contract; the CPU supports AVX-512F (checked above).
-        unsafe { avx512::sgemm(m, n, k, kc, packed, dst, dst_rs, accumulate, rhs, parallel) };
+        // SAFETY: forwarded caller contract.
+        unsafe { avx512_product(lhs, n, k, kc, dst, out, accumulate, rhs, parallel) };
         return;
     }
     let lhs = lhs.mat();
@@ -397,6 +470,38 @@ pub(crate) unsafe fn sgemm_with<R: RhsPanels>(
     }
 }
 
+/// The AVX-512 product with lhs packed for depth blocks of kc (reusing its prepared
+/// packing when that has the same blocks).
+///
+/// # Safety
+/// As for [`sgemm_to`]; the CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx512_product<R: RhsPanels>(
+    lhs: &Lhs,
+    n: usize,
+    k: usize,
+    kc: usize,
+    dst: *mut f32,
+    out: Out,
+    accumulate: bool,
+    rhs: &R,
+    parallel: bool,
+) {
+    let m = lhs.m;
+    let owned;
+    let packed = match &lhs.packed {
+        Some((pkc, p)) if *pkc == kc => p.as_slice(),
+        // SAFETY: forwarded caller contract.
+        _ => {
+            owned = unsafe { avx512::pack_all(lhs.view, m, k, kc, parallel) };
+            owned.as_slice()
+        }
+    };
+    // SAFETY: forwarded caller contract.
+    unsafe { avx512::sgemm(m, n, k, kc, packed, dst, out, accumulate, rhs, parallel) };
+}
+
 /// Shapes for which the `gemm` crate uses its blocked microkernel path (whose summation
 /// order we reproduce) rather than gemv, outer-product or horizontal dot-product kernels.
 fn own_kernel_applies(m: usize, n: usize, k: usize) -> bool {
@@ -435,7 +540,7 @@ mod avx512 {
 
     use rayon::prelude::*;
 
-    use super::{Mat, RhsPanels, Segmented};
+    use super::{Mat, Out, RhsPanels, Segmented};
 
     /// Rows of lhs per micro-tile (each broadcast to a whole vector).
     const MR: usize = 12;
@@ -589,7 +694,7 @@ mod avx512 {
         kc: usize,
         packed: &[f32],
         dst: *mut f32,
-        dst_rs: usize,
+        out: Out,
         accumulate: bool,
         rhs: &R,
         parallel: bool,
@@ -623,7 +728,7 @@ mod avx512 {
                         depth,
                         block,
                         dst,
-                        dst_rs,
+                        out,
                         overwrite,
                     };
                     let pjs = (0..panels).map(|jp| (jp, j0 + jp * NR));
@@ -731,7 +836,7 @@ mod avx512 {
         /// The block's packed left operand.
         block: &'a [f32],
         dst: Dst,
-        dst_rs: usize,
+        out: Out,
         overwrite: bool,
     }
 
@@ -758,8 +863,12 @@ mod avx512 {
                             self.depth,
                             self.block[ip * MR * self.depth..].as_ptr(),
                             b,
-                            self.dst.at(i0 * self.dst_rs + pj),
-                            self.dst_rs,
+                            TileOut {
+                                dst: self.dst,
+                                out: self.out,
+                                i0,
+                                j0: pj,
+                            },
                             MR.min(self.m - i0),
                             live,
                             self.overwrite,
@@ -804,6 +913,15 @@ mod avx512 {
         }
     }
 
+    /// Where a tile's values go: rows from i0, columns from j0 of the product, in `out`.
+    #[derive(Clone, Copy)]
+    struct TileOut {
+        dst: Dst,
+        out: Out,
+        i0: usize,
+        j0: usize,
+    }
+
     /// One MR × NR tile: acc = Σ_p a[p] ⊗ b[p] (one FMA chain per element, from zero), then
     /// dst = acc (overwrite) or dst + acc, for the first `rows` rows and `cols` columns.
     #[target_feature(enable = "avx512f")]
@@ -812,8 +930,7 @@ mod avx512 {
         depth: usize,
         a: *const f32,
         b: B,
-        dst: *mut f32,
-        dst_rs: usize,
+        to: TileOut,
         rows: usize,
         cols: usize,
         overwrite: bool,
@@ -845,25 +962,41 @@ mod avx512 {
         for p in p..depth {
             step(&mut acc, p);
         }
+        // The tile's columns cut where blocks of `out` end: (vector, lanes, offset from the
+        // row's start such that lane l of vector v lands at offset + 16·v + l).
+        let mut pieces = [(0usize, 0u16, 0isize); 2 * (NR + 1)];
+        let mut count = 0;
+        let Out {
+            rs,
+            block,
+            block_stride,
+        } = to.out;
+        for v in 0..NV {
+            let c0 = 16 * v;
+            let live = cols.saturating_sub(c0).min(16);
+            let mut lane = 0;
+            while lane < live {
+                let col = to.j0 + c0 + lane;
+                let (blk, q) = (col / block, col % block);
+                let len = (live - lane).min(block - q);
+                let lanes = (((1u32 << len) - 1) << lane) as u16;
+                let offset = (blk * block_stride + q) as isize - (c0 + lane) as isize;
+                pieces[count] = (v, lanes, offset);
+                count += 1;
+                lane += len;
+            }
+        }
         for (r, acc_r) in acc.iter().enumerate().take(rows) {
-            for (v, &acc_v) in acc_r.iter().enumerate() {
-                let c0 = 16 * v;
-                if c0 >= cols {
-                    break;
-                }
-                let live = (cols - c0).min(16);
-                let mask: __mmask16 = if live == 16 {
-                    0xffff
-                } else {
-                    (1u16 << live) - 1
-                };
-                // SAFETY: columns c0..c0+live of row r lie in dst.
+            let row = to.dst.at((to.i0 + r) * rs);
+            for &(v, mask, offset) in &pieces[..count] {
+                // SAFETY: the masked lanes address values of this tile in dst (caller
+                // contract); the others are not accessed.
                 unsafe {
-                    let d = dst.add(r * dst_rs + c0);
+                    let d = row.wrapping_offset(offset + 16 * v as isize);
                     let out = if overwrite {
-                        acc_v
+                        acc_r[v]
                     } else {
-                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), acc_v)
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), acc_r[v])
                     };
                     _mm512_mask_storeu_ps(d, mask, out);
                 }
@@ -1004,6 +1137,66 @@ mod tests {
                         backend()
                     );
                 }
+            }
+        }
+    }
+
+    /// A product written in blocks of columns (images of a batch) gives the plain product's
+    /// values, bit for bit, at the block layout's places, and leaves every other value of the
+    /// destination alone: blocks narrower than a vector, straddling tiles, and the last
+    /// partial tile, overwriting and accumulating.
+    #[test]
+    fn blocked_output_places_the_plain_product() {
+        for (s, &(m, n, k, block)) in [
+            (30, 196, 300, 49),
+            (70, 100, 64, 5),
+            (13, 64, 40, 1),
+            (40, 90, 33, 45),
+            (25, 40, 20, 16),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let a = random(m * k, 7 * s as u64 + 1);
+            let b = random(k * n, 7 * s as u64 + 2);
+            let blocks = n.div_ceil(block);
+            // Each block [m, block] with a gap of 3 values after it, which must stay as is.
+            let block_stride = m * block + 3;
+            let out = Out {
+                rs: block,
+                block,
+                block_stride,
+            };
+            let c0 = random(blocks * block_stride, 7 * s as u64 + 3);
+            for acc in [false, true] {
+                let mut plain: Vec<f32> =
+                    (0..m * n).map(|q| c0[out.offset(q / n, q % n)]).collect();
+                product(m, n, k, &a, &b, &mut plain, acc, true, false);
+                let lhs = Mat {
+                    ptr: a.as_ptr(),
+                    rs: k as isize,
+                    cs: 1,
+                };
+                // SAFETY: a is m × k and outlives lhs.
+                let lhs = unsafe { Lhs::new(lhs, m, k) };
+                let rhs = Mat {
+                    ptr: b.as_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                };
+                let mut got = c0.clone();
+                // SAFETY: `out` addresses inside got for m rows and n columns.
+                unsafe { sgemm_to(&lhs, n, got.as_mut_ptr(), out, acc, &rhs, true) };
+                let mut want = c0.clone();
+                for (q, &v) in plain.iter().enumerate() {
+                    want[out.offset(q / n, q % n)] = v;
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{m}x{n}x{k} block {block} acc={acc}"
+                );
             }
         }
     }
