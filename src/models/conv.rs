@@ -1007,38 +1007,22 @@ fn weight_grad_image_nhwc(
 /// columns (deterministic).
 fn weight_grad_batch(g: &Geom, x: &[f32], gr: &[f32]) -> Vec<f32> {
     let (ohw, ks) = (g.ohw(), g.k_size());
-    let cols = g.n * ohw;
-    // [n, O, ohw] → [O, n·ohw].
-    let mut grad_rows = vec![0f32; g.c_out * cols];
-    grad_rows
-        .par_chunks_mut(cols)
-        .enumerate()
-        .for_each(|(o, row)| {
-            for (b, dst) in row.chunks_exact_mut(ohw).enumerate() {
-                dst.copy_from_slice(&gr[(b * g.c_out + o) * ohw..][..ohw]);
-            }
-        });
-    let lhs = Mat {
-        ptr: grad_rows.as_ptr(),
-        rs: cols as isize,
-        cs: 1,
+    // grad [n, O, ohw] read as [O, n·ohw]: row o's columns come in one segment per image.
+    let grad = Segmented {
+        mat: Mat {
+            ptr: gr.as_ptr(),
+            rs: ohw as isize,
+            cs: 1,
+        },
+        seg: ohw,
+        seg_step: (g.c_out * ohw) as isize,
     };
+    // SAFETY: gr holds n × O × ohw values and outlives lhs.
+    let lhs = unsafe { Lhs::new(grad, g.c_out, g.n * ohw) };
     let mut dw = vec![0f32; g.c_out * ks];
     let rhs = Im2colT(Im2col { g, x, p0: 0 });
-    // SAFETY: dw is O × k_size; grad_rows is O × n·ohw; the im2col view reads inside x.
-    unsafe {
-        sgemm(
-            g.c_out,
-            ks,
-            cols,
-            dw.as_mut_ptr(),
-            ks,
-            false,
-            lhs,
-            &rhs,
-            true,
-        )
-    };
+    // SAFETY: dw is O × k_size; the im2col view reads inside x.
+    unsafe { sgemm_with(&lhs, ks, dw.as_mut_ptr(), ks, false, &rhs, true) };
     dw
 }
 
