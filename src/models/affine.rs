@@ -95,6 +95,127 @@ pub fn channel_affine_relu(
     }))
 }
 
+/// relu(x·scale[c] + shift[c] + residual) as one op: eval-mode BatchNorm closing a residual
+/// block, the shortcut added and the ReLU applied, when nothing records the BN output
+/// (training, inference). Forward is one pass instead of two; backward one pass for the
+/// shortcut's gradient, the input's and the scale and shift sums instead of two. The same
+/// values and gradients, bit for bit, as [`channel_affine`] then `relu::add_relu`. `None`
+/// when this input takes the unfused path (not CPU f32, or shapes that differ).
+pub fn channel_affine_add_relu(
+    x: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    residual: &Tensor,
+    graph: bool,
+) -> Result<Option<Tensor>> {
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !(cpu_f32(x) && cpu_f32(scale) && cpu_f32(shift) && cpu_f32(residual))
+        || x.shape() != residual.shape()
+    {
+        return Ok(None);
+    }
+    // Scale and shift as one [2, C] operand (the op takes three); stack passes its
+    // gradient's rows back to each.
+    let params = Tensor::stack(&[scale, shift], 0)?;
+    let (x, residual) = (x.contiguous()?, residual.contiguous()?);
+    Ok(Some(if graph {
+        x.apply_op3(&params, &residual, ChannelAffineAddRelu)?
+    } else {
+        x.apply_op3_no_bwd(&params, &residual, &ChannelAffineAddRelu)?
+    }))
+}
+
+/// The fused residual op (see [`channel_affine_add_relu`]): (x, [scale; shift], residual).
+struct ChannelAffineAddRelu;
+
+impl CustomOp3 for ChannelAffineAddRelu {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-affine-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, p) = planes(l1.shape())?;
+        let x = dense(s1, l1, "affine input")?;
+        let params = dense(s2, l2, "affine scale and shift")?;
+        let r = dense(s3, l3, "residual")?;
+        check_channels("scale and shift", params, 2 * c)?;
+        if r.len() != x.len() {
+            candle_core::bail!(
+                "channel affine: {} residual values for {} inputs",
+                r.len(),
+                x.len()
+            );
+        }
+        let (scale, shift) = params.split_at(c);
+        let y = map_planes(x, p, |i, o, a| {
+            let (s, b) = (scale[i % c], shift[i % c]);
+            let r = &r[i * p..(i + 1) * p];
+            o.iter_mut().zip(a).zip(r).for_each(|((o, a), r)| {
+                o.write(relu_value(a * s + b + r));
+            });
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        residual: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let y = res.contiguous()?;
+        let op = ResidualGrads(params.get(0)?.to_vec1()?);
+        let out = grad.apply_op3_no_bwd(&y, x, &op)?;
+        // [masked gradient; input gradient; sums [2, C]], flat.
+        let (len, c) = (x.elem_count(), x.dim(1)?);
+        let masked = out.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dx = out.narrow(0, len, len)?.reshape(x.shape())?;
+        let sums = out.narrow(0, 2 * len, 2 * c)?.reshape((2, c))?;
+        Ok((
+            x.track_op().then_some(dx),
+            params.track_op().then_some(sums),
+            residual.track_op().then_some(masked),
+        ))
+    }
+}
+
+/// (g, y, x) → [relu_grad(g, y); that ·scale[c]; its sums with x and alone per channel]:
+/// the fused residual op's backward in one pass (see [`channel_grads`]).
+struct ResidualGrads(Vec<f32>);
+
+impl CustomOp3 for ResidualGrads {
+    fn name(&self) -> &'static str {
+        "zerobias-channel-affine-add-relu-grads"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (c, p, g, y) = gradient_and_input(s1, l1, s2, l2)?;
+        let (_, _, _, x) = gradient_and_input(s1, l1, s3, l3)?;
+        check_channels("scale", &self.0, c)?;
+        let out = channel_grads(g, Some(y), x, Some(&self.0), true, c, p);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
 /// (planes N, channels C, plane size P) of a [N, C, …] layout.
 fn planes(shape: &Shape) -> candle_core::Result<(usize, usize, usize)> {
     let dims = shape.dims();
@@ -511,8 +632,7 @@ fn grads_storage(
     if let Some(scale) = scale {
         check_channels("scale", scale, c)?;
     }
-    let (mut out, sums) = per_channel_grads(g, relu_out, x, scale, c, p);
-    out.extend_from_slice(&sums);
+    let out = channel_grads(g, relu_out, x, scale, false, c, p);
     let len = out.len();
     Ok((CpuStorage::F32(out), Shape::from(len)))
 }
@@ -534,7 +654,8 @@ fn split_grads(out: &Tensor, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)
 /// with a ReLU output y, of g' = g where y > 0 instead of g. Given `scale`, also the input
 /// gradient g'·scale[c] (as [`affine_planes`] or [`masked_scale_planes`] computes it),
 /// written in the same pass over each plane, so that backward reads the gradient once.
-/// Returns (input gradient, empty without `scale`, with room for the sums after it; sums).
+/// Returns (input gradient, empty without `scale`; sums).
+#[cfg(test)]
 fn per_channel_grads(
     g: &[f32],
     relu_out: Option<&[f32]>,
@@ -543,21 +664,44 @@ fn per_channel_grads(
     c: usize,
     p: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut dx: Vec<f32> = Vec::with_capacity(if scale.is_some() {
-        g.len() + 2 * c
-    } else {
-        2 * c
-    });
-    let out = PlanesOut(dx.spare_capacity_mut().as_mut_ptr());
-    let sums = per_channel(g.len(), c, p, |ch, planes| {
+    let mut all = channel_grads(g, relu_out, x, scale, false, c, p);
+    let sums = all.split_off(all.len() - 2 * c);
+    (all, sums)
+}
+
+/// What [`per_channel_grads`] computes, as one buffer: [masked gradient relu_grad(g, y),
+/// when `write_masked` and y is given (a residual block's shortcut gets it); input
+/// gradient, given `scale`; the [2, C] sums], all from one pass over each plane.
+fn channel_grads(
+    g: &[f32],
+    relu_out: Option<&[f32]>,
+    x: &[f32],
+    scale: Option<&[f32]>,
+    write_masked: bool,
+    c: usize,
+    p: usize,
+) -> Vec<f32> {
+    let len = g.len();
+    let write_masked = write_masked && relu_out.is_some();
+    let masked_len = if write_masked { len } else { 0 };
+    let dx_len = if scale.is_some() { len } else { 0 };
+    let mut all: Vec<f32> = Vec::with_capacity(masked_len + dx_len + 2 * c);
+    let out = PlanesOut(all.spare_capacity_mut().as_mut_ptr());
+    let sums = per_channel(len, c, p, |ch, planes| {
         let (mut dot, mut sum) = ([0f64; LANES], [0f64; LANES]);
         for at in planes {
             let (gp, xp) = (&g[at..at + p], &x[at..at + p]);
             let yp = relu_out.map(|y| &y[at..at + p]);
-            if let Some(scale) = scale {
-                // SAFETY: dx has room for g.len() values; each channel task writes only its
-                // own planes.
+            // SAFETY (both writes): `all` has room for the masked and input gradients;
+            // each channel task writes only its own planes of them.
+            if let (true, Some(yp)) = (write_masked, yp) {
                 let o = unsafe { std::slice::from_raw_parts_mut(out.at(at), p) };
+                o.iter_mut().zip(gp).zip(yp).for_each(|((o, &g), &y)| {
+                    o.write(relu_grad(g, y));
+                });
+            }
+            if let Some(scale) = scale {
+                let o = unsafe { std::slice::from_raw_parts_mut(out.at(masked_len + at), p) };
                 let s = scale[ch];
                 match yp {
                     Some(yp) => o.iter_mut().zip(gp).zip(yp).for_each(|((o, &g), &y)| {
@@ -581,22 +725,16 @@ fn per_channel_grads(
         }
         (fold(&dot), fold(&sum))
     });
-    if scale.is_some() {
-        // SAFETY: the channel tasks wrote every plane of every image.
-        unsafe { dx.set_len(g.len()) };
-    }
-    let sums = sums
-        .iter()
-        .map(|s| s.0)
-        .chain(sums.iter().map(|s| s.1))
-        .collect();
-    (dx, sums)
+    // SAFETY: the channel tasks wrote every plane of every image of both gradients.
+    unsafe { all.set_len(masked_len + dx_len) };
+    all.extend(sums.iter().map(|s| s.0).chain(sums.iter().map(|s| s.1)));
+    all
 }
 
 /// An output buffer that per-channel tasks write plane by plane (disjoint planes).
 #[derive(Clone, Copy)]
 struct PlanesOut(*mut MaybeUninit<f32>);
-// SAFETY: the tasks write disjoint planes (see per_channel_grads).
+// SAFETY: the tasks write disjoint planes (see channel_grads).
 unsafe impl Send for PlanesOut {}
 unsafe impl Sync for PlanesOut {}
 impl PlanesOut {
@@ -887,6 +1025,74 @@ mod tests {
                 .unwrap();
             let g = y.sum_all().unwrap().backward().unwrap();
             assert!(g.get(&xd).is_none() && g.get(&scale).is_some() && g.get(&shift).is_some());
+        }
+    }
+
+    /// The fused residual op gives the values and gradients of the separate ops (affine,
+    /// then add and ReLU) bit for bit, with sums at exactly 0 (gradient 0 at the kink) and
+    /// with only some operands tracked.
+    #[test]
+    fn fused_residual_is_bit_identical_to_the_separate_ops() {
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|f| f.to_bits()).collect()
+        };
+        for shape in [vec![3, 4, 6, 5], vec![2, 64, 14, 14]] {
+            let c = shape[1];
+            let var = |seed| Var::from_tensor(&values(&shape, seed)).unwrap();
+            let (x, r) = (var(41), var(42));
+            // Zero scale and shift in channel 0 and a residual of 0 at every 3rd value: the
+            // sums there are exactly 0.
+            let mut sc: Vec<f32> = values(&[c], 43).to_vec1().unwrap();
+            let mut sh: Vec<f32> = values(&[c], 44).to_vec1().unwrap();
+            (sc[0], sh[0]) = (0.0, 0.0);
+            let mut rv: Vec<f32> = r.flatten_all().unwrap().to_vec1().unwrap();
+            rv.iter_mut().step_by(3).for_each(|v| *v = 0.0);
+            let r =
+                Var::from_tensor(&Tensor::from_vec(rv, shape.as_slice(), &Device::Cpu).unwrap())
+                    .unwrap();
+            let scale = Var::from_tensor(&Tensor::new(sc, &Device::Cpu).unwrap()).unwrap();
+            let shift = Var::from_tensor(&Tensor::new(sh, &Device::Cpu).unwrap()).unwrap();
+            let w = values(&shape, 45);
+            let loss = |y: &Tensor| (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let tap = TapPoint::default();
+            for tracked in [
+                [true; 4],
+                [true, false, false, true],
+                [false, true, true, false],
+            ] {
+                let t = |v: &Var, i: usize| {
+                    if tracked[i] {
+                        v.as_tensor().clone()
+                    } else {
+                        v.as_tensor().detach()
+                    }
+                };
+                let (xt, st, bt, rt) = (t(&x, 0), t(&scale, 1), t(&shift, 2), t(&r, 3));
+                let fused = channel_affine_add_relu(&xt, &st, &bt, &rt, true)
+                    .unwrap()
+                    .unwrap();
+                let pre = channel_affine(&xt, Some(&st), &bt, &tap).unwrap();
+                let apart = crate::models::relu::add_relu(&pre, &rt, true, &tap).unwrap();
+                assert_eq!(bits(&fused), bits(&apart));
+                let (gf, ga) = (loss(&fused), loss(&apart));
+                for (i, v) in [&xt, &st, &bt, &rt].into_iter().enumerate() {
+                    // (The separate ops also hand a gradient to an untracked operand.)
+                    match (tracked[i], gf.get(v), ga.get(v)) {
+                        (true, Some(a), Some(b)) => {
+                            assert_eq!(bits(a), bits(b), "{shape:?} operand {i}")
+                        }
+                        (false, None, _) => {}
+                        _ => panic!("{shape:?} operand {i} (tracked {}): gradient", tracked[i]),
+                    }
+                }
+            }
+            let no_graph = channel_affine_add_relu(&x, &scale, &shift, &r, false)
+                .unwrap()
+                .unwrap();
+            let pre = channel_affine(&x, Some(&scale), &shift, &tap).unwrap();
+            let apart = crate::models::relu::add_relu(&pre, &r, false, &tap).unwrap();
+            assert_eq!(bits(&no_graph), bits(&apart));
         }
     }
 

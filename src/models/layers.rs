@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Tensor, Var, D};
 
-use super::affine::{channel_affine, channel_affine_relu};
+use super::affine::{channel_affine, channel_affine_add_relu, channel_affine_relu};
 use super::{Ctx, ParamKind, ParamStore};
 use crate::error::{Error, Result};
 use crate::taps::TapPoint;
@@ -201,6 +201,33 @@ impl BatchNorm {
         name: &str,
     ) -> Result<Tensor> {
         self.forward_then_relu(x, ctx, |h, ctx| relu_tapped(h, ctx, l, name))
+    }
+
+    /// relu(self.forward(x) + residual(ctx)), recorded as the activation of layer `l`: the
+    /// end of a residual block. Eval-mode BN, the addition and the ReLU are one fused op when
+    /// nothing records (the values and gradients are those of the separate ops). The
+    /// residual is computed after this BN's output is recorded, in the separate ops' order.
+    pub fn forward_add_relu_tapped(
+        &self,
+        x: &Tensor,
+        residual: impl FnOnce(&mut Ctx) -> Result<Tensor>,
+        ctx: &mut Ctx,
+        l: usize,
+        name: &str,
+    ) -> Result<Tensor> {
+        if !ctx.train_bn && ctx.recorder.is_none() {
+            let (scale, bias) = self.eval_affine(ctx)?;
+            let r = residual(ctx)?;
+            let graph = ctx.needs_graph();
+            if let Some(h) = channel_affine_add_relu(x, &scale, &bias, &r, graph)? {
+                return Ok(h);
+            }
+            let h = self.eval_forward(x, &scale, &bias, ctx)?;
+            return add_relu_tapped(&h, &r, ctx, l, name);
+        }
+        let h = self.forward(x, ctx)?;
+        let r = residual(ctx)?;
+        add_relu_tapped(&h, &r, ctx, l, name)
     }
 
     pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {

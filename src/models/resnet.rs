@@ -5,9 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use super::layers::{
-    add_relu_tapped, global_avg_pool, max_pool2d, BatchNorm, Conv2d, Linear, WeightReader,
-};
+use super::layers::{global_avg_pool, max_pool2d, BatchNorm, Conv2d, Linear, WeightReader};
 use super::vgg::check_input;
 use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
 use crate::error::{Error, Result};
@@ -30,15 +28,14 @@ impl Bottleneck {
         let h = self.conv2.forward(&h, ctx)?;
         let h = self.bn2.forward_relu(&h, ctx)?;
         let h = self.conv3.forward(&h, ctx)?;
-        let h = self.bn3.forward(&h, ctx)?;
-        let shortcut = match &self.downsample {
+        let shortcut = |ctx: &mut Ctx| match &self.downsample {
             Some((conv, bn)) => {
                 let s = conv.forward(x, ctx)?;
-                bn.forward(&s, ctx)?
+                bn.forward(&s, ctx)
             }
-            None => x.clone(),
+            None => Ok(x.clone()),
         };
-        add_relu_tapped(&h, &shortcut, ctx, l, name)
+        self.bn3.forward_add_relu_tapped(&h, shortcut, ctx, l, name)
     }
 }
 
