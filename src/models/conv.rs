@@ -707,20 +707,45 @@ impl RhsPanels for PaddedRows<'_> {
         out: &mut [f32],
         stride: usize,
     ) {
-        for p in 0..depth {
-            let at = self.start(k0 + p) + j0;
-            out[p * stride..p * stride + cols].copy_from_slice(&self.xp[at..at + cols]);
-        }
+        pack_runs(
+            self.xp,
+            |r| self.start(r),
+            (k0, depth, j0, cols),
+            out,
+            stride,
+        );
     }
 
     fn direct_rows(&self, k0: usize, depth: usize) -> Option<Vec<*const f32>> {
         // In range: start(r) + n rounded up to a panel <= len (see PaddedRows::len).
-        Some(
-            (k0..k0 + depth)
-                .map(|r| self.xp[self.start(r)..].as_ptr())
-                .collect(),
-        )
+        Some(run_starts(self.xp, |r| self.start(r), k0, depth))
     }
+}
+
+/// [`RhsPanels::pack`] of an operand whose row r is the run of `data` from `start(r)`.
+fn pack_runs(
+    data: &[f32],
+    start: impl Fn(usize) -> usize,
+    (k0, depth, j0, cols): (usize, usize, usize, usize),
+    out: &mut [f32],
+    stride: usize,
+) {
+    for p in 0..depth {
+        let at = start(k0 + p) + j0;
+        out[p * stride..p * stride + cols].copy_from_slice(&data[at..at + cols]);
+    }
+}
+
+/// [`RhsPanels::direct_rows`] of such an operand.
+fn run_starts(
+    data: &[f32],
+    start: impl Fn(usize) -> usize,
+    k0: usize,
+    depth: usize,
+) -> Vec<*const f32> {
+    (k0..k0 + depth)
+        .map(|r| data[start(r)..].as_ptr())
+        .collect()
 }
 
 /// Whether [`forward_image`] reads the im2col rows in place from a padded copy: "same"
@@ -902,22 +927,13 @@ impl RhsPanels for ChannelsLast<'_> {
         out: &mut [f32],
         stride: usize,
     ) {
-        for p in 0..depth {
-            let at = (k0 + p + self.shift) * self.c + j0;
-            out[p * stride..p * stride + cols].copy_from_slice(&self.xt[at..at + cols]);
-        }
+        let start = |r| (r + self.shift) * self.c;
+        pack_runs(self.xt, start, (k0, depth, j0, cols), out, stride);
     }
 
     fn direct_rows(&self, k0: usize, depth: usize) -> Option<Vec<*const f32>> {
-        if self.c > 256 {
-            return None;
-        }
         // Whole panels: the caller's columns (channels) are a multiple of the panel width.
-        Some(
-            (k0..k0 + depth)
-                .map(|r| self.xt[(r + self.shift) * self.c..].as_ptr())
-                .collect(),
-        )
+        (self.c <= 256).then(|| run_starts(self.xt, |r| (r + self.shift) * self.c, k0, depth))
     }
 }
 
