@@ -376,15 +376,15 @@ pub(crate) unsafe fn sgemm_to<R: RhsPanels>(
     if m == 0 || n == 0 {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx512_kernel_runs(m, n, k) {
+        let kc = depth_block(m, n, k);
+        // SAFETY: forwarded caller contract.
+        unsafe { avx512_product(lhs, n, k, kc, dst, out, accumulate, rhs, parallel) };
+        return;
+    }
     if out.block < n {
-        #[cfg(target_arch = "x86_64")]
-        if avx512_kernel_runs(m, n, k) {
-            let kc = depth_block(m, n, k);
-            // SAFETY: as below.
-            unsafe { avx512_product(lhs, n, k, kc, dst, out, accumulate, rhs, parallel) };
-            return;
-        }
-        // Other kernels write plain matrices: through one, then into place.
+        // The other kernels write plain matrices: through one, then into place.
         let mut tmp = vec![0f32; m * n];
         if accumulate {
             for (i, row) in tmp.chunks_exact_mut(n).enumerate() {
@@ -415,13 +415,6 @@ pub(crate) unsafe fn sgemm_to<R: RhsPanels>(
         return;
     }
     let dst_rs = out.rs;
-    #[cfg(target_arch = "x86_64")]
-    if avx512_kernel_runs(m, n, k) {
-        let kc = depth_block(m, n, k);
-        // SAFETY: forwarded caller contract.
-        unsafe { avx512_product(lhs, n, k, kc, dst, out, accumulate, rhs, parallel) };
-        return;
-    }
     let lhs = lhs.mat();
     // The gemm crate takes strided matrices: materialise any other operand.
     let materialised;
@@ -1153,6 +1146,7 @@ mod tests {
             (13, 64, 40, 1),
             (40, 90, 33, 45),
             (25, 40, 20, 16),
+            (3, 20, 5, 4), // too small for the AVX-512 kernel: the portable path
         ]
         .iter()
         .enumerate()
