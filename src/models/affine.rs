@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::conv::dense;
-use super::relu::{relu_grad, relu_value};
+use super::relu::{cpu_f32, relu_grad, relu_value};
 use super::sgemm::written;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -31,26 +31,10 @@ pub fn channel_affine(
     shift: &Tensor,
     tap: &TapPoint,
 ) -> Result<Tensor> {
-    let c = x.dim(1)?;
-    if x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && shift.dtype() == DType::F32
-        && scale.is_none_or(|s| s.dtype() == DType::F32)
-    {
-        let ones;
-        let scale = match scale {
-            Some(s) => s,
-            None => {
-                ones = Tensor::ones(c, DType::F32, x.device())?;
-                &ones
-            }
-        };
-        return Ok(x.contiguous()?.apply_op3(
-            &scale.contiguous()?,
-            &shift.contiguous()?,
-            ChannelAffine(tap.attach()),
-        )?);
+    if let Some((x, scale, shift)) = op_operands(x, scale, shift)? {
+        return Ok(x.apply_op3(&scale, &shift, ChannelAffine(tap.attach()))?);
     }
+    let c = x.dim(1)?;
     let mut bshape = vec![1usize; x.rank()];
     bshape[1] = c;
     let y = match scale {
@@ -58,6 +42,23 @@ pub fn channel_affine(
         None => x.clone(),
     };
     Ok(y.broadcast_add(&shift.reshape(bshape.as_slice())?)?)
+}
+
+/// The dense (x, scale, shift) operands of the affine ops (a missing scale as ones), or
+/// `None` when the input takes candle's broadcast ops instead (not CPU f32).
+fn op_operands(
+    x: &Tensor,
+    scale: Option<&Tensor>,
+    shift: &Tensor,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    if !(cpu_f32(x) && cpu_f32(shift) && scale.is_none_or(cpu_f32)) {
+        return Ok(None);
+    }
+    let scale = match scale {
+        Some(s) => s.contiguous()?,
+        None => Tensor::ones(x.dim(1)?, DType::F32, x.device())?,
+    };
+    Ok(Some((x.contiguous()?, scale, shift.contiguous()?)))
 }
 
 /// relu(x·scale[c] + shift[c]) as one op (`scale = None`: relu(x + shift[c])), when nothing
@@ -71,23 +72,9 @@ pub fn channel_affine_relu(
     shift: &Tensor,
     graph: bool,
 ) -> Result<Option<Tensor>> {
-    if !(x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && shift.dtype() == DType::F32
-        && scale.is_none_or(|s| s.dtype() == DType::F32))
-    {
+    let Some((x, scale, shift)) = op_operands(x, scale, shift)? else {
         return Ok(None);
-    }
-    let c = x.dim(1)?;
-    let ones;
-    let scale = match scale {
-        Some(s) => s,
-        None => {
-            ones = Tensor::ones(c, DType::F32, x.device())?;
-            &ones
-        }
     };
-    let (x, scale, shift) = (x.contiguous()?, scale.contiguous()?, shift.contiguous()?);
     Ok(Some(if graph {
         x.apply_op3(&scale, &shift, ChannelAffineRelu)?
     } else {
@@ -108,7 +95,6 @@ pub fn channel_affine_add_relu(
     residual: &Tensor,
     graph: bool,
 ) -> Result<Option<Tensor>> {
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
     if !(cpu_f32(x) && cpu_f32(scale) && cpu_f32(shift) && cpu_f32(residual))
         || x.shape() != residual.shape()
     {
@@ -178,10 +164,9 @@ impl CustomOp3 for ChannelAffineAddRelu {
         let op = ResidualGrads(params.get(0)?.to_vec1()?);
         let out = grad.apply_op3_no_bwd(&y, x, &op)?;
         // [masked gradient; input gradient; sums [2, C]], flat.
-        let (len, c) = (x.elem_count(), x.dim(1)?);
+        let len = x.elem_count();
         let masked = out.narrow(0, 0, len)?.reshape(x.shape())?;
-        let dx = out.narrow(0, len, len)?.reshape(x.shape())?;
-        let sums = out.narrow(0, 2 * len, 2 * c)?.reshape((2, c))?;
+        let (dx, sums) = split_grads(&out.narrow(0, len, out.dim(0)? - len)?, x)?;
         Ok((
             x.track_op().then_some(dx),
             params.track_op().then_some(sums),
@@ -652,26 +637,10 @@ fn split_grads(out: &Tensor, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)
 
 /// [Σ g·x per channel, Σ g per channel], each summed exactly as [`per_channel_sums`] does;
 /// with a ReLU output y, of g' = g where y > 0 instead of g. Given `scale`, also the input
-/// gradient g'·scale[c] (as [`affine_planes`] or [`masked_scale_planes`] computes it),
+/// gradient g'·scale[c] (as [`affine_planes`] or [`masked_scale_planes`] computes it), and
+/// with `write_masked` and y given, g' itself (a residual block's shortcut gets it), all
 /// written in the same pass over each plane, so that backward reads the gradient once.
-/// Returns (input gradient, empty without `scale`; sums).
-#[cfg(test)]
-fn per_channel_grads(
-    g: &[f32],
-    relu_out: Option<&[f32]>,
-    x: &[f32],
-    scale: Option<&[f32]>,
-    c: usize,
-    p: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut all = channel_grads(g, relu_out, x, scale, false, c, p);
-    let sums = all.split_off(all.len() - 2 * c);
-    (all, sums)
-}
-
-/// What [`per_channel_grads`] computes, as one buffer: [masked gradient relu_grad(g, y),
-/// when `write_masked` and y is given (a residual block's shortcut gets it); input
-/// gradient, given `scale`; the [2, C] sums], all from one pass over each plane.
+/// Returns one buffer: [g' if written; the input gradient if computed; the [2, C] sums].
 fn channel_grads(
     g: &[f32],
     relu_out: Option<&[f32]>,
@@ -849,6 +818,20 @@ fn add_masked_products(lanes: &mut [f64; LANES], g: &[f32], y: &[f32], x: &[f32]
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// [`channel_grads`] without g': (input gradient, empty without `scale`; sums).
+    fn per_channel_grads(
+        g: &[f32],
+        relu_out: Option<&[f32]>,
+        x: &[f32],
+        scale: Option<&[f32]>,
+        c: usize,
+        p: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut all = channel_grads(g, relu_out, x, scale, false, c, p);
+        let sums = all.split_off(all.len() - 2 * c);
+        (all, sums)
+    }
 
     fn values(shape: &[usize], seed: u32) -> Tensor {
         let n: usize = shape.iter().product();

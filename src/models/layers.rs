@@ -283,7 +283,7 @@ pub fn max_pool2d(
         // Inference: candle's kernel is exact for the forward values.
         return Ok(x.max_pool2d_with_stride(kernel, stride)?);
     }
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if super::relu::cpu_f32(x) {
         return Ok(x.contiguous()?.apply_op1(super::pool::MaxPool {
             kernel,
             stride,

@@ -165,9 +165,13 @@ impl CustomOp2 for AddRelu {
     }
 }
 
+/// Whether a tensor can be an operand of the CPU custom ops (CPU, f32).
+pub(super) fn cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
 /// relu(a + b) with PyTorch's gradient (see [`relu`]).
 pub fn add_relu(a: &Tensor, b: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
     if !(cpu_f32(a) && cpu_f32(b)) {
         return relu(&(a + b)?, graph, tap);
     }
@@ -181,7 +185,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor, graph: bool, tap: &TapPoint) -> Result<T
 /// ReLU with PyTorch's gradient; `graph` says whether a backward pass will follow. On CPU
 /// the op itself serves the tap at its output.
 pub fn relu(x: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
-    let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+    let cpu_f32 = cpu_f32(x);
     if !graph {
         if cpu_f32 {
             return Ok(x.contiguous()?.apply_op1_no_bwd(&Relu(None))?);
