@@ -802,7 +802,9 @@ fn forward_image_padded(
 }
 
 thread_local! {
-    /// The padded image copy of [`forward_image_padded`], and its padded-grid output.
+    /// Per-thread scratch for a padded copy of an image and a matrix on its padded-width
+    /// grid: [`forward_image_padded`]'s image and output, [`weight_grad_image_nhwc`]'s
+    /// channels-last image and gradient.
     static PADDED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     static PADDED_OUT: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }

@@ -957,7 +957,8 @@ mod avx512 {
         }
         // The tile's columns cut where blocks of `out` end: (vector, lanes, offset from the
         // row's start such that lane l of vector v lands at offset + 16·v + l).
-        let mut pieces = [(0usize, 0u16, 0isize); 2 * (NR + 1)];
+        // (At most one piece per column: NR.)
+        let mut pieces = [(0usize, 0u16, 0isize); NR];
         let mut count = 0;
         let Out {
             rs,
