@@ -19,6 +19,9 @@ use super::sgemm::{
 use crate::error::{Error, Result};
 use std::mem::MaybeUninit;
 
+#[cfg(target_arch = "x86_64")]
+mod direct;
+
 /// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     if !x.device().is_cpu()
@@ -1106,6 +1109,11 @@ impl CustomOp2 for ConvOp {
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(w, g.c_out * g.k_size(), "weight")?;
         let shape = Shape::from((g.n, g.c_out, g.oh, g.ow));
+        #[cfg(target_arch = "x86_64")]
+        if direct::applies(g) {
+            let kernel = direct::Kernel::forward(g, w);
+            return Ok((CpuStorage::F32(direct::forward(g, x, &kernel)), shape));
+        }
         let y = forward(g, x, w);
         Ok((CpuStorage::F32(y), shape))
     }
@@ -1156,6 +1164,14 @@ impl CustomOp2 for InputGradOp {
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         check_len(w, g.c_out * g.k_size(), "weight")?;
         let shape = Shape::from((g.n, g.c_in, g.h, g.w));
+        #[cfg(target_arch = "x86_64")]
+        if let Some(gt) = g.transposed().filter(direct::applies) {
+            // The same convolution of the output gradient with the flipped, transposed
+            // kernel: its output channel o is W's input channel, its input channel W's
+            // output channel.
+            let kernel = direct::Kernel::input_grad(g, &gt, w);
+            return Ok((CpuStorage::F32(direct::forward(&gt, gr, &kernel)), shape));
+        }
         if let Some(gt) = g.transposed() {
             // A stride-1 convolution's input gradient is itself a convolution: of the
             // output gradient with the flipped, transposed kernel. Its contraction runs over
@@ -1329,7 +1345,22 @@ mod tests {
         (9, 6, 14, 14, 80, 3, 2, 1), // … small maps, all images in one product
         (2, 32, 20, 16, 40, 3, 1, 1), // kernel gradient from a channels-last copy
         (1, 64, 9, 18, 20, 5, 1, 2), // … a wider kernel, two channel panels
+        (2, 80, 9, 11, 40, 3, 2, 1), // direct: strided, two channel blocks, tiles across images
+        (1, 48, 30, 30, 33, 3, 1, 1), // … one image split over threads, a part-filled panel
+        (3, 17, 6, 6, 20, 5, 1, 2), // … 17 channels (a part-filled transpose), 5×5
+        (2, 130, 4, 5, 18, 3, 1, 1), // … three channel blocks, the last of 2 channels
+        (4, 16, 19, 17, 64, 3, 1, 1), // … rows of the tiles across output rows
     ];
+
+    /// Whether the direct convolution (not im2col + gemm) computes case `g`'s forward.
+    fn direct_forward(g: &Geom) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if direct::applies(g) {
+            return true;
+        }
+        let _ = g;
+        false
+    }
 
     #[test]
     fn forward_matches_candle() {
@@ -1343,13 +1374,16 @@ mod tests {
         }
     }
 
-    /// Bit-identical to candle's kernel, so that max-pool winners and ReLU masks (which
-    /// the PyTorch parity of attribution maps depends on) cannot flip on a near tie.
+    /// The im2col path is bit-identical to candle's kernel. (The direct convolution sums in
+    /// another order, as PyTorch's does too; `forward_matches_candle` covers it.)
     #[test]
     fn forward_is_bit_identical_to_candle() {
         for (i, &(n, c, h, w, o, k, s, p)) in CASES.iter().enumerate() {
             let x = randn(&[n, c, h, w], 1 + i as u64);
             let wt = randn(&[o, c, k, k], 100 + i as u64);
+            if direct_forward(&Geom::new(x.dims(), wt.dims(), p, s).unwrap()) {
+                continue;
+            }
             let ours = conv2d(&x, &wt, p, s).unwrap();
             let theirs = x.conv2d(&wt, p, s, 1, 1).unwrap();
             let d = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();

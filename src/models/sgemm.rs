@@ -58,6 +58,15 @@ pub(crate) trait RhsPanels: Sync {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx512::transpose16;
+
+/// Whether this CPU runs AVX-512F code.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512_available() -> bool {
+    avx512::available()
+}
+
 /// Whether an m × n × k product runs on the AVX-512 kernel here (which reads
 /// [`RhsPanels::direct_rows`] operands in place; the other paths pack them).
 pub(crate) fn avx512_kernel_runs(m: usize, n: usize, k: usize) -> bool {
@@ -592,7 +601,7 @@ mod avx512 {
 
     /// Transposes a 16 × 16 matrix held as 16 row vectors.
     #[target_feature(enable = "avx512f")]
-    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    pub(crate) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
         // Pairs of rows interleaved, then pairs of pairs: u[4g + c] holds, in 128-bit lane
         // L, column 4L + c of rows 4g..4g+4.
         let t: [__m512; 16] = std::array::from_fn(|i| {
