@@ -3,7 +3,9 @@
 //! On the CPU, f32 convolutions run as a custom op (im2col + gemm) whose backward computes
 //! the input gradient with gemm + col2im instead of candle's direct `conv_transpose2d`
 //! loop, and skips the kernel (or input) gradient when that operand is not tracked: during
-//! attribution the weights are detached, so their gradient would be thrown away.
+//! attribution the weights are detached, so their gradient would be thrown away. On CPUs
+//! with AVX-512, convolutions wider than 1×1 between at least 16 channels (forward, and the
+//! input gradient at stride 1) run as direct convolutions instead ([`direct`]).
 //! Other devices and dtypes use candle's built-in convolution.
 
 use std::borrow::Cow;
