@@ -1239,6 +1239,13 @@ impl CustomOp2 for WeightGradOp {
         let gr = dense(s2, l2, "conv2d output gradient")?;
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
+        #[cfg(target_arch = "x86_64")]
+        if direct::applies_weight_grad(g) {
+            return Ok((
+                CpuStorage::F32(direct::weight_grad(g, x, gr)),
+                Shape::from((g.c_out, g.c_in, g.kh, g.kw)),
+            ));
+        }
         let x = &*source(g, x);
         let (xs, ys, ws) = (g.source_len(), g.c_out * g.ohw(), g.c_out * g.k_size());
         let dw = if batches_images(g) {
