@@ -165,7 +165,7 @@ pub(super) fn forward(g: &Geom, x: &[f32], kernel: &Kernel) -> Vec<f32> {
                 let mut xp = vec![0f32; g.n * plane];
                 xp.par_chunks_mut(plane)
                     .zip(x.par_chunks(xs))
-                    .for_each(|(xp_b, x_b)| to_padded_channels_last(g, x_b, xp_b));
+                    .for_each(|(xp_b, x_b)| to_padded_channels_last(g, x_b, xp_b, false));
                 let cols = g.n * g.ohw();
                 let threads = rayon::current_num_threads().max(1);
                 let per = cols.div_ceil(threads).next_multiple_of(MR);
@@ -176,14 +176,14 @@ pub(super) fn forward(g: &Geom, x: &[f32], kernel: &Kernel) -> Vec<f32> {
             } else if across_images(g.n) {
                 (0..g.n).into_par_iter().for_each(|b| {
                     with_scratch(&IMAGE, plane, |xp| {
-                        to_padded_channels_last(g, &x[b * xs..(b + 1) * xs], xp);
+                        to_padded_channels_last(g, &x[b * xs..(b + 1) * xs], xp, false);
                         tiles_at(g, xp, kernel, b, 0, g.ohw(), y);
                     })
                 });
             } else {
                 for b in 0..g.n {
                     with_scratch(&IMAGE, plane, |xp| {
-                        to_padded_channels_last(g, &x[b * xs..(b + 1) * xs], xp);
+                        to_padded_channels_last(g, &x[b * xs..(b + 1) * xs], xp, true);
                         // The image's pixels split over the threads.
                         let ohw = g.ohw();
                         let threads = rayon::current_num_threads().max(1);
@@ -360,59 +360,63 @@ unsafe fn store(g: &Geom, acc: &[[__m512; 2]; MR], y: Dst, o0: usize, q0: usize,
     }
 }
 
-/// xp[((y + pad)·wp + x + pad)·C + c] = x_b[c][y][x], zeros at the padding.
-fn to_padded_channels_last(g: &Geom, x_b: &[f32], xp: &mut [f32]) {
+/// xp[((y + pad)·wp + x + pad)·C + c] = x_b[c][y][x], zeros at the padding; the rows
+/// spread over the threads when `parallel`.
+fn to_padded_channels_last(g: &Geom, x_b: &[f32], xp: &mut [f32], parallel: bool) {
     let (hp, wp, c) = (g.h + 2 * g.pad, g.w + 2 * g.pad, g.c_in);
     assert!(x_b.len() == c * g.hw() && xp.len() >= hp * wp * c);
-    // The padding rows, and the padding columns of the image rows.
+    // The padding rows.
     xp[..g.pad * wp * c].fill(0.0);
     xp[(g.pad + g.h) * wp * c..hp * wp * c].fill(0.0);
-    for y in 0..g.h {
-        let row = &mut xp[(g.pad + y) * wp * c..(g.pad + y + 1) * wp * c];
+    let image_rows = &mut xp[g.pad * wp * c..(g.pad + g.h) * wp * c];
+    let fill = |(y, row): (usize, &mut [f32])| {
+        // The padding columns, then the image's values.
         row[..g.pad * c].fill(0.0);
         row[(g.pad + g.w) * c..].fill(0.0);
+        // SAFETY: the row holds wp pixels of C values; the CPU supports AVX-512F (see
+        // applies).
+        unsafe { transpose_row(g, x_b, y, row) }
+    };
+    if parallel {
+        image_rows.par_chunks_mut(wp * c).enumerate().for_each(fill);
+    } else {
+        image_rows.chunks_mut(wp * c).enumerate().for_each(fill);
     }
-    // SAFETY: the sizes are checked above; the CPU supports AVX-512F (see applies).
-    unsafe { transpose_into(g, x_b, xp) }
 }
 
-/// The image rows of [`to_padded_channels_last`], in 16 × 16 register transposes.
+/// Image row y of [`to_padded_channels_last`] into its padded row, in 16 × 16 register
+/// transposes.
 ///
 /// # Safety
-/// Sizes as checked by the caller; the CPU must support AVX-512F.
+/// `row` must hold (W + 2·pad) × C values; the CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_into(g: &Geom, x_b: &[f32], xp: &mut [f32]) {
-    let (wp, c, hw) = (g.w + 2 * g.pad, g.c_in, g.hw());
-    for y in 0..g.h {
-        for c0 in (0..c).step_by(16) {
-            let lanes = 16.min(c - c0);
-            let cmask: __mmask16 = if lanes == 16 {
-                0xffff
-            } else {
-                (1 << lanes) - 1
-            };
-            for x0 in (0..g.w).step_by(16) {
-                let live = 16.min(g.w - x0);
-                let mask: __mmask16 = if live == 16 { 0xffff } else { (1 << live) - 1 };
-                let r: [__m512; 16] = std::array::from_fn(|i| {
-                    if i < lanes {
-                        // SAFETY: channel c0 + i, row y, columns x0..x0+live are in x_b.
-                        unsafe {
-                            _mm512_maskz_loadu_ps(
-                                mask,
-                                x_b.as_ptr().add((c0 + i) * hw + y * g.w + x0),
-                            )
-                        }
-                    } else {
-                        _mm512_setzero_ps()
+unsafe fn transpose_row(g: &Geom, x_b: &[f32], y: usize, row: &mut [f32]) {
+    let (c, hw) = (g.c_in, g.hw());
+    for c0 in (0..c).step_by(16) {
+        let lanes = 16.min(c - c0);
+        let cmask: __mmask16 = if lanes == 16 {
+            0xffff
+        } else {
+            (1 << lanes) - 1
+        };
+        for x0 in (0..g.w).step_by(16) {
+            let live = 16.min(g.w - x0);
+            let mask: __mmask16 = if live == 16 { 0xffff } else { (1 << live) - 1 };
+            let r: [__m512; 16] = std::array::from_fn(|i| {
+                if i < lanes {
+                    // SAFETY: channel c0 + i, row y, columns x0..x0+live are in x_b.
+                    unsafe {
+                        _mm512_maskz_loadu_ps(mask, x_b.as_ptr().add((c0 + i) * hw + y * g.w + x0))
                     }
-                });
-                let t = registers_transposed(r);
-                for (j, v) in t.iter().enumerate().take(live) {
-                    let at = ((g.pad + y) * wp + g.pad + x0 + j) * c + c0;
-                    // SAFETY: pixel (y, x0 + j), channels c0..c0+lanes lie in xp.
-                    unsafe { _mm512_mask_storeu_ps(xp.as_mut_ptr().add(at), cmask, *v) };
+                } else {
+                    _mm512_setzero_ps()
                 }
+            });
+            let t = registers_transposed(r);
+            for (j, v) in t.iter().enumerate().take(live) {
+                let at = (g.pad + x0 + j) * c + c0;
+                // SAFETY: pixel x0 + j of the row, channels c0..c0+lanes (caller contract).
+                unsafe { _mm512_mask_storeu_ps(row.as_mut_ptr().add(at), cmask, *v) };
             }
         }
     }
@@ -451,7 +455,7 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], grad: &[f32]) -> Vec<f32> {
     // The copy, plus what a part-filled channel tile reads past the last pixel.
     let mut xp = vec![0f32; hp * wp * c + NR];
     for (x_b, gr_b) in x.chunks_exact(xs).zip(grad.chunks_exact(ys)) {
-        to_padded_channels_last(g, x_b, &mut xp);
+        to_padded_channels_last(g, x_b, &mut xp, true);
         for oy0 in (0..g.oh).step_by(CHUNK_ROWS) {
             let rows = CHUNK_ROWS.min(g.oh - oy0);
             accs.par_iter_mut().enumerate().for_each(|(i, acc)| {
