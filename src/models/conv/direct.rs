@@ -452,38 +452,64 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], grad: &[f32]) -> Vec<f32> {
     // Tiles in (channel block, offset, output block) order: neighbours share input columns.
     let tiles = c_tiles * kk * o_tiles;
     let mut accs = vec![[0f32; WO * NR]; tiles];
-    // The copy, plus what a part-filled channel tile reads past the last pixel.
-    let mut xp = vec![0f32; hp * wp * c + NR];
-    for (x_b, gr_b) in x.chunks_exact(xs).zip(grad.chunks_exact(ys)) {
-        to_padded_channels_last(g, x_b, &mut xp, true);
-        for oy0 in (0..g.oh).step_by(CHUNK_ROWS) {
-            let rows = CHUNK_ROWS.min(g.oh - oy0);
-            accs.par_iter_mut().enumerate().for_each(|(i, acc)| {
-                let (ct, rest) = (i / (kk * o_tiles), i % (kk * o_tiles));
-                let (t, ot) = (rest / o_tiles, rest % o_tiles);
-                let (ky, kx) = (t / g.kw, t % g.kw);
-                let (o0, c0) = (ot * WO, ct * NR);
-                // Gradient rows past O repeat the tile's first (computed, never stored).
-                let a: [*const f32; WO] = std::array::from_fn(|r| {
-                    let o = if o0 + r < g.c_out { o0 + r } else { o0 };
-                    gr_b[o * ohw + oy0 * g.ow..].as_ptr()
-                });
-                let b = ((oy0 * g.stride + ky) * wp + kx) * c + c0;
-                assert!(
-                    b + ((rows - 1) * g.stride * wp + (g.ow - 1) * g.stride) * c + NR <= xp.len()
-                );
-                // SAFETY: the gradient rows hold `rows` output rows from oy0; the copy
-                // holds every pixel read (checked above); the CPU supports AVX-512F.
-                unsafe {
-                    weight_tile(
-                        acc,
-                        &a,
-                        xp[b..].as_ptr(),
-                        (rows, g.ow),
-                        (g.stride * c, g.stride * wp * c),
-                    )
-                };
+    // Adds image b's output rows oy0..oy0+rows to tile i, from the image's copy xp_b.
+    let run = |i: usize, acc: &mut [f32; WO * NR], xp_b: &[f32], gr_b: &[f32], oy0: usize| {
+        let rows = CHUNK_ROWS.min(g.oh - oy0);
+        let (ct, rest) = (i / (kk * o_tiles), i % (kk * o_tiles));
+        let (t, ot) = (rest / o_tiles, rest % o_tiles);
+        let (ky, kx) = (t / g.kw, t % g.kw);
+        let (o0, c0) = (ot * WO, ct * NR);
+        // Gradient rows past O repeat the tile's first (computed, never stored).
+        let a: [*const f32; WO] = std::array::from_fn(|r| {
+            let o = if o0 + r < g.c_out { o0 + r } else { o0 };
+            gr_b[o * ohw + oy0 * g.ow..].as_ptr()
+        });
+        let b = ((oy0 * g.stride + ky) * wp + kx) * c + c0;
+        assert!(b + ((rows - 1) * g.stride * wp + (g.ow - 1) * g.stride) * c + NR <= xp_b.len());
+        // SAFETY: the gradient rows hold `rows` output rows from oy0; the copy holds every
+        // pixel read (checked above); the CPU supports AVX-512F.
+        unsafe {
+            weight_tile(
+                acc,
+                &a,
+                xp_b[b..].as_ptr(),
+                (rows, g.ow),
+                (g.stride * c, g.stride * wp * c),
+            )
+        };
+    };
+    // Each copy, plus what a part-filled channel tile reads past its last pixel.
+    let plane = hp * wp * c + NR;
+    if g.n > 1 && g.ohw() <= 256 {
+        // Small maps: every image copied at once, then one parallel pass (per-image passes
+        // cost more in thread hand-offs than they compute).
+        let mut xp = vec![0f32; g.n * plane];
+        xp.par_chunks_mut(plane)
+            .zip(x.par_chunks(xs))
+            .for_each(|(xp_b, x_b)| to_padded_channels_last(g, x_b, xp_b, false));
+        // Each thread a run of tiles, image after image: an image's rows stay in L2 while
+        // the thread's tiles run over them.
+        let per = tiles.div_ceil(rayon::current_num_threads().max(1));
+        accs.par_chunks_mut(per)
+            .enumerate()
+            .for_each(|(part, accs)| {
+                for (xp_b, gr_b) in xp.chunks_exact(plane).zip(grad.chunks_exact(ys)) {
+                    for oy0 in (0..g.oh).step_by(CHUNK_ROWS) {
+                        for (j, acc) in accs.iter_mut().enumerate() {
+                            run(part * per + j, acc, xp_b, gr_b, oy0);
+                        }
+                    }
+                }
             });
+    } else {
+        let mut xp = vec![0f32; plane];
+        for (x_b, gr_b) in x.chunks_exact(xs).zip(grad.chunks_exact(ys)) {
+            to_padded_channels_last(g, x_b, &mut xp, true);
+            for oy0 in (0..g.oh).step_by(CHUNK_ROWS) {
+                accs.par_iter_mut()
+                    .enumerate()
+                    .for_each(|(i, acc)| run(i, acc, &xp, gr_b, oy0));
+            }
         }
     }
     // dw[o][c][t] from the tiles.
