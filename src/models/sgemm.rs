@@ -58,6 +58,24 @@ pub(crate) trait RhsPanels: Sync {
     }
 }
 
+/// A destination that parallel tasks write, each its own disjoint part (the callers'
+/// contract).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Dst(pub(crate) *mut f32);
+// SAFETY: tasks write disjoint parts of the destination.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for Dst {}
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for Dst {}
+#[cfg(target_arch = "x86_64")]
+impl Dst {
+    /// A method, so that closures capture the whole (Send) wrapper, not its field.
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::transpose16;
 
@@ -542,7 +560,7 @@ mod avx512 {
 
     use rayon::prelude::*;
 
-    use super::{Mat, Out, RhsPanels, Segmented};
+    use super::{Dst, Mat, Out, RhsPanels, Segmented};
 
     /// Rows of lhs per micro-tile (each broadcast to a whole vector). 28 accumulators: on
     /// AMD Zen 4, an FMA loop on data in L1 ran at 117 GFLOP/s per core with 28 or 30
@@ -558,18 +576,6 @@ mod avx512 {
     pub(super) fn available() -> bool {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-
-    #[derive(Clone, Copy)]
-    struct Dst(*mut f32);
-    // SAFETY: tasks write disjoint column ranges of dst.
-    unsafe impl Send for Dst {}
-    unsafe impl Sync for Dst {}
-    impl Dst {
-        /// A method, so that closures capture the whole (Send) wrapper, not its field.
-        fn at(self, offset: usize) -> *mut f32 {
-            self.0.wrapping_add(offset)
-        }
     }
 
     /// [`super::transpose_rows`] in 16 × 16 tiles of register shuffles.

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::{across_images, Geom};
 use crate::models::sgemm::{
-    avx512_available, transpose16 as registers_transposed, with_scratch, written,
+    avx512_available, transpose16 as registers_transposed, with_scratch, written, Dst,
 };
 
 /// Output pixels per micro-tile, each broadcast from its own input window.
@@ -205,8 +205,9 @@ fn tiles_at(g: &Geom, xp: &[f32], kernel: &Kernel, b: usize, j0: usize, cols: us
     // Pointers are computed for global pixel indices b·ohw + j: shift the base so that
     // image b's copy sits where a batch of copies would have it.
     let plane = (g.h + 2 * g.pad) * (g.w + 2 * g.pad) * g.c_in;
+    assert!(xp.len() >= plane && j0 + cols <= g.ohw());
     let base = xp.as_ptr().wrapping_sub(b * plane);
-    // SAFETY: only image b's pixels are touched, whose windows lie in xp.
+    // SAFETY: only image b's pixels are touched (checked above), whose windows lie in xp.
     unsafe { tiles_from(g, base, kernel, b * g.ohw() + j0, cols, y) }
 }
 
@@ -216,19 +217,6 @@ fn tiles(g: &Geom, xp: &[f32], kernel: &Kernel, j0: usize, cols: usize, y: Dst) 
     assert!(j0 + cols <= g.n * g.ohw());
     // SAFETY: checked above.
     unsafe { tiles_from(g, xp.as_ptr(), kernel, j0, cols, y) }
-}
-
-/// Where tiles write: y [N, O, ohw].
-#[derive(Clone, Copy)]
-struct Dst(*mut f32);
-// SAFETY: tasks write disjoint pixels of y.
-unsafe impl Send for Dst {}
-unsafe impl Sync for Dst {}
-impl Dst {
-    /// A method, so that closures capture the whole (Send) wrapper, not its field.
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 /// # Safety
