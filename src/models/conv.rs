@@ -1240,7 +1240,7 @@ impl CustomOp2 for WeightGradOp {
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         #[cfg(target_arch = "x86_64")]
-        if direct::applies_weight_grad(g) {
+        if direct::applies(g) {
             return Ok((
                 CpuStorage::F32(direct::weight_grad(g, x, gr)),
                 Shape::from((g.c_out, g.c_in, g.kh, g.kw)),

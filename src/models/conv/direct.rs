@@ -28,10 +28,12 @@ const NR: usize = 32;
 /// cache lines of each pixel window while they are in L1.
 const CB: usize = 64;
 
-/// Whether [`forward`] computes this convolution. Measured side by side against im2col +
-/// gemm (batch 8, 224²): 5–35% faster on VGG-16's and ResNet-50's 3×3 layers (forward and
-/// input gradient; even on a few), 2–4× on the quickstart's 4×4 and 2×2 maps; with fewer
-/// than 16 channels in or out, im2col + gemm was as fast or faster.
+/// Whether [`forward`] and [`weight_grad`] compute this convolution. Measured side by side
+/// against im2col + gemm (batch 8, 224²): 5–35% faster on VGG-16's and ResNet-50's 3×3
+/// layers (forward and input gradient; even on a few), 2–4× on the quickstart's 4×4 and
+/// 2×2 maps; kernel gradient (against the im2col and channels-last products, ResNet-50's
+/// 3×3 layers) 6–20% faster at stride 1, 4–40% at stride 2; with fewer than 16 channels
+/// in or out, im2col + gemm was as fast or faster.
 pub(super) fn applies(g: &Geom) -> bool {
     g.kk() > 1 && g.c_in >= 16 && g.c_out >= 16 && avx512_available() && !disabled()
 }
@@ -145,6 +147,23 @@ fn blocks(c: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..c).step_by(CB).map(move |c0| (c0, CB.min(c - c0)))
 }
 
+/// Whether small maps (several images of at most 256 pixels) are copied all at once and
+/// run as one parallel pass: per-image passes leave tiles part-filled (forward) or cost
+/// more in thread hand-offs than they compute (kernel gradient).
+fn across_small_maps(g: &Geom) -> bool {
+    g.n > 1 && g.ohw() <= 256
+}
+
+/// Every image of `x` in its padded channels-last copy, one per `plane` values (at least
+/// an image's copy), made in parallel.
+fn padded_copies(g: &Geom, x: &[f32], plane: usize) -> Vec<f32> {
+    let mut xp = vec![0f32; g.n * plane];
+    xp.par_chunks_mut(plane)
+        .zip(x.par_chunks(g.c_in * g.hw()))
+        .for_each(|(xp_b, x_b)| to_padded_channels_last(g, x_b, xp_b, false));
+    xp
+}
+
 thread_local! {
     /// Per-thread padded channels-last copy of one image.
     static IMAGE: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
@@ -160,12 +179,9 @@ pub(super) fn forward(g: &Geom, x: &[f32], kernel: &Kernel) -> Vec<f32> {
     unsafe {
         written(g.n * ys, |y| {
             let y = Dst(y.as_mut_ptr().cast());
-            if g.n > 1 && g.ohw() <= 256 {
-                // Small maps: tiles run across images, so that they stay full.
-                let mut xp = vec![0f32; g.n * plane];
-                xp.par_chunks_mut(plane)
-                    .zip(x.par_chunks(xs))
-                    .for_each(|(xp_b, x_b)| to_padded_channels_last(g, x_b, xp_b, false));
+            if across_small_maps(g) {
+                // Tiles run across images, so that they stay full.
+                let xp = padded_copies(g, x, plane);
                 let cols = g.n * g.ohw();
                 let threads = rayon::current_num_threads().max(1);
                 let per = cols.div_ceil(threads).next_multiple_of(MR);
@@ -417,13 +433,6 @@ const WO: usize = 14;
 /// ResNet-50's 3×3 layers, and whole images of up to 56 rows were no faster.)
 const CHUNK_ROWS: usize = 16;
 
-/// Whether [`weight_grad`] computes this convolution's kernel gradient: where [`forward`]
-/// does. Side by side against the im2col and channels-last products, batch 8, ResNet-50's
-/// 3×3 layers: 6–20% faster at stride 1 (even at 7×7), 4–40% at stride 2.
-pub(super) fn applies_weight_grad(g: &Geom) -> bool {
-    applies(g)
-}
-
 /// The kernel gradient of the convolution `g` over the dense batch `x` [N, C, H, W] and
 /// the output gradient `grad` [N, O, oh, ow]: dw [O, C, kh, kw], dw[o][c][t] = Σ over
 /// images and output pixels q of grad[o][q] · x at q's window, offset t, channel c.
@@ -439,12 +448,13 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let (o_tiles, c_tiles) = (g.c_out.div_ceil(WO), c.div_ceil(NR));
     // Tiles in (channel block, offset, output block) order: neighbours share input columns.
     let tiles = c_tiles * kk * o_tiles;
+    // Tile i's (channel block, offset, output block).
+    let tile_of = |i: usize| (i / (kk * o_tiles), i / o_tiles % kk, i % o_tiles);
     let mut accs = vec![[0f32; WO * NR]; tiles];
     // Adds image b's output rows oy0..oy0+rows to tile i, from the image's copy xp_b.
     let run = |i: usize, acc: &mut [f32; WO * NR], xp_b: &[f32], gr_b: &[f32], oy0: usize| {
         let rows = CHUNK_ROWS.min(g.oh - oy0);
-        let (ct, rest) = (i / (kk * o_tiles), i % (kk * o_tiles));
-        let (t, ot) = (rest / o_tiles, rest % o_tiles);
+        let (ct, t, ot) = tile_of(i);
         let (ky, kx) = (t / g.kw, t % g.kw);
         let (o0, c0) = (ot * WO, ct * NR);
         // Gradient rows past O repeat the tile's first (computed, never stored).
@@ -468,13 +478,8 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], grad: &[f32]) -> Vec<f32> {
     };
     // Each copy, plus what a part-filled channel tile reads past its last pixel.
     let plane = hp * wp * c + NR;
-    if g.n > 1 && g.ohw() <= 256 {
-        // Small maps: every image copied at once, then one parallel pass (per-image passes
-        // cost more in thread hand-offs than they compute).
-        let mut xp = vec![0f32; g.n * plane];
-        xp.par_chunks_mut(plane)
-            .zip(x.par_chunks(xs))
-            .for_each(|(xp_b, x_b)| to_padded_channels_last(g, x_b, xp_b, false));
+    if across_small_maps(g) {
+        let xp = padded_copies(g, x, plane);
         // Each thread a run of tiles, image after image: an image's rows stay in L2 while
         // the thread's tiles run over them.
         let per = tiles.div_ceil(rayon::current_num_threads().max(1));
@@ -503,8 +508,7 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], grad: &[f32]) -> Vec<f32> {
     // dw[o][c][t] from the tiles.
     let mut dw = vec![0f32; g.c_out * g.k_size()];
     for (i, acc) in accs.iter().enumerate() {
-        let (ct, rest) = (i / (kk * o_tiles), i % (kk * o_tiles));
-        let (t, ot) = (rest / o_tiles, rest % o_tiles);
+        let (ct, t, ot) = tile_of(i);
         for r in 0..WO.min(g.c_out - ot * WO) {
             for l in 0..NR.min(c - ct * NR) {
                 dw[((ot * WO + r) * c + ct * NR + l) * kk + t] = acc[r * NR + l];
