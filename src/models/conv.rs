@@ -240,7 +240,7 @@ fn source<'a>(g: &Geom, x: &'a [f32]) -> Cow<'a, [f32]> {
     let (ny, nx) = (g.phases_along(g.kh).1, g.phases_along(g.kw).1);
     let per_channel = ny * nx * hq * wq;
     // Zeroed: the cells past the image's last row or column are read as padding.
-    let mut out = vec![0f32; x.len() / g.hw() * per_channel];
+    let mut out = zeros_on_all_threads(x.len() / g.hw() * per_channel);
     out.par_chunks_mut(per_channel)
         .zip(x.par_chunks(g.hw()))
         .for_each(|(dst, plane)| {

@@ -868,22 +868,25 @@ mod avx512 {
                 let b = b_of(jp, pj);
                 for ip in 0..self.m_panels {
                     let i0 = ip * MR;
-                    // SAFETY: caller contract.
+                    let rows = MR.min(self.m - i0);
+                    let a = self.block[ip * MR * self.depth..].as_ptr();
+                    let to = TileOut {
+                        dst: self.dst,
+                        out: self.out,
+                        i0,
+                        j0: pj,
+                    };
+                    let (depth, overwrite) = (self.depth, self.overwrite);
+                    // A last panel of few rows computes only as many (rounded up to 4 or 8)
+                    // instead of MR: M = 64 is 4 full panels and one of 8 rows. Each row's
+                    // FMA chain is the same either way.
+                    // SAFETY (all three): caller contract.
                     unsafe {
-                        micro_tile(
-                            self.depth,
-                            self.block[ip * MR * self.depth..].as_ptr(),
-                            b,
-                            TileOut {
-                                dst: self.dst,
-                                out: self.out,
-                                i0,
-                                j0: pj,
-                            },
-                            MR.min(self.m - i0),
-                            live,
-                            self.overwrite,
-                        )
+                        match rows {
+                            9.. => micro_tile::<B, MR>(depth, a, b, to, rows, live, overwrite),
+                            5..=8 => micro_tile::<B, 8>(depth, a, b, to, rows, live, overwrite),
+                            _ => micro_tile::<B, 4>(depth, a, b, to, rows, live, overwrite),
+                        }
                     };
                 }
             }
@@ -933,11 +936,12 @@ mod avx512 {
         j0: usize,
     }
 
-    /// One MR × NR tile: acc = Σ_p a[p] ⊗ b[p] (one FMA chain per element, from zero), then
-    /// dst = acc (overwrite) or dst + acc, for the first `rows` rows and `cols` columns.
+    /// One tile of R ≤ MR rows × NR: acc = Σ_p a[p] ⊗ b[p] (one FMA chain per element, from
+    /// zero; a's packed panel has MR rows per depth step), then dst = acc (overwrite) or
+    /// dst + acc, for the first `rows` ≤ R rows and `cols` columns.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn micro_tile<B: BRows>(
+    unsafe fn micro_tile<B: BRows, const R: usize>(
         depth: usize,
         a: *const f32,
         b: B,
@@ -946,8 +950,8 @@ mod avx512 {
         cols: usize,
         overwrite: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-        let step = |acc: &mut [[__m512; NV]; MR], p: usize| {
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        let step = |acc: &mut [[__m512; NV]; R], p: usize| {
             // SAFETY: the packed panels hold depth × NR and depth × MR values.
             unsafe {
                 let bp = b.row(p);
@@ -1114,6 +1118,9 @@ mod tests {
             (100, 17, 2049),
             (20, 20, 700),
             (512, 196, 2304),
+            // Last row panels of 4 and 5 rows (the 4- and 8-row tiles at their edges).
+            (18, 40, 300),
+            (33, 70, 129),
         ];
         for (s, &(m, n, k)) in shapes.iter().enumerate() {
             let a = random(m * k, 3 * s as u64 + 1);

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::{across_images, Geom};
+use super::{across_images, zeros_on_all_threads, Geom};
 use crate::models::sgemm::{
     avx512_available, transpose16 as registers_transposed, with_scratch, written, Dst,
 };
@@ -157,7 +157,7 @@ fn across_small_maps(g: &Geom) -> bool {
 /// Every image of `x` in its padded channels-last copy, one per `plane` values (at least
 /// an image's copy), made in parallel.
 fn padded_copies(g: &Geom, x: &[f32], plane: usize) -> Vec<f32> {
-    let mut xp = vec![0f32; g.n * plane];
+    let mut xp = zeros_on_all_threads(g.n * plane);
     xp.par_chunks_mut(plane)
         .zip(x.par_chunks(g.c_in * g.hw()))
         .for_each(|(xp_b, x_b)| to_padded_channels_last(g, x_b, xp_b, false));
@@ -450,9 +450,12 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let tiles = c_tiles * kk * o_tiles;
     // Tile i's (channel block, offset, output block).
     let tile_of = |i: usize| (i / (kk * o_tiles), i / o_tiles % kk, i % o_tiles);
-    let mut accs = vec![[0f32; WO * NR]; tiles];
+    // Zeroed on every thread: a serial fill of up to 9 MB (512 channels, 3×3) would leave
+    // the other threads waiting.
+    let mut accs = zeros_on_all_threads(tiles * WO * NR);
     // Adds image b's output rows oy0..oy0+rows to tile i, from the image's copy xp_b.
-    let run = |i: usize, acc: &mut [f32; WO * NR], xp_b: &[f32], gr_b: &[f32], oy0: usize| {
+    let run = |i: usize, acc: &mut [f32], xp_b: &[f32], gr_b: &[f32], oy0: usize| {
+        let acc: &mut [f32; WO * NR] = acc.try_into().expect("a tile's accumulators");
         let rows = CHUNK_ROWS.min(g.oh - oy0);
         let (ct, t, ot) = tile_of(i);
         let (ky, kx) = (t / g.kw, t % g.kw);
@@ -483,12 +486,12 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], grad: &[f32]) -> Vec<f32> {
         // Each thread a run of tiles, image after image: an image's rows stay in L2 while
         // the thread's tiles run over them.
         let per = tiles.div_ceil(rayon::current_num_threads().max(1));
-        accs.par_chunks_mut(per)
+        accs.par_chunks_mut(per * WO * NR)
             .enumerate()
             .for_each(|(part, accs)| {
                 for (xp_b, gr_b) in xp.chunks_exact(plane).zip(grad.chunks_exact(ys)) {
                     for oy0 in (0..g.oh).step_by(CHUNK_ROWS) {
-                        for (j, acc) in accs.iter_mut().enumerate() {
+                        for (j, acc) in accs.chunks_exact_mut(WO * NR).enumerate() {
                             run(part * per + j, acc, xp_b, gr_b, oy0);
                         }
                     }
@@ -499,22 +502,28 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], grad: &[f32]) -> Vec<f32> {
         for (x_b, gr_b) in x.chunks_exact(xs).zip(grad.chunks_exact(ys)) {
             to_padded_channels_last(g, x_b, &mut xp, true);
             for oy0 in (0..g.oh).step_by(CHUNK_ROWS) {
-                accs.par_iter_mut()
+                accs.par_chunks_exact_mut(WO * NR)
                     .enumerate()
                     .for_each(|(i, acc)| run(i, acc, &xp, gr_b, oy0));
             }
         }
     }
-    // dw[o][c][t] from the tiles.
-    let mut dw = vec![0f32; g.c_out * g.k_size()];
-    for (i, acc) in accs.iter().enumerate() {
-        let (ct, t, ot) = tile_of(i);
-        for r in 0..WO.min(g.c_out - ot * WO) {
-            for l in 0..NR.min(c - ct * NR) {
-                dw[((ot * WO + r) * c + ct * NR + l) * kk + t] = acc[r * NR + l];
+    // dw[o][c][t] from the tiles, an output channel per task.
+    let mut dw = zeros_on_all_threads(g.c_out * g.k_size());
+    dw.par_chunks_mut(g.k_size())
+        .enumerate()
+        .for_each(|(o, dw_o)| {
+            let (ot, r) = (o / WO, o % WO);
+            for ct in 0..c_tiles {
+                for t in 0..kk {
+                    let i = (ct * kk + t) * o_tiles + ot;
+                    let acc = &accs[(i * WO + r) * NR..][..NR];
+                    for (l, &v) in acc.iter().take(c - ct * NR).enumerate() {
+                        dw_o[(ct * NR + l) * kk + t] = v;
+                    }
+                }
             }
-        }
-    }
+        });
     dw
 }
 
