@@ -1042,7 +1042,8 @@ fn weight_grad_batch(g: &Geom, x: &[f32], gr: &[f32]) -> Vec<f32> {
     };
     // SAFETY: gr holds n × O × ohw values and outlives lhs.
     let lhs = unsafe { Lhs::new(grad, g.c_out, g.n * ohw) };
-    let mut dw = vec![0f32; g.c_out * ks];
+    // (Up to 8 MB for ResNet-50's last stage: zeroed on every thread.)
+    let mut dw = zeros_on_all_threads(g.c_out * ks);
     let rhs = Im2colT(Im2col { g, x, p0: 0 });
     // SAFETY: dw is O × k_size; the im2col view reads inside x.
     unsafe { sgemm_with(&lhs, ks, dw.as_mut_ptr(), ks, false, &rhs, true) };
@@ -1050,7 +1051,8 @@ fn weight_grad_batch(g: &Geom, x: &[f32], gr: &[f32]) -> Vec<f32> {
 }
 
 /// A zeroed buffer, filled on every thread: `vec![0.0; len]` reuses freed memory (glibc
-/// keeps it, see `init_cpu_runtime` in lib.rs) and zero-fills it on the calling thread while the others wait.
+/// keeps it, see `init_cpu_runtime` in lib.rs) and zero-fills it on the calling thread
+/// while the others wait.
 fn zeros_on_all_threads(len: usize) -> Vec<f32> {
     // SAFETY: the chunks cover every value.
     unsafe {
