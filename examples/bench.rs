@@ -3,9 +3,13 @@
 //! cargo run --release --example bench -- ARCH SIZE BATCHES [REPEATS] [PHASES] [--json]
 //! e.g. `-- resnet50 224 1,8 3 forward,attribution`. ZEROBIAS_CONV=candle selects
 //! candle's convolution for a before/after comparison. CANDLE_NUM_THREADS defaults to 1
-//! here, as in the CLI (see `zerobias::init_cpu_runtime`); set it to compare.
+//! here, as in the CLI (see `zerobias::init_cpu_runtime`); set it to compare. Large
+//! buffers go on transparent huge pages, as in the CLI (`zerobias::HugePageAlloc`).
 
 use zerobias::bench::{run_phases, Phase};
+
+#[global_allocator]
+static ALLOCATOR: zerobias::HugePageAlloc = zerobias::HugePageAlloc;
 
 fn main() {
     zerobias::init_cpu_runtime();

@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 use zerobias::models::{self, Classifier};
 use zerobias::taps::Target;
 
+/// Large tensors on transparent huge pages (see `zerobias::HugePageAlloc`).
+#[global_allocator]
+static ALLOCATOR: zerobias::HugePageAlloc = zerobias::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "zerobias",
