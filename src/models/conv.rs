@@ -23,6 +23,8 @@ use std::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 /// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
@@ -1114,6 +1116,11 @@ impl CustomOp2 for ConvOp {
         check_len(w, g.c_out * g.k_size(), "weight")?;
         let shape = Shape::from((g.n, g.c_out, g.oh, g.ow));
         #[cfg(target_arch = "x86_64")]
+        if winograd::applies(g) {
+            let y = winograd::forward(g, x, winograd::forward_tap(g, w));
+            return Ok((CpuStorage::F32(y), shape));
+        }
+        #[cfg(target_arch = "x86_64")]
         if direct::applies(g) {
             let kernel = direct::Kernel::forward(g, w);
             return Ok((CpuStorage::F32(direct::forward(g, x, &kernel)), shape));
@@ -1168,6 +1175,13 @@ impl CustomOp2 for InputGradOp {
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         check_len(w, g.c_out * g.k_size(), "weight")?;
         let shape = Shape::from((g.n, g.c_in, g.h, g.w));
+        #[cfg(target_arch = "x86_64")]
+        if let Some(gt) = g.transposed().filter(winograd::applies) {
+            // As below: the convolution of the output gradient with the flipped, transposed
+            // kernel.
+            let dx = winograd::forward(&gt, gr, winograd::input_grad_tap(g, w));
+            return Ok((CpuStorage::F32(dx), shape));
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(gt) = g.transposed().filter(direct::applies) {
             // The same convolution of the output gradient with the flipped, transposed
@@ -1312,6 +1326,10 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
         assert_eq!(a.dims(), b.dims());
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
@@ -1363,10 +1381,53 @@ mod tests {
         (4, 16, 19, 17, 64, 3, 1, 1), // … rows of the tiles across output rows
     ];
 
-    /// Whether the direct convolution (not im2col + gemm) computes case `g`'s forward.
+    /// Winograd's forward and input gradient against im2col + gemm, on geometries smaller
+    /// than those it is dispatched to (the dispatch thresholds are about speed only).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn winograd_matches_im2col() {
+        let cases = [
+            (2, 64, 7, 7, 64, 1),   // odd sizes: part-filled tiles
+            (1, 70, 10, 12, 66, 0), // no padding
+            (3, 20, 5, 9, 40, 2),   // padding 2 (its input gradient unpadded)
+            (2, 256, 14, 14, 256, 1),
+        ];
+        let close = |got: &[f32], want: &[f32], what: &str| {
+            let num: f32 = got.iter().zip(want).map(|(a, b)| (a - b) * (a - b)).sum();
+            let den: f32 = want.iter().map(|b| b * b).sum();
+            let r = (num / den.max(1e-30)).sqrt();
+            assert!(r < 1e-5, "{what}: rel err {r}");
+        };
+        for (i, &(n, c, h, w, o, p)) in cases.iter().enumerate() {
+            let x = randn(&[n, c, h, w], 300 + i as u64);
+            let wt = randn(&[o, c, 3, 3], 400 + i as u64);
+            let g = Geom::new(x.dims(), wt.dims(), p, 1).unwrap();
+            let (xv, wv) = (flat(&x), flat(&wt));
+            let got = winograd::forward(&g, &xv, winograd::forward_tap(&g, &wv));
+            close(&got, &forward(&g, &xv, &wv), &format!("case {i} forward"));
+            // The input gradient: the flipped, transposed kernel written out, through im2col.
+            let gr = flat(&randn(&[n, o, g.oh, g.ow], 500 + i as u64));
+            let gt = g.transposed().unwrap();
+            let mut flipped = vec![0f32; wv.len()];
+            for (oo, ci, t) in
+                (0..o).flat_map(|a| (0..c).flat_map(move |b| (0..9).map(move |t| (a, b, t))))
+            {
+                flipped[(ci * o + oo) * 9 + 8 - t] = wv[(oo * c + ci) * 9 + t];
+            }
+            let got = winograd::forward(&gt, &gr, winograd::input_grad_tap(&g, &wv));
+            close(
+                &got,
+                &forward(&gt, &gr, &flipped),
+                &format!("case {i} input gradient"),
+            );
+        }
+    }
+
+    /// Whether the direct convolution or Winograd's (not im2col + gemm) computes case
+    /// `g`'s forward.
     fn direct_forward(g: &Geom) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if direct::applies(g) {
+        if direct::applies(g) || winograd::applies(g) {
             return true;
         }
         let _ = g;
