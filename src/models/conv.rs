@@ -58,7 +58,7 @@ pub fn backend() -> &'static str {
 /// compare both kernels in one binary (and as an escape hatch should a result be doubted).
 fn candle_conv_forced() -> bool {
     static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var("ZEROBIAS_CONV").is_ok_and(|v| v == "candle"))
+    super::env_switch(&FORCED, "ZEROBIAS_CONV", "candle")
 }
 
 /// Shapes of one convolution.

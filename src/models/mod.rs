@@ -19,6 +19,13 @@ use crate::bias::{BiasHandle, BiasSet};
 use crate::error::{Error, Result};
 use crate::taps::{Recorder, TapPoint};
 
+/// Whether the environment variable `var` is `value`, read once into `cell`: the switches
+/// that send the CPU kernels down another path, so that benchmarks compare both in one
+/// binary.
+pub(crate) fn env_switch(cell: &'static std::sync::OnceLock<bool>, var: &str, value: &str) -> bool {
+    *cell.get_or_init(|| std::env::var(var).is_ok_and(|v| v == value))
+}
+
 /// What a parameter is, so that the trainer and the bias handles can select them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamKind {

@@ -531,7 +531,7 @@ fn own_kernel_applies(m: usize, n: usize, k: usize) -> bool {
 /// `ZEROBIAS_GEMM=crate` sends every product to the `gemm` crate (benchmarks compare both).
 fn own_kernel_disabled() -> bool {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DISABLED.get_or_init(|| std::env::var("ZEROBIAS_GEMM").is_ok_and(|v| v == "crate"))
+    super::env_switch(&DISABLED, "ZEROBIAS_GEMM", "crate")
 }
 
 /// Which kernel [`sgemm`] uses for large products on this machine.

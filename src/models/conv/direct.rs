@@ -42,7 +42,7 @@ pub(super) fn applies(g: &Geom) -> bool {
 /// both paths in one binary).
 fn disabled() -> bool {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DISABLED.get_or_init(|| std::env::var("ZEROBIAS_DIRECT_CONV").is_ok_and(|v| v == "0"))
+    crate::models::env_switch(&DISABLED, "ZEROBIAS_DIRECT_CONV", "0")
 }
 
 /// The kernel packed for [`forward`]: per panel of NR output channels, k_size rows of NR

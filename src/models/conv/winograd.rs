@@ -69,7 +69,7 @@ pub(super) fn input_grad_tap<'w>(
 
 fn disabled() -> bool {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DISABLED.get_or_init(|| std::env::var("ZEROBIAS_WINOGRAD").is_ok_and(|v| v == "0"))
+    crate::models::env_switch(&DISABLED, "ZEROBIAS_WINOGRAD", "0")
 }
 
 /// Tile rows and columns of the output.
