@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::{zeros_on_all_threads, Geom};
+use super::Geom;
 use crate::models::sgemm::{avx512_available, sgemm_with, written, Dst, Lhs, Mat};
 
 /// Points of the 4×4 transform.
@@ -150,50 +150,56 @@ pub(super) fn forward(
 /// [0, 0, 1]].
 fn kernel_transform(g: &Geom, tap: impl Fn(usize, usize, usize, usize) -> f32 + Sync) -> Vec<f32> {
     let c_in = g.c_in;
-    let mut u = zeros_on_all_threads(g.c_out * POINTS * c_in);
-    u.par_chunks_exact_mut(POINTS * c_in)
-        .enumerate()
-        .for_each(|(o, u_o)| {
-            // The kernel of output channel o as 9 runs over the input channels, so that
-            // the arithmetic below runs along them (and vectorises) and writes each point's
-            // run in one piece.
-            let mut k = vec![0f32; 9 * c_in];
-            for c in 0..c_in {
-                for t in 0..9 {
-                    k[t * c_in + c] = tap(o, c, t / 3, t % 3);
-                }
-            }
-            let k_at = |ky: usize, kx: usize| &k[(ky * 3 + kx) * c_in..][..c_in];
-            // G g, row by row: (ky, kx) → 4 × 3 runs.
-            let mut gk = vec![0f32; 12 * c_in];
-            for kx in 0..3 {
-                let (k0, k1, k2) = (k_at(0, kx), k_at(1, kx), k_at(2, kx));
-                for c in 0..c_in {
-                    gk[kx * c_in + c] = k0[c];
-                    gk[(3 + kx) * c_in + c] = 0.5 * (k0[c] + k1[c] + k2[c]);
-                    gk[(6 + kx) * c_in + c] = 0.5 * (k0[c] - k1[c] + k2[c]);
-                    gk[(9 + kx) * c_in + c] = k2[c];
-                }
-            }
-            // (G g) Gᵀ, row i: [a, ½(a + b + d), ½(a − b + d), d].
-            for i in 0..4 {
-                let (a, b, d) = (
-                    &gk[3 * i * c_in..][..c_in],
-                    &gk[(3 * i + 1) * c_in..][..c_in],
-                    &gk[(3 * i + 2) * c_in..][..c_in],
-                );
-                let (u0, rest) = u_o[4 * i * c_in..(4 * i + 4) * c_in].split_at_mut(c_in);
-                let (u1, rest) = rest.split_at_mut(c_in);
-                let (u2, u3) = rest.split_at_mut(c_in);
-                for c in 0..c_in {
-                    u0[c] = a[c];
-                    u1[c] = 0.5 * (a[c] + b[c] + d[c]);
-                    u2[c] = 0.5 * (a[c] - b[c] + d[c]);
-                    u3[c] = d[c];
-                }
-            }
-        });
-    u
+    // SAFETY: each output channel's task writes all 16 runs of its chunk (i, j < 4).
+    unsafe {
+        written(g.c_out * POINTS * c_in, |u| {
+            u.par_chunks_exact_mut(POINTS * c_in)
+                .enumerate()
+                .for_each_init(
+                    || vec![0f32; 21 * c_in],
+                    |scratch, (o, u_o)| {
+                        // The kernel of output channel o as 9 runs over the input channels, so
+                        // that the arithmetic below runs along them (and vectorises) and writes
+                        // each point's run in one piece.
+                        let (k, gk) = scratch.split_at_mut(9 * c_in);
+                        for c in 0..c_in {
+                            for t in 0..9 {
+                                k[t * c_in + c] = tap(o, c, t / 3, t % 3);
+                            }
+                        }
+                        let k_at = |ky: usize, kx: usize| &k[(ky * 3 + kx) * c_in..][..c_in];
+                        // G g, row by row: (ky, kx) → 4 × 3 runs.
+                        for kx in 0..3 {
+                            let (k0, k1, k2) = (k_at(0, kx), k_at(1, kx), k_at(2, kx));
+                            for c in 0..c_in {
+                                gk[kx * c_in + c] = k0[c];
+                                gk[(3 + kx) * c_in + c] = 0.5 * (k0[c] + k1[c] + k2[c]);
+                                gk[(6 + kx) * c_in + c] = 0.5 * (k0[c] - k1[c] + k2[c]);
+                                gk[(9 + kx) * c_in + c] = k2[c];
+                            }
+                        }
+                        // (G g) Gᵀ, row i: [a, ½(a + b + d), ½(a − b + d), d].
+                        for i in 0..4 {
+                            let (a, b, d) = (
+                                &gk[3 * i * c_in..][..c_in],
+                                &gk[(3 * i + 1) * c_in..][..c_in],
+                                &gk[(3 * i + 2) * c_in..][..c_in],
+                            );
+                            let (u0, rest) =
+                                u_o[4 * i * c_in..(4 * i + 4) * c_in].split_at_mut(c_in);
+                            let (u1, rest) = rest.split_at_mut(c_in);
+                            let (u2, u3) = rest.split_at_mut(c_in);
+                            for c in 0..c_in {
+                                u0[c].write(a[c]);
+                                u1[c].write(0.5 * (a[c] + b[c] + d[c]));
+                                u2[c].write(0.5 * (a[c] - b[c] + d[c]));
+                                u3[c].write(d[c]);
+                            }
+                        }
+                    },
+                )
+        })
+    }
 }
 
 /// V = Bᵀ d B of every 4×4 window d of the plane x_p (zeros outside it), with Bᵀ = [[1, 0,
