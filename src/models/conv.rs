@@ -5,7 +5,8 @@
 //! loop, and skips the kernel (or input) gradient when that operand is not tracked: during
 //! attribution the weights are detached, so their gradient would be thrown away. On CPUs
 //! with AVX-512, convolutions wider than 1×1 between at least 16 channels (forward, and the
-//! input gradient at stride 1) run as direct convolutions instead ([`direct`]).
+//! input gradient at stride 1) run as direct convolutions instead ([`direct`]), and the
+//! 3×3 ones with many channels on small maps as Winograd's ([`winograd`]).
 //! Other devices and dtypes use candle's built-in convolution.
 
 use std::borrow::Cow;
