@@ -1392,6 +1392,8 @@ mod tests {
             (1, 70, 10, 12, 66, 0), // no padding
             (3, 20, 5, 9, 40, 2),   // padding 2 (its input gradient unpadded)
             (2, 256, 14, 14, 256, 1),
+            (1, 8, 40, 45, 8, 1), // one image in bands of tile rows; rows of 16+ pairs
+            (9, 16, 6, 6, 16, 1), // several images per task, the last task with fewer
         ];
         let close = |got: &[f32], want: &[f32], what: &str| {
             let num: f32 = got.iter().zip(want).map(|(a, b)| (a - b) * (a - b)).sum();
@@ -1422,6 +1424,26 @@ mod tests {
                 &format!("case {i} input gradient"),
             );
         }
+    }
+
+    /// Winograd's tasks depend on the thread count; its values must not.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn winograd_values_do_not_depend_on_the_thread_count() {
+        let x = randn(&[8, 512, 6, 6], 600);
+        let wt = randn(&[512, 512, 3, 3], 601);
+        let g = Geom::new(x.dims(), wt.dims(), 1, 1).unwrap();
+        let (xv, wv) = (flat(&x), flat(&wt));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| winograd::forward(&g, &xv, winograd::forward_tap(&g, &wv)))
+        };
+        let one = run(1);
+        assert!(one == run(3), "1 vs 3 threads");
+        assert!(one == run(8), "1 vs 8 threads");
     }
 
     /// Whether the direct convolution or Winograd's (not im2col + gemm) computes case

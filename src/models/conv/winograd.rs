@@ -1,6 +1,6 @@
-//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions on small maps with many channels
-//! (ResNet-50's 256-channel 14×14 layers, VGG-16's 28×28 and 14×14 ones; forward and
-//! input gradient, the kernel gradient stays direct).
+//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions with at least 64 channels on maps of
+//! up to 56×56 (most of ResNet-50's and VGG-16's 3×3 layers; forward and input gradient, the
+//! kernel gradient stays direct).
 //!
 //! Each 2×2 block of outputs ("tile") comes from a 4×4 window of the input. The window is
 //! transformed (V = Bᵀ d B), multiplied point by point with the transformed kernel
@@ -10,32 +10,39 @@
 //! the direct 36·O·C, 2.25× fewer. The transforms only add, subtract and halve, so results
 //! stay within rounding of the direct sums (the tests hold them to 1e-5 of im2col's and
 //! candle's).
-//! Sums run in a fixed order: deterministic whatever the thread count.
+//! The work runs in tasks of about 256 tiles (a band of tile rows, or whole images), each
+//! transforming its input, multiplying and transforming back while its data is in the
+//! caches. Sums run in a fixed order: deterministic whatever the thread count.
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use super::Geom;
-use crate::models::sgemm::{avx512_available, sgemm_with, written, Dst, Lhs, Mat};
+use crate::models::sgemm::{avx512_available, sgemm_with, with_scratch, written, Dst, Lhs, Mat};
 
 /// Points of the 4×4 transform.
 const POINTS: usize = 16;
 
-/// Whether [`forward`] computes this convolution: 3×3, stride 1, at least 256 channels in
-/// and out, maps of at most 28×28 and at least 256 tiles in the batch. Measured against the
-/// direct convolution at batch 8, alternating: 1.2× on ResNet-50's 256-channel 14×14
-/// layers, about 1.4× on VGG-16's 512-channel 28×28 ones, 1.05× on its 14×14 ones; the
-/// VGG-16 training step 10% faster, its attribution 12%. Below that its fixed costs lose:
-/// with 128 channels (28×28) it was 1.02–1.05×, with fewer tiles (7×7 maps, batch 1)
-/// slower, as the kernel's transform and packing (16·O·C values) no longer pay; on larger
-/// maps the transformed input and products (4× the input and output) outgrow the caches.
-/// `ZEROBIAS_WINOGRAD=0` turns it off.
+/// Tiles per task of [`forward`] (see [`tasks`]).
+const TASK_TILES: usize = 256;
+
+/// Whether [`forward`] computes this convolution: 3×3, stride 1, at least 64 channels in
+/// and out, maps of at most 56×56 and at least 256 tiles in the batch. Measured against the
+/// direct convolution one layer at a time (batch 8, best of 12 alternating calls): 1.25× on
+/// ResNet-50's 64-channel 56×56 layers, 1.31× on its 128-channel 28×28 ones, 1.2–1.3× on its
+/// 256-channel 14×14 ones; 1.56× on VGG-16's 512-channel 28×28 ones, 1.6× on its
+/// 256-channel 56×56 ones; 1.1× on a 64-channel 56×56 layer at batch 1. Whole steps
+/// (alternating runs): ResNet-50's training step 3% faster than with 256 channels and 28×28
+/// as the bounds, VGG-16's forward 9% and its training step 5%. With fewer tiles (7×7
+/// maps at batch 8, 28×28 at batch 1) it lost: the kernel's transform and packing
+/// (16·O·C values) no longer pay. Larger maps (VGG-16's 112×112 and 224×224) were not
+/// measured and stay direct. `ZEROBIAS_WINOGRAD=0` turns it off.
 pub(super) fn applies(g: &Geom) -> bool {
     computes(g)
-        && g.c_in >= 256
-        && g.c_out >= 256
-        && g.ohw() <= 28 * 28
+        && g.c_in >= 64
+        && g.c_out >= 64
+        && g.ohw() <= 56 * 56
         && g.n * g.oh.div_ceil(2) * g.ow.div_ceil(2) >= 256
         && avx512_available()
         && !disabled()
@@ -86,62 +93,132 @@ pub(super) fn forward(
 ) -> Vec<f32> {
     assert!(computes(g) && x.len() == g.n * g.c_in * g.hw());
     let (th, tw) = tiles(g);
-    let t = g.n * th * tw;
     let u = kernel_transform(g, tap);
-    // SAFETY: each task writes its own (image, channel) columns of every point's matrix,
-    // and the tasks cover them all.
-    let v = unsafe {
-        written(POINTS * g.c_in * t, |v| {
-            let v = Dst(v.as_mut_ptr().cast());
-            x.par_chunks_exact(g.hw()).enumerate().for_each_init(
-                || vec![0f32; 2 * POINTS * th * tw],
-                |scratch, (plane, x_p)| {
-                    let (b, c) = (plane / g.c_in, plane % g.c_in);
-                    // Point ξ's values of this plane: row c of V_ξ, image b's columns.
-                    let at = |xi: usize| v.at((xi * g.c_in + c) * t + b * th * tw);
-                    input_transform(g, x_p, at, scratch)
-                },
-            );
-        })
-    };
-    // The 16 products, each on one thread (as many tasks as points keeps both cores busy
-    // without splitting a product).
-    // SAFETY: every product writes all O × t values of its own matrix; the operands cover
-    // what they are read for.
-    let m = unsafe {
-        written(POINTS * g.c_out * t, |m| {
-            let m = Dst(m.as_mut_ptr().cast());
-            (0..POINTS).into_par_iter().for_each(|xi| {
-                let lhs = Lhs::new(
-                    Mat {
-                        ptr: u[xi * g.c_in..].as_ptr(),
-                        rs: (POINTS * g.c_in) as isize,
-                        cs: 1,
-                    },
-                    g.c_out,
-                    g.c_in,
-                );
-                let rhs = Mat {
-                    ptr: v[xi * g.c_in * t..].as_ptr(),
-                    rs: t as isize,
+    // U_ξ packed once for every task's product.
+    // SAFETY: each view covers O × C values of u, which outlives the Lhs.
+    let lhs: Vec<Lhs> = (0..POINTS)
+        .into_par_iter()
+        .map(|xi| unsafe {
+            Lhs::new(
+                Mat {
+                    ptr: u[xi * g.c_in..].as_ptr(),
+                    rs: (POINTS * g.c_in) as isize,
                     cs: 1,
-                };
-                sgemm_with(&lhs, t, m.at(xi * g.c_out * t), t, false, &rhs, false);
-            })
-        })
-    };
-    // SAFETY: each (image, output channel) plane is written in full by its own task.
-    unsafe {
-        written(g.n * g.c_out * g.ohw(), |y| {
-            y.par_chunks_exact_mut(g.ohw()).enumerate().for_each_init(
-                || vec![0f32; 12 * th * tw],
-                |scratch, (plane, y_p)| {
-                    let (b, o) = (plane / g.c_out, plane % g.c_out);
-                    let at = |xi: usize| &m[(xi * g.c_out + o) * t + b * th * tw..][..th * tw];
-                    output_transform(g, at, y_p, scratch)
                 },
+                g.c_out,
+                g.c_in,
             )
         })
+        .collect();
+    let Tasks { images, band } = tasks(g);
+    let bands = th.div_ceil(band);
+    let groups = g.n.div_ceil(images);
+    let most = images * band * tw;
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        let y = Dst(y.as_mut_ptr().cast());
+        let lens = [
+            POINTS * g.c_in * most,
+            POINTS * g.c_out * most,
+            2 * POINTS * band * tw + 4 * tw + 4,
+        ];
+        (0..groups * bands).into_par_iter().for_each(|task| {
+            with_scratch(&TASK, lens.iter().sum(), |buf| {
+                let (v, rest) = buf.split_at_mut(lens[0]);
+                let (m, transform) = rest.split_at_mut(lens[1]);
+                let (b0, ty0) = ((task / bands) * images, (task % bands) * band);
+                let batch = b0..(b0 + images).min(g.n);
+                let rows = ty0..(ty0 + band).min(th);
+                let per_image = rows.len() * tw;
+                let t = batch.len() * per_image;
+                let (v, m) = (
+                    &mut v[..POINTS * g.c_in * t],
+                    &mut m[..POINTS * g.c_out * t],
+                );
+                let vd = Dst(v.as_mut_ptr());
+                for (i, b) in batch.clone().enumerate() {
+                    for (c, x_p) in x[b * g.c_in * g.hw()..][..g.c_in * g.hw()]
+                        .chunks_exact(g.hw())
+                        .enumerate()
+                    {
+                        // Point ξ's values of this band of the plane: row c of V_ξ, the
+                        // image's columns.
+                        let at = |xi: usize| vd.at((xi * g.c_in + c) * t + i * per_image);
+                        input_transform(g, x_p, rows.clone(), at, transform);
+                    }
+                }
+                for (xi, (v_xi, m_xi)) in v
+                    .chunks_exact(g.c_in * t)
+                    .zip(m.chunks_exact_mut(g.c_out * t))
+                    .enumerate()
+                {
+                    let rhs = Mat {
+                        ptr: v_xi.as_ptr(),
+                        rs: t as isize,
+                        cs: 1,
+                    };
+                    // SAFETY: the product writes all O × t values of m_xi; the operands
+                    // cover what they are read for.
+                    unsafe { sgemm_with(&lhs[xi], t, m_xi.as_mut_ptr(), t, false, &rhs, false) };
+                }
+                let (oy0, oy1) = (2 * rows.start, (2 * rows.end).min(g.oh));
+                for (i, b) in batch.enumerate() {
+                    for o in 0..g.c_out {
+                        // SAFETY: rows oy0..oy1 of plane (b, o) belong to this task alone.
+                        let y_rows = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                y.at((b * g.c_out + o) * g.ohw() + oy0 * g.ow).cast(),
+                                (oy1 - oy0) * g.ow,
+                            )
+                        };
+                        let at =
+                            |xi: usize| &m[(xi * g.c_out + o) * t + i * per_image..][..per_image];
+                        output_transform(g, at, rows.clone(), y_rows, transform);
+                    }
+                }
+            })
+        });
+    };
+    // SAFETY: the tasks' (image, band) output rows partition y, and every task's output
+    // transform writes all of its rows of every output channel.
+    unsafe { written(g.n * g.c_out * g.ohw(), fill) }
+}
+
+thread_local! {
+    /// One task's transformed input [ξ][C][tiles], products [ξ][O][tiles] and the
+    /// transforms' intermediate runs, kept per thread between calls (see `with_scratch`).
+    static TASK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// What one task of [`forward`] covers: `images` whole images (band = all tile rows), or a
+/// band of `band` tile rows of one image.
+struct Tasks {
+    images: usize,
+    band: usize,
+}
+
+/// A task transforms the input of its tiles, multiplies and transforms back, so that its
+/// transformed input and products (16 values per tile and channel each) stay in the
+/// caches between the steps instead of going through memory. About 256 tiles per task: with
+/// fewer, each packed kernel matrix U_ξ (O × C) serves too few columns (at 64 tiles ResNet-50's
+/// 128-channel 28×28 layers ran 1.18× the direct convolution instead of 1.31×, VGG-16's
+/// 512-channel ones 1.41× instead of 1.56×); with 1024, 0.84× and 1.35×.
+fn tasks(g: &Geom) -> Tasks {
+    let (th, tw) = tiles(g);
+    let target = TASK_TILES;
+    let per_image = th * tw;
+    // At least two tasks per thread, so that no thread is left with a larger share.
+    let tasks = 2 * rayon::current_num_threads();
+    if target >= per_image {
+        Tasks {
+            images: (target / per_image).min(g.n / tasks).max(1),
+            band: th,
+        }
+    } else {
+        let bands = tasks.div_ceil(g.n.max(1));
+        Tasks {
+            images: 1,
+            band: target.div_ceil(tw).min(th.div_ceil(bands)).clamp(1, th),
+        }
     }
 }
 
@@ -206,32 +283,41 @@ fn kernel_transform(g: &Geom, tap: impl Fn(usize, usize, usize, usize) -> f32 + 
 /// −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]; point ξ's values for the tiles in
 /// raster order go to at(ξ). The plane's windows are gathered into 16 runs over all its
 /// tiles (d_ij[tile]) first, so that the arithmetic runs along whole runs and vectorises.
-fn input_transform(g: &Geom, x_p: &[f32], at: impl Fn(usize) -> *mut f32, scratch: &mut [f32]) {
-    let (th, tw) = tiles(g);
-    let nt = th * tw;
-    let (d, t) = scratch.split_at_mut(POINTS * nt);
-    for i in 0..4 {
-        for j in 0..4 {
-            let dij = &mut d[(4 * i + j) * nt..][..nt];
-            // Tiles whose window column 2·tx + j − pad lies in the image: lo..hi.
-            let lo = g.pad.saturating_sub(j).div_ceil(2).min(tw);
-            let hi = ((g.w + g.pad).saturating_sub(j).div_ceil(2)).clamp(lo, tw);
-            for (ty, run) in dij.chunks_exact_mut(tw).enumerate() {
-                let y = (2 * ty + i).wrapping_sub(g.pad);
-                if y >= g.h {
-                    run.fill(0.0);
-                    continue;
+fn input_transform(
+    g: &Geom,
+    x_p: &[f32],
+    rows: std::ops::Range<usize>,
+    at: impl Fn(usize) -> *mut f32,
+    scratch: &mut [f32],
+) {
+    let (_, tw) = tiles(g);
+    let nt = rows.len() * tw;
+    let (d, rest) = scratch.split_at_mut(POINTS * nt);
+    let (t, rest) = rest.split_at_mut(POINTS * nt);
+    // The window columns of a row, −pad .. 2·tw + 2 − pad (zeros outside the image), split
+    // into even and odd ones: window column 2·tx + j is even[tx + j/2] (j even) or
+    // odd[tx + j/2] (j odd), so that each of the four runs is a plain copy.
+    let (padded, rest) = rest.split_at_mut(2 * tw + 2);
+    let (even, odd) = rest[..2 * tw + 2].split_at_mut(tw + 1);
+    for (r, ty) in rows.clone().enumerate() {
+        for i in 0..4 {
+            let y = (2 * ty + i).wrapping_sub(g.pad);
+            let runs = (0..4).map(|j| (4 * i + j) * nt + r * tw);
+            if y >= g.h {
+                for at in runs {
+                    d[at..at + tw].fill(0.0);
                 }
-                let row = &x_p[y * g.w..][..g.w];
-                run[..lo].fill(0.0);
-                run[hi..].fill(0.0);
-                if hi > lo {
-                    // Every other value of the row from the first window column.
-                    let src = row[2 * lo + j - g.pad..].iter().step_by(2);
-                    for (v, &x) in run[lo..hi].iter_mut().zip(src) {
-                        *v = x;
-                    }
-                }
+                continue;
+            }
+            let row = &x_p[y * g.w..][..g.w];
+            let inside = g.w.min(padded.len() - g.pad);
+            padded[..g.pad].fill(0.0);
+            padded[g.pad..g.pad + inside].copy_from_slice(&row[..inside]);
+            padded[g.pad + inside..].fill(0.0);
+            deinterleave(padded, even, odd);
+            for (j, at) in runs.enumerate() {
+                let half = if j % 2 == 0 { &*even } else { &*odd };
+                d[at..at + tw].copy_from_slice(&half[j / 2..j / 2 + tw]);
             }
         }
     }
@@ -274,11 +360,12 @@ fn input_transform(g: &Geom, x_p: &[f32], at: impl Fn(usize) -> *mut f32, scratc
 fn output_transform<'a>(
     g: &Geom,
     at: impl Fn(usize) -> &'a [f32],
+    rows: std::ops::Range<usize>,
     y_p: &mut [MaybeUninit<f32>],
     scratch: &mut [f32],
 ) {
-    let (th, tw) = tiles(g);
-    let nt = th * tw;
+    let (_, tw) = tiles(g);
+    let nt = rows.len() * tw;
     let (s, out) = scratch.split_at_mut(8 * nt);
     let m: [&[f32]; POINTS] = std::array::from_fn(|xi| &at(xi)[..nt]);
     // Aᵀ over the rows: s[r][j].
@@ -306,13 +393,98 @@ fn output_transform<'a>(
         let (ty, r) = (oy / 2, oy % 2);
         let c0 = &out[2 * r * nt + ty * tw..][..tw];
         let c1 = &out[(2 * r + 1) * nt + ty * tw..][..tw];
-        let mut pairs = row.chunks_exact_mut(2);
-        for ((pair, &v0), &v1) in (&mut pairs).zip(c0).zip(c1) {
-            pair[0].write(v0);
-            pair[1].write(v1);
+        interleave(c0, c1, row);
+    }
+}
+
+/// even[q] = pairs[2q], odd[q] = pairs[2q + 1] (pairs holds 2·even.len() values).
+fn deinterleave(pairs: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let n = even.len();
+    assert!(odd.len() == n && pairs.len() == 2 * n);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512_available() {
+        // SAFETY: the CPU supports AVX-512F; lengths checked above.
+        done = unsafe { avx512::deinterleave(pairs, even, odd) };
+    }
+    for q in done..n {
+        even[q] = pairs[2 * q];
+        odd[q] = pairs[2 * q + 1];
+    }
+}
+
+/// row[2q] = even[q], row[2q + 1] = odd[q] for every value of row (row.len() ≤
+/// 2·even.len(); an odd length ends with an even value).
+fn interleave(even: &[f32], odd: &[f32], row: &mut [MaybeUninit<f32>]) {
+    let half = row.len() / 2;
+    assert!(even.len() >= row.len().div_ceil(2) && odd.len() >= half);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512_available() {
+        // SAFETY: the CPU supports AVX-512F; lengths checked above.
+        done = unsafe { avx512::interleave(&even[..half], &odd[..half], row) };
+    }
+    for q in done..half {
+        row[2 * q].write(even[q]);
+        row[2 * q + 1].write(odd[q]);
+    }
+    if row.len() % 2 == 1 {
+        row[2 * half].write(even[half]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// [`super::deinterleave`] in blocks of 16 pairs; returns how many pairs it did.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn deinterleave(pairs: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+        let blocks = even.len() / 16;
+        let pick_even =
+            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let pick_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for b in 0..blocks {
+            // SAFETY: 32 values from 32·b lie in pairs, 16 from 16·b in even and odd.
+            unsafe {
+                let lo = _mm512_loadu_ps(pairs.as_ptr().add(32 * b));
+                let hi = _mm512_loadu_ps(pairs.as_ptr().add(32 * b + 16));
+                _mm512_storeu_ps(
+                    even.as_mut_ptr().add(16 * b),
+                    _mm512_permutex2var_ps(lo, pick_even, hi),
+                );
+                _mm512_storeu_ps(
+                    odd.as_mut_ptr().add(16 * b),
+                    _mm512_permutex2var_ps(lo, pick_odd, hi),
+                );
+            }
         }
-        if let [last] = pairs.into_remainder() {
-            last.write(c0[tw - 1]);
+        16 * blocks
+    }
+
+    /// [`super::interleave`] of even.len() = odd.len() pairs in blocks of 16; returns how
+    /// many pairs it wrote.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn interleave(
+        even: &[f32],
+        odd: &[f32],
+        row: &mut [MaybeUninit<f32>],
+    ) -> usize {
+        let blocks = even.len() / 16;
+        let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let second =
+            _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        for b in 0..blocks {
+            // SAFETY: 16 values from 16·b lie in even and odd, 32 from 32·b in row.
+            unsafe {
+                let e = _mm512_loadu_ps(even.as_ptr().add(16 * b));
+                let o = _mm512_loadu_ps(odd.as_ptr().add(16 * b));
+                let out = row.as_mut_ptr().add(32 * b).cast::<f32>();
+                _mm512_storeu_ps(out, _mm512_permutex2var_ps(e, first, o));
+                _mm512_storeu_ps(out.add(16), _mm512_permutex2var_ps(e, second, o));
+            }
         }
+        16 * blocks
     }
 }
