@@ -1257,6 +1257,13 @@ impl CustomOp2 for WeightGradOp {
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         #[cfg(target_arch = "x86_64")]
+        if winograd::weight_grad_applies(g) {
+            return Ok((
+                CpuStorage::F32(winograd::weight_grad(g, x, gr)),
+                Shape::from((g.c_out, g.c_in, g.kh, g.kw)),
+            ));
+        }
+        #[cfg(target_arch = "x86_64")]
         if direct::applies(g) {
             return Ok((
                 CpuStorage::F32(direct::weight_grad(g, x, gr)),
@@ -1422,6 +1429,35 @@ mod tests {
                 &got,
                 &forward(&gt, &gr, &flipped),
                 &format!("case {i} input gradient"),
+            );
+            // The kernel gradient against its definition, summed in f64.
+            let mut want = vec![0f64; wv.len()];
+            for (b, oo, ci) in
+                (0..n).flat_map(|b| (0..o).flat_map(move |oo| (0..c).map(move |ci| (b, oo, ci))))
+            {
+                let dy = &gr[(b * o + oo) * g.ohw()..][..g.ohw()];
+                let xp = &xv[(b * c + ci) * h * w..][..h * w];
+                for t in 0..9 {
+                    let (ky, kx) = (t / 3, t % 3);
+                    let mut acc = 0f64;
+                    for (oy, row) in dy.chunks_exact(g.ow).enumerate() {
+                        let Some(y) = (oy + ky).checked_sub(p).filter(|&y| y < h) else {
+                            continue;
+                        };
+                        for (ox, &d) in row.iter().enumerate() {
+                            if let Some(xx) = (ox + kx).checked_sub(p).filter(|&xx| xx < w) {
+                                acc += d as f64 * xp[y * w + xx] as f64;
+                            }
+                        }
+                    }
+                    want[(oo * c + ci) * 9 + t] += acc;
+                }
+            }
+            let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+            close(
+                &winograd::weight_grad(&g, &xv, &gr),
+                &want,
+                &format!("case {i} kernel gradient"),
             );
         }
     }
