@@ -1257,7 +1257,7 @@ impl CustomOp2 for WeightGradOp {
         check_len(x, g.n * g.c_in * g.hw(), "input")?;
         check_len(gr, g.n * g.c_out * g.ohw(), "output gradient")?;
         #[cfg(target_arch = "x86_64")]
-        if winograd::weight_grad_applies(g) {
+        if winograd::applies(g) {
             return Ok((
                 CpuStorage::F32(winograd::weight_grad(g, x, gr)),
                 Shape::from((g.c_out, g.c_in, g.kh, g.kw)),
