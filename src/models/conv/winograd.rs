@@ -31,7 +31,7 @@ const POINTS: usize = 16;
 const TASK_TILES: usize = 256;
 
 /// Whether [`forward`] and [`weight_grad`] compute this convolution: 3×3, stride 1, at
-/// least 64 channels in and out, maps of at most 56×56 and at least 128 tiles in the batch.
+/// least 64 channels in and out, maps from 7×7 to 56×56 and at least 128 tiles in the batch.
 /// Measured against the direct convolution one layer at a time (batch 8, best of 12
 /// alternating calls): 1.25× on ResNet-50's 64-channel 56×56 layers, 1.31× on its
 /// 128-channel 28×28 ones, 1.2–1.3× on its 256-channel 14×14 ones; 1.56× on VGG-16's
@@ -42,13 +42,15 @@ const TASK_TILES: usize = 256;
 /// past the map's edge), timed per call inside its training step: forward as fast as
 /// direct, input gradient 10.1 vs 11.6 ms, kernel gradient 10.0 vs 11.5–14.4 ms. With fewer
 /// tiles (7×7 or 14×14 maps at batch 1) the kernel's transform and packing (16·O·C values)
-/// no longer pay. Larger maps (VGG-16's 112×112 and 224×224) were not measured and stay
+/// no longer pay; maps below 7×7 (the quickstart's 4×4 and 2×2 ones) were not measured and
+/// stay direct. Larger maps (VGG-16's 112×112 and 224×224) were not measured and stay
 /// direct. `ZEROBIAS_WINOGRAD=0` turns it off.
 pub(super) fn applies(g: &Geom) -> bool {
     computes(g)
         && g.c_in >= 64
         && g.c_out >= 64
         && g.ohw() <= 56 * 56
+        && g.oh.min(g.ow) >= 7
         && g.n * g.oh.div_ceil(2) * g.ow.div_ceil(2) >= 128
         && avx512_available()
         && !disabled()
