@@ -1389,8 +1389,9 @@ mod tests {
         (4, 16, 19, 17, 64, 3, 1, 1), // … rows of the tiles across output rows
     ];
 
-    /// Winograd's forward and input gradient against im2col + gemm, on geometries smaller
-    /// than those it is dispatched to (the dispatch thresholds are about speed only).
+    /// Winograd's forward and input gradient against im2col + gemm and its kernel gradient
+    /// against the definition, on geometries smaller than those it is dispatched to (the
+    /// dispatch thresholds are about speed only).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn winograd_matches_im2col() {
@@ -1459,10 +1460,17 @@ mod tests {
                 &want,
                 &format!("case {i} kernel gradient"),
             );
+            // One image per chunk: the products sum over the chunks.
+            close(
+                &winograd::weight_grad_in_chunks(&g, &xv, &gr, 1),
+                &want,
+                &format!("case {i} kernel gradient, image by image"),
+            );
         }
     }
 
-    /// Winograd's tasks depend on the thread count; its values must not.
+    /// Winograd's tasks depend on the thread count; its values (forward, kernel gradient)
+    /// must not.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn winograd_values_do_not_depend_on_the_thread_count() {
@@ -1475,7 +1483,11 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            pool.install(|| winograd::forward(&g, &xv, winograd::forward_tap(&g, &wv)))
+            pool.install(|| {
+                let y = winograd::forward(&g, &xv, winograd::forward_tap(&g, &wv));
+                let dw = winograd::weight_grad(&g, &xv, &y);
+                (y, dw)
+            })
         };
         let one = run(1);
         assert!(one == run(3), "1 vs 3 threads");

@@ -142,7 +142,7 @@ pub(super) fn forward(
                     &mut v[..POINTS * g.c_in * t],
                     &mut m[..POINTS * g.c_out * t],
                 );
-                let vd = Dst(v.as_mut_ptr());
+                let vd = Dst(v.as_mut_ptr().cast());
                 for (i, b) in batch.clone().enumerate() {
                     for (c, x_p) in x[b * g.c_in * g.hw()..][..g.c_in * g.hw()]
                         .chunks_exact(g.hw())
@@ -242,73 +242,103 @@ fn tasks(g: &Geom) -> Tasks {
 /// 7.6 vs 8.4 ms at 256 (14×14); one layer at a time, 1.67× on VGG-16's 512-channel 28×28
 /// layers, 1.41× at 14×14 and 1.32× on its 256-channel 56×56 ones.
 pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    weight_grad_in_chunks(g, x, dy, 64 << 20)
+}
+
+/// [`weight_grad`] with the batch in chunks of images whose transformed input and gradient
+/// take at most `budget` bytes together (at least one image).
+pub(super) fn weight_grad_in_chunks(g: &Geom, x: &[f32], dy: &[f32], budget: usize) -> Vec<f32> {
     assert!(computes(g) && x.len() == g.n * g.c_in * g.hw() && dy.len() == g.n * g.c_out * g.ohw());
     let (th, tw) = tiles(g);
     let per_image = th * tw;
-    let t = g.n * per_image;
     let rows = 0..th;
     let scratch_len = 2 * POINTS * per_image + 4 * tw + 4;
-    // V [ξ][C][tiles] and D [ξ][O][tiles], each plane's tiles of image b at b·per_image.
-    // SAFETY (both): each (image, channel) plane's task writes its own columns of every
-    // point's matrix, and the tasks cover them all.
-    let v = unsafe {
-        written(POINTS * g.c_in * t, |v| {
-            let v = Dst(v.as_mut_ptr().cast());
-            x.par_chunks_exact(g.hw())
-                .enumerate()
-                .for_each(|(plane, x_p)| {
-                    let (b, c) = (plane / g.c_in, plane % g.c_in);
-                    let at = |xi: usize| v.at((xi * g.c_in + c) * t + b * per_image);
-                    with_scratch(&TASK, scratch_len, |scratch| {
-                        input_transform(g, x_p, rows.clone(), at, scratch)
-                    })
-                })
-        })
+    let oc = g.c_out * g.c_in;
+    // The batch in chunks of images (at batch 64, VGG-16's 256-channel 56×56 layers would
+    // otherwise hold 1.6 GB of transformed values); each product sums chunk after chunk.
+    // The chunks depend on the shapes only, so the sums' order does not depend on the
+    // thread count.
+    let bytes_per_image = POINTS * (g.c_in + g.c_out) * per_image * std::mem::size_of::<f32>();
+    let chunk = (budget / bytes_per_image).clamp(1, g.n.max(1));
+    let most = chunk * per_image;
+    // Every value is written before it is read (by the transforms, and by the first chunk's
+    // products), so the buffers skip the zero fill (up to `budget` bytes a call).
+    let uninit = |len: usize| {
+        let mut buf: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
+        // SAFETY: MaybeUninit values need no initialisation.
+        unsafe { buf.set_len(len) };
+        buf
     };
-    let d = unsafe {
-        written(POINTS * g.c_out * t, |d| {
-            let d = Dst(d.as_mut_ptr().cast());
-            dy.par_chunks_exact(g.ohw())
-                .enumerate()
-                .for_each(|(plane, dy_p)| {
-                    let (b, o) = (plane / g.c_out, plane % g.c_out);
-                    let at = |xi: usize| d.at((xi * g.c_out + o) * t + b * per_image);
-                    with_scratch(&TASK, scratch_len, |scratch| {
-                        output_grad_transform(g, dy_p, at, scratch)
-                    })
+    let (mut v, mut d, mut m) = (
+        uninit(POINTS * g.c_in * most),
+        uninit(POINTS * g.c_out * most),
+        uninit(POINTS * oc),
+    );
+    for (k, (x, dy)) in x
+        .chunks(chunk * g.c_in * g.hw())
+        .zip(dy.chunks(chunk * g.c_out * g.ohw()))
+        .enumerate()
+    {
+        let t = x.len() / (g.c_in * g.hw()) * per_image;
+        // V [ξ][C][tiles] and D [ξ][O][tiles], each plane's tiles of image b at b·per_image;
+        // each (image, channel) plane's task writes its own columns of every point's matrix.
+        let vd = Dst(v.as_mut_ptr().cast());
+        x.par_chunks_exact(g.hw())
+            .enumerate()
+            .for_each(|(plane, x_p)| {
+                let (b, c) = (plane / g.c_in, plane % g.c_in);
+                let at = |xi: usize| vd.at((xi * g.c_in + c) * t + b * per_image);
+                with_scratch(&TASK, scratch_len, |scratch| {
+                    input_transform(g, x_p, rows.clone(), at, scratch)
                 })
-        })
-    };
-    let (oc, v, d) = (g.c_out * g.c_in, &v, &d);
-    // SAFETY: every product writes all O × C values of its own matrix; the operands cover
-    // what they are read for.
-    let m = unsafe {
-        written(POINTS * oc, |m| {
-            let m = Dst(m.as_mut_ptr().cast());
-            (0..POINTS).into_par_iter().for_each(|xi| {
-                let lhs = Mat {
-                    ptr: d[xi * g.c_out * t..].as_ptr(),
-                    rs: t as isize,
-                    cs: 1,
-                };
-                let rhs = Columns {
-                    values: &v[xi * g.c_in * t..][..g.c_in * t],
-                    len: t,
-                };
+            });
+        let dd = Dst(d.as_mut_ptr().cast());
+        dy.par_chunks_exact(g.ohw())
+            .enumerate()
+            .for_each(|(plane, dy_p)| {
+                let (b, o) = (plane / g.c_out, plane % g.c_out);
+                let at = |xi: usize| dd.at((xi * g.c_out + o) * t + b * per_image);
+                with_scratch(&TASK, scratch_len, |scratch| {
+                    output_grad_transform(g, dy_p, at, scratch)
+                })
+            });
+        // SAFETY: the transforms above wrote the chunk's 16·C·t and 16·O·t values.
+        let (v, d) = unsafe {
+            (
+                std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), POINTS * g.c_in * t),
+                std::slice::from_raw_parts(d.as_ptr().cast::<f32>(), POINTS * g.c_out * t),
+            )
+        };
+        let md = Dst(m.as_mut_ptr().cast());
+        (0..POINTS).into_par_iter().for_each(|xi| {
+            let lhs = Mat {
+                ptr: d[xi * g.c_out * t..].as_ptr(),
+                rs: t as isize,
+                cs: 1,
+            };
+            let rhs = Columns {
+                values: &v[xi * g.c_in * t..][..g.c_in * t],
+                len: t,
+            };
+            // SAFETY: every product writes (from the second chunk on, adds to) all O × C
+            // values of its own matrix; the operands cover what they are read for.
+            unsafe {
                 sgemm(
                     g.c_out,
                     g.c_in,
                     t,
-                    m.at(xi * oc),
+                    md.at(xi * oc),
                     g.c_in,
-                    false,
+                    k > 0,
                     lhs,
                     &rhs,
                     false,
-                );
-            })
-        })
-    };
+                )
+            };
+        });
+    }
+    // SAFETY: the first chunk's products wrote all 16·O·C values.
+    let m = unsafe { std::slice::from_raw_parts(m.as_ptr().cast::<f32>(), POINTS * oc) };
     // dw = Gᵀ M G for each (o, c), along runs over the input channels, then placed.
     let c_in = g.c_in;
     // SAFETY: each output channel's task writes all C × 9 values of its chunk.
