@@ -236,13 +236,16 @@ fn tasks(g: &Geom) -> Tasks {
 /// M_ξ [O, C] = D_ξ [O, tiles] · V_ξᵀ [tiles, C] over all tiles of the batch (D = A dy Aᵀ of
 /// each 2×2 tile of the output gradient, zero past the map's edge), then the 3×3 kernel of
 /// each (o, c) from its 16 values. 16·O·C multiplications per tile instead of 36·O·C. Each
-/// product runs whole on one thread: the sums over tiles are in a fixed order. Timed per
+/// product runs whole on one thread, over chunks of images whose transformed input and
+/// gradient take at most 128 MiB (fixed by the shapes): the sums over tiles are in a fixed
+/// order. (One chunk of 5 of VGG-16's 512-channel 28×28 images and one of 3 was 1–2% slower
+/// on its training step than one of 8; 128 MiB keeps batch 8 in one.) Timed per
 /// call inside ResNet-50's training step (batch 8) against the direct kernel gradient:
 /// 10.1 vs 11.7 ms on the 64-channel 56×56 layers, 8.1 vs 9.2 ms at 128 channels (28×28),
 /// 7.6 vs 8.4 ms at 256 (14×14); one layer at a time, 1.67× on VGG-16's 512-channel 28×28
 /// layers, 1.41× at 14×14 and 1.32× on its 256-channel 56×56 ones.
 pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    weight_grad_in_chunks(g, x, dy, 64 << 20)
+    weight_grad_in_chunks(g, x, dy, 128 << 20)
 }
 
 /// [`weight_grad`] with the batch in chunks of images whose transformed input and gradient
