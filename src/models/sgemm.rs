@@ -33,6 +33,10 @@ pub(crate) trait RhsPanels: Sync {
     /// Writes rows k0..k0+depth, columns j0..j0+cols as consecutive panels of [`PANEL`]
     /// columns, each [depth][PANEL] and zero past `cols`: the layout of the AVX-512 kernel.
     fn pack_panels(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
+        if let Some(mat) = self.as_mat().filter(|m| m.rs == 1 && m.cs != 1) {
+            // SAFETY: the sgemm callers guarantee the view covers these rows and columns.
+            return unsafe { mat.pack_transposed(k0, depth, j0, cols, out) };
+        }
         for (i, q0) in (0..cols).step_by(PANEL).enumerate() {
             let live = PANEL.min(cols - q0);
             let panel = &mut out[i * PANEL * depth..(i + 1) * PANEL * depth];
@@ -173,6 +177,43 @@ pub(crate) fn copy_panel_row(dst: &mut [f32], src: &[f32]) {
     ) {
         (Ok(d), Ok(s)) => *d = *s,
         _ => dst.copy_from_slice(src),
+    }
+}
+
+impl Mat {
+    /// [`RhsPanels::pack_panels`] of a transposed matrix (rs = 1: each column contiguous,
+    /// such as Winograd's V_ξᵀ): every panel is a transpose of PANEL contiguous runs,
+    /// through the kernel's register transposes instead of a strided gather per value.
+    ///
+    /// # Safety
+    /// The view covers rows k0..k0+depth of columns j0..j0+cols.
+    unsafe fn pack_transposed(
+        &self,
+        k0: usize,
+        depth: usize,
+        j0: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        for (i, q0) in (0..cols).step_by(PANEL).enumerate() {
+            let live = PANEL.min(cols - q0);
+            let sources: Vec<&[f32]> = (0..live)
+                .map(|q| {
+                    // SAFETY: caller contract; column j0 + q0 + q is contiguous (rs = 1).
+                    unsafe {
+                        std::slice::from_raw_parts(
+                            self.ptr
+                                .offset(k0 as isize + (j0 + q0 + q) as isize * self.cs),
+                            depth,
+                        )
+                    }
+                })
+                .collect();
+            transpose_rows(
+                &sources,
+                &mut out[i * PANEL * depth..(i + 1) * PANEL * depth],
+            );
+        }
     }
 }
 

@@ -20,8 +20,7 @@ use rayon::prelude::*;
 
 use super::Geom;
 use crate::models::sgemm::{
-    avx512_available, sgemm, sgemm_with, transpose_rows, with_scratch, written, Dst, Lhs, Mat,
-    RhsPanels, PANEL,
+    avx512_available, sgemm, sgemm_with, with_scratch, written, Dst, Lhs, Mat,
 };
 
 /// Points of the 4×4 transform.
@@ -319,9 +318,11 @@ pub(super) fn weight_grad_in_chunks(g: &Geom, x: &[f32], dy: &[f32], budget: usi
                 rs: t as isize,
                 cs: 1,
             };
-            let rhs = Columns {
-                values: &v[xi * g.c_in * t..][..g.c_in * t],
-                len: t,
+            // V_ξᵀ: column c is V_ξ's row c (packed through register transposes).
+            let rhs = Mat {
+                ptr: v[xi * g.c_in * t..].as_ptr(),
+                rs: 1,
+                cs: t as isize,
             };
             // SAFETY: every product writes (from the second chunk on, adds to) all O × C
             // values of its own matrix; the operands cover what they are read for.
@@ -439,44 +440,6 @@ fn output_grad_transform(
             d1[q].write(a + b);
             d2[q].write(a - b);
             d3[q].write(-b);
-        }
-    }
-}
-
-/// The transpose of `values` [rows][len] as a right operand: B[k][j] = values[j·len + k].
-struct Columns<'a> {
-    values: &'a [f32],
-    len: usize,
-}
-
-impl RhsPanels for Columns<'_> {
-    fn pack(
-        &self,
-        k0: usize,
-        depth: usize,
-        j0: usize,
-        cols: usize,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        for q in 0..cols {
-            let column = &self.values[(j0 + q) * self.len + k0..][..depth];
-            for (p, &v) in column.iter().enumerate() {
-                out[p * stride + q] = v;
-            }
-        }
-    }
-
-    fn pack_panels(&self, k0: usize, depth: usize, j0: usize, cols: usize, out: &mut [f32]) {
-        for (i, q0) in (0..cols).step_by(PANEL).enumerate() {
-            let live = PANEL.min(cols - q0);
-            let sources: Vec<&[f32]> = (0..live)
-                .map(|q| &self.values[(j0 + q0 + q) * self.len + k0..][..depth])
-                .collect();
-            transpose_rows(
-                &sources,
-                &mut out[i * PANEL * depth..(i + 1) * PANEL * depth],
-            );
         }
     }
 }
