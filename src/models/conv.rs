@@ -1054,7 +1054,7 @@ fn weight_grad_batch(g: &Geom, x: &[f32], gr: &[f32]) -> Vec<f32> {
 }
 
 /// A zeroed buffer, filled on every thread: `vec![0.0; len]` reuses freed memory (glibc
-/// keeps it, see `init_cpu_runtime` in lib.rs) and zero-fills it on the calling thread
+/// keeps it, see `init_cpu_runtime` in runtime.rs) and zero-fills it on the calling thread
 /// while the others wait.
 fn zeros_on_all_threads(len: usize) -> Vec<f32> {
     // SAFETY: the chunks cover every value.

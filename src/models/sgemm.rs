@@ -1041,15 +1041,7 @@ mod avx512 {
                     let mask = ((1u32 << live) - 1) as u16;
                     // SAFETY: the masked lanes address values of this tile in dst (caller
                     // contract); the others are not accessed.
-                    unsafe {
-                        let d = row.add(16 * v);
-                        let out = if overwrite {
-                            acc_v
-                        } else {
-                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), acc_v)
-                        };
-                        _mm512_mask_storeu_ps(d, mask, out);
-                    }
+                    unsafe { store_masked(row.add(16 * v), mask, acc_v, overwrite) };
                 }
             };
             macro_rules! store_rows {
@@ -1091,18 +1083,28 @@ mod avx512 {
         for (r, acc_r) in copy.iter().enumerate().take(rows) {
             let row = to.dst.at((to.i0 + r) * rs);
             for &(v, mask, offset) in &pieces[..count] {
-                // SAFETY: the masked lanes address values of this tile in dst (caller
-                // contract); the others are not accessed.
-                unsafe {
-                    let d = row.wrapping_offset(offset + 16 * v as isize);
-                    let out = if overwrite {
-                        acc_r[v]
-                    } else {
-                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), acc_r[v])
-                    };
-                    _mm512_mask_storeu_ps(d, mask, out);
-                }
+                let d = row.wrapping_offset(offset + 16 * v as isize);
+                // SAFETY: as above.
+                unsafe { store_masked(d, mask, acc_r[v], overwrite) };
             }
+        }
+    }
+
+    /// dst = acc (overwrite) or dst + acc on the lanes of `mask`.
+    ///
+    /// # Safety
+    /// The masked lanes from d are writable; the CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store_masked(d: *mut f32, mask: __mmask16, acc: __m512, overwrite: bool) {
+        // SAFETY: caller contract.
+        unsafe {
+            let out = if overwrite {
+                acc
+            } else {
+                _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), acc)
+            };
+            _mm512_mask_storeu_ps(d, mask, out);
         }
     }
 }

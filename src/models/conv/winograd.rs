@@ -211,20 +211,19 @@ struct Tasks {
 /// 512-channel ones 1.41× instead of 1.56×); with 1024, 0.84× and 1.35×.
 fn tasks(g: &Geom) -> Tasks {
     let (th, tw) = tiles(g);
-    let target = TASK_TILES;
     let per_image = th * tw;
     // At least two tasks per thread, so that no thread is left with a larger share.
     let tasks = 2 * rayon::current_num_threads();
-    if target >= per_image {
+    if TASK_TILES >= per_image {
         Tasks {
-            images: (target / per_image).min(g.n / tasks).max(1),
+            images: (TASK_TILES / per_image).min(g.n / tasks).max(1),
             band: th,
         }
     } else {
         let bands = tasks.div_ceil(g.n.max(1));
         Tasks {
             images: 1,
-            band: target.div_ceil(tw).min(th.div_ceil(bands)).clamp(1, th),
+            band: TASK_TILES.div_ceil(tw).min(th.div_ceil(bands)).clamp(1, th),
         }
     }
 }
@@ -356,27 +355,17 @@ pub(super) fn weight_grad_in_chunks(g: &Geom, x: &[f32], dy: &[f32], budget: usi
                         let m_at = |xi: usize| &m[xi * oc + o * c_in..][..c_in];
                         // Gᵀ over the rows: z[r][j], r < 3, j < 4.
                         for j in 0..4 {
-                            let (m0, m1, m2, m3) =
-                                (m_at(j), m_at(4 + j), m_at(8 + j), m_at(12 + j));
                             let (z0, rest) = z[j * c_in..].split_at_mut(4 * c_in);
                             let (z1, z2) = rest.split_at_mut(4 * c_in);
-                            for c in 0..c_in {
-                                z0[c] = m0[c] + 0.5 * (m1[c] + m2[c]);
-                                z1[c] = 0.5 * (m1[c] - m2[c]);
-                                z2[c] = 0.5 * (m1[c] + m2[c]) + m3[c];
-                            }
+                            let m = [m_at(j), m_at(4 + j), m_at(8 + j), m_at(12 + j)];
+                            g_transposed_runs(m, [z0, z1, z2]);
                         }
                         // G over the columns: k[3r + s].
                         for r in 0..3 {
                             let zr = |j: usize| &z[(4 * r + j) * c_in..][..c_in];
-                            let (z0, z1, z2, z3) = (zr(0), zr(1), zr(2), zr(3));
                             let (k0, rest) = k[3 * r * c_in..].split_at_mut(c_in);
                             let (k1, k2) = rest.split_at_mut(c_in);
-                            for c in 0..c_in {
-                                k0[c] = z0[c] + 0.5 * (z1[c] + z2[c]);
-                                k1[c] = 0.5 * (z1[c] - z2[c]);
-                                k2[c] = 0.5 * (z1[c] + z2[c]) + z3[c];
-                            }
+                            g_transposed_runs([zr(0), zr(1), zr(2), zr(3)], [k0, k1, k2]);
                         }
                         for (c, dw_oc) in dw_o.chunks_exact_mut(9).enumerate() {
                             for (t, v) in dw_oc.iter_mut().enumerate() {
@@ -386,6 +375,17 @@ pub(super) fn weight_grad_in_chunks(g: &Geom, x: &[f32], dy: &[f32], budget: usi
                     })
                 })
         })
+    }
+}
+
+/// Gᵀ applied along runs (over input channels) of four rows or columns m of a 4×4
+/// transform: out[0] = m0 + ½(m1 + m2), out[1] = ½(m1 − m2), out[2] = ½(m1 + m2) + m3, for
+/// the first m0.len() values of each out.
+fn g_transposed_runs([m0, m1, m2, m3]: [&[f32]; 4], [o0, o1, o2]: [&mut [f32]; 3]) {
+    for c in 0..m0.len() {
+        o0[c] = m0[c] + 0.5 * (m1[c] + m2[c]);
+        o1[c] = 0.5 * (m1[c] - m2[c]);
+        o2[c] = 0.5 * (m1[c] + m2[c]) + m3[c];
     }
 }
 
@@ -454,9 +454,8 @@ fn kernel_transform(g: &Geom, tap: impl Fn(usize, usize, usize, usize) -> f32 + 
         written(g.c_out * POINTS * c_in, |u| {
             u.par_chunks_exact_mut(POINTS * c_in)
                 .enumerate()
-                .for_each_init(
-                    || vec![0f32; 21 * c_in],
-                    |scratch, (o, u_o)| {
+                .for_each(|(o, u_o)| {
+                    with_scratch(&TASK, 21 * c_in, |scratch| {
                         // The kernel of output channel o as 9 runs over the input channels, so
                         // that the arithmetic below runs along them (and vectorises) and writes
                         // each point's run in one piece.
@@ -495,8 +494,8 @@ fn kernel_transform(g: &Geom, tap: impl Fn(usize, usize, usize, usize) -> f32 + 
                                 u3[c].write(d[c]);
                             }
                         }
-                    },
-                )
+                    })
+                })
         })
     }
 }
