@@ -282,3 +282,78 @@ checkpoint_every = 2
         );
     }
 }
+
+/// A first stage stuck at chance level re-initialises the model with the next seed
+/// (`mix_seed(seed, k)` for restart k) and starts over; after `max_restarts` it stops with
+/// an error that says so. A learning rate of 1e-9 keeps every initialisation at its
+/// starting loss, above 0.9·ln 3 for these seeds.
+#[test]
+fn chance_plateau_restarts_with_the_next_seed_then_gives_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let dir = tmp.path().join("r");
+    let err = run(
+        &recipe,
+        &opts(
+            &dir,
+            false,
+            None,
+            &[
+                "stage.0.lr=1e-9",
+                "stage.0.steps=150",
+                "stage.0.restart_patience=100",
+                "stage.0.max_restarts=1",
+                "stage.0.checkpoint_every=50",
+                "stage.0.eval_every=1000",
+            ],
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("chance level") && err.contains("each of 2 initialisations"),
+        "{err}"
+    );
+    // Global steps keep counting across restarts: step 50 is the first initialisation,
+    // step 150 the second one's 50th step.
+    let first = weights(&dir.join("step-000050.safetensors"));
+    let second = weights(&dir.join("step-000150.safetensors"));
+    let expected = |seed: u64| {
+        let t = zerobias::models::init::vgg16(2, 8, 3, seed, &Device::Cpu).unwrap();
+        let mut v: Vec<(String, Vec<f32>)> = t
+            .into_iter()
+            .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let close = |a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]| {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|((ka, va), (kb, vb))| {
+                ka == kb && va.iter().zip(vb).all(|(x, y)| (x - y).abs() < 1e-5)
+            })
+    };
+    assert!(close(&first, &expected(3)), "first attempt: recipe seed");
+    assert!(
+        close(&second, &expected(zerobias::data::mix_seed(3, 1))),
+        "restart 1: seed mix_seed(3, 1)"
+    );
+    assert!(!close(&first, &second));
+}
+
+#[test]
+fn restart_patience_is_validated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    for (set, needle) in [
+        ("stage.0.restart_patience=6", "at least 100 steps"),
+        ("stage.1.restart_patience=100", "only the first stage"),
+    ] {
+        let e = run(&recipe, &opts(&tmp.path().join("r"), false, None, &[set]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("restart_patience") && e.contains(needle), "{e}");
+    }
+}

@@ -90,14 +90,18 @@ pub fn vgg16(
         idx += 1;
     }
     let f = candle_core::DType::F32;
-    for (name, o, i) in [
-        ("classifier.0", hidden, inp * 49),
-        ("classifier.3", hidden, hidden),
-        ("classifier.6", classes, hidden),
+    // Kaiming (fan_in) for the hidden layers and LeCun for the logits, not torchvision's
+    // N(0, 0.01): with three 0.01 layers a narrow network starts with logits ~1e-3 of its
+    // features and sits at chance for a seed- and rounding-dependent number of steps.
+    for (name, o, i, gain) in [
+        ("classifier.0", hidden, inp * 49, 2.0),
+        ("classifier.3", hidden, hidden, 2.0),
+        ("classifier.6", classes, hidden, 1.0),
     ] {
+        let std = (gain / i as f32).sqrt();
         t.insert(
             format!("{name}.weight"),
-            normal(&[o, i], 0.01, &mut rng, dev)?,
+            normal(&[o, i], std, &mut rng, dev)?,
         );
         t.insert(format!("{name}.bias"), Tensor::zeros(o, f, dev)?);
     }

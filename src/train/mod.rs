@@ -71,6 +71,12 @@ pub struct TrainState {
     pub bias_scale: f64,
     pub adam_t: u64,
     pub seconds: f64,
+    /// Times the first stage re-initialised the model after a chance plateau.
+    #[serde(default)]
+    pub restarts: usize,
+    /// Sum of the training losses so far inside the stage's plateau window.
+    #[serde(default)]
+    pub plateau_loss: f64,
 }
 
 impl TrainState {
@@ -83,6 +89,7 @@ impl TrainState {
         self.rescales_done = 0;
         self.bias_scale = 1.0;
         self.adam_t = 0;
+        self.plateau_loss = 0.0;
     }
 }
 
@@ -124,14 +131,29 @@ fn parse_device(spec: &str) -> Result<Device> {
     crate::models::parse_device(spec).map_err(|e| Error::recipe("device", e.to_string()))
 }
 
-fn build_model(r: &Recipe, classes: usize, device: &Device) -> Result<Box<dyn Classifier>> {
+/// Seed of a new model's initialisation: the recipe's, then another for each restart.
+fn init_seed(seed: u64, restarts: usize) -> u64 {
+    if restarts == 0 {
+        seed
+    } else {
+        crate::data::mix_seed(seed, restarts as u64)
+    }
+}
+
+fn build_model(
+    r: &Recipe,
+    classes: usize,
+    restarts: usize,
+    device: &Device,
+) -> Result<Box<dyn Classifier>> {
     let m = &r.model;
     if m.source == "new" {
         let width = m.width.unwrap_or(8);
         let classes = m.classes.unwrap_or(classes);
+        let seed = init_seed(r.seed, restarts);
         let tensors = match m.arch.as_deref() {
-            Some("resnet50") => models::init::resnet50(width, classes, r.seed, device)?,
-            _ => models::init::vgg16(width, m.hidden.unwrap_or(64), classes, r.seed, device)?,
+            Some("resnet50") => models::init::resnet50(width, classes, seed, device)?,
+            _ => models::init::vgg16(width, m.hidden.unwrap_or(64), classes, seed, device)?,
         };
         return models::build(&tensors, "new model");
     }
@@ -240,6 +262,18 @@ pub fn evaluate_top1(
     Ok(correct as f64 / total as f64)
 }
 
+fn new_optimiser(model: &dyn Classifier, stage: &Stage) -> Result<optim::Adam> {
+    let mut adam = optim::Adam::new(
+        trainable(model, stage.kind),
+        stage.lr,
+        stage.beta1,
+        stage.beta2,
+        stage.weight_decay,
+    )?;
+    adam.clip_grad_norm = stage.clip_grad_norm;
+    Ok(adam)
+}
+
 fn trainable(model: &dyn Classifier, kind: StageKind) -> Vec<(String, candle_core::Var)> {
     model
         .params()
@@ -283,7 +317,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let device = parse_device(&recipe.device)?;
     let data = open_data(&recipe)?;
-    let mut model = build_model(&recipe, data.train.num_classes(), &device)?;
+    let mut model = build_model(&recipe, data.train.num_classes(), 0, &device)?;
     if model.num_classes() != data.train.num_classes() {
         return Err(Error::input(format!(
             "model has {} classes but the training data has {}",
@@ -304,6 +338,8 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
         bias_scale: 1.0,
         adam_t: 0,
         seconds: 0.0,
+        restarts: 0,
+        plateau_loss: 0.0,
     };
     let mut resume_extra: HashMap<String, Tensor> = HashMap::new();
     if let Some(ck) = &resume_from {
@@ -372,16 +408,9 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                 state.global_step as i64,
             )?;
         }
-        let mut adam = optim::Adam::new(
-            trainable(model.as_ref(), stage.kind),
-            stage.lr,
-            stage.beta1,
-            stage.beta2,
-            stage.weight_decay,
-        )?;
-        adam.clip_grad_norm = stage.clip_grad_norm;
+        let mut adam = new_optimiser(model.as_ref(), stage)?;
         adam.load_state(&resume_extra, state.adam_t)?;
-        let biases: BiasSet = model.bias_set();
+        let mut biases: BiasSet = model.bias_set();
         let bias_names: Vec<String> = biases.iter().map(|h| h.param.clone()).collect();
         if stage.kind == StageKind::Decay && state.rescales_done >= stage.rescales {
             adam.freeze(&bias_names);
@@ -429,6 +458,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
             let epoch = position / per_epoch;
             let in_epoch = position % per_epoch;
             let mut steps_this_epoch = 0;
+            let mut restarted = false;
             for batch in loader.epoch(epoch as u64, in_epoch) {
                 if !steps_remain(&state) {
                     break;
@@ -482,6 +512,52 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                 state.adam_t = adam.t;
                 steps_this_epoch += 1;
                 window_images += batch.n;
+
+                if stage.restart_patience > 0 && state.stage_step <= stage.restart_patience {
+                    if state.stage_step + recipe::PLATEAU_WINDOW > stage.restart_patience {
+                        state.plateau_loss += loss_value;
+                    }
+                    let mean = state.plateau_loss / recipe::PLATEAU_WINDOW as f64;
+                    let chance = (model.num_classes() as f64).ln();
+                    if state.stage_step == stage.restart_patience
+                        && mean > recipe::PLATEAU_FRACTION * chance
+                    {
+                        if state.restarts >= stage.max_restarts {
+                            bar.abandon();
+                            return Err(Error::Training(format!(
+                                "stage {si}: the training loss stayed at chance level ({mean:.3}, ln {} = {chance:.3}) for {} steps after each of {} initialisations; try a lower stage[{si}].lr or longer stage[{si}].warmup_steps",
+                                model.num_classes(),
+                                stage.restart_patience,
+                                state.restarts + 1
+                            )));
+                        }
+                        state.restarts += 1;
+                        bar.println(format!(
+                            "stage {si}: mean loss {mean:.3} after {} steps is chance level (ln {} = {chance:.3}): re-initialising with seed {} (restart {} of at most {})",
+                            stage.restart_patience,
+                            model.num_classes(),
+                            init_seed(recipe.seed, state.restarts),
+                            state.restarts,
+                            stage.max_restarts
+                        ));
+                        tb.add_scalar(
+                            "train/restarts",
+                            state.restarts as f32,
+                            state.global_step as i64,
+                        )?;
+                        model = build_model(
+                            &recipe,
+                            data.train.num_classes(),
+                            state.restarts,
+                            &device,
+                        )?;
+                        adam = new_optimiser(model.as_ref(), stage)?;
+                        biases = model.bias_set();
+                        state.begin_stage(si);
+                        restarted = true;
+                        break;
+                    }
+                }
 
                 if stage.kind == StageKind::Decay
                     && state.rescales_done < stage.rescales
@@ -560,6 +636,9 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                     let path = run_dir.join(format!("step-{:06}.safetensors", state.global_step));
                     save_checkpoint(&path, model.as_ref(), Some(&adam), &state, &provenance)?;
                 }
+            }
+            if restarted {
+                continue;
             }
             if steps_remain(&state) {
                 // The epoch ran out: the next one starts at its first batch.

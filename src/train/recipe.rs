@@ -156,6 +156,25 @@ pub struct Stage {
     /// Cosine decay of the learning rate to 0 over the stage.
     #[serde(default)]
     pub cosine: bool,
+    /// train, new model: if after this many steps the mean training loss of the last
+    /// [`PLATEAU_WINDOW`] steps is still near chance level (above
+    /// [`PLATEAU_FRACTION`]·ln C), re-initialise with the next seed and start the stage
+    /// again (0 = never). Plain deep networks trained from scratch sometimes never leave
+    /// the chance plateau; which seeds do depends on rounding.
+    #[serde(default)]
+    pub restart_patience: usize,
+    /// train: at most this many such restarts before the run stops with an error.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: usize,
+}
+
+/// Steps whose mean loss decides whether a stage is still on the chance plateau.
+pub const PLATEAU_WINDOW: usize = 100;
+/// A mean loss above this fraction of ln(classes) counts as the chance plateau.
+pub const PLATEAU_FRACTION: f64 = 0.9;
+
+fn default_max_restarts() -> usize {
+    3
 }
 
 fn default_eval_every() -> usize {
@@ -346,6 +365,25 @@ impl Recipe {
                         s.clip_grad_norm
                     ),
                 );
+            }
+            if s.restart_patience > 0 {
+                if i != 0 || s.kind != StageKind::Train || self.model.source != "new" {
+                    return bad(
+                            &f("restart_patience"),
+                            "restarts re-initialise the model: only the first stage (kind = \"train\") of a \
+                             recipe with model.source = \"new\" may set it"
+                                .into(),
+                        );
+                }
+                if s.restart_patience < PLATEAU_WINDOW || s.restart_patience >= s.steps {
+                    return bad(
+                            &f("restart_patience"),
+                            format!(
+                                "{}: expected at least {PLATEAU_WINDOW} steps and fewer than the stage's {} steps, or 0 for no restarts",
+                                s.restart_patience, s.steps
+                            ),
+                        );
+                }
             }
             match s.kind {
                 StageKind::Train => {
