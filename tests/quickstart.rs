@@ -43,8 +43,8 @@ fn quickstart_decays_biases_to_zero_and_keeps_accuracy() {
     assert!(s.final_checkpoint.exists() && s.run_dir.join("summary.json").exists());
     if !short {
         assert!(
-            s.teacher_top1 >= 0.75,
-            "teacher top-1 {} (chance is 0.1)",
+            s.teacher_top1 >= 0.9,
+            "teacher top-1 {} (chance is 0.1; seeds and conv paths land at 96-99%)",
             s.teacher_top1
         );
         assert!(
@@ -57,4 +57,125 @@ fn quickstart_decays_biases_to_zero_and_keeps_accuracy() {
             "zeroing biases outright should hurt more than decaying them"
         );
     }
+}
+
+/// Largest spread of teacher top-1 (as a fraction) allowed across seeds and conv paths:
+/// teachers trained from scratch should land within a few points of each other (before
+/// the init and schedule were made robust they ranged from 70% to 93%).
+const TEACHER_SPREAD: f64 = 0.05;
+
+/// One quickstart run in its own process: the kernel switches (`ZEROBIAS_*`) are read once
+/// per process, so each conv path needs a process of its own.
+struct PathRun {
+    seed: u64,
+    path: &'static str,
+    env: &'static [(&'static str, &'static str)],
+}
+
+/// The quickstart's result is a property of the method, not of one rounding path: seeds
+/// 1–3 on this machine's default kernels and seeds 0–3 on the two other conv paths (im2col
+/// + our matrix kernel; im2col + the `gemm` crate, which is what a CPU without AVX-512
+/// runs). Two runs at a time, one thread each (another summation order again). About 20
+/// minutes on 2 cores: ignored by default, run by `.ci/run`.
+#[test]
+#[ignore]
+fn quickstart_keeps_accuracy_across_seeds_and_conv_paths() {
+    const IM2COL: &[(&str, &str)] = &[("ZEROBIAS_DIRECT_CONV", "0")];
+    const GEMM_CRATE: &[(&str, &str)] =
+        &[("ZEROBIAS_DIRECT_CONV", "0"), ("ZEROBIAS_GEMM", "crate")];
+    let mut runs: Vec<PathRun> = (1..4)
+        .map(|seed| PathRun {
+            seed,
+            path: "default",
+            env: &[],
+        })
+        .collect();
+    for seed in 0..4 {
+        runs.push(PathRun {
+            seed,
+            path: "im2col",
+            env: IM2COL,
+        });
+        runs.push(PathRun {
+            seed,
+            path: "im2col+gemm-crate",
+            env: GEMM_CRATE,
+        });
+    }
+    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = Vec::new();
+    for pair in runs.chunks(2) {
+        let children: Vec<_> = pair
+            .iter()
+            .map(|r| {
+                let run_dir = dir.path().join(format!("{}-s{}", r.path, r.seed));
+                let child = std::process::Command::new(env!("CARGO_BIN_EXE_zerobias"))
+                    .arg("decay")
+                    .arg(&recipe)
+                    .arg("--run-dir")
+                    .arg(&run_dir)
+                    .arg("--set")
+                    .arg(format!("seed={}", r.seed))
+                    .env("RAYON_NUM_THREADS", "1")
+                    .envs(r.env.iter().copied())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (r, run_dir, child)
+            })
+            .collect();
+        for (r, run_dir, child) in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "seed {} on {}: {}",
+                r.seed,
+                r.path,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let s: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap())
+                    .unwrap();
+            let get = |k: &str| s[k].as_f64().unwrap();
+            println!(
+                "seed {} {:<18} teacher {:.1}%  student {:.1}%  retention {:.2}%  biases zeroed outright {:.1}%",
+                r.seed,
+                r.path,
+                100.0 * get("teacher_top1"),
+                100.0 * get("student_top1"),
+                100.0 * get("retention"),
+                100.0 * get("brute_force_zero_top1")
+            );
+            results.push((
+                r.seed,
+                r.path,
+                get("teacher_top1"),
+                get("retention"),
+                get("final_max_abs_bias"),
+            ));
+        }
+    }
+    for &(seed, path, _, retention, max_bias) in &results {
+        assert_eq!(
+            max_bias, 0.0,
+            "seed {seed} on {path}: every bias must end at exactly zero"
+        );
+        assert!(
+            retention >= 0.99,
+            "seed {seed} on {path}: the zero-bias student keeps {:.2}% of its teacher's top-1",
+            100.0 * retention
+        );
+    }
+    let teachers: Vec<f64> = results.iter().map(|r| r.2).collect();
+    let (lo, hi) = teachers
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    assert!(
+        hi - lo <= TEACHER_SPREAD,
+        "teachers range from {:.1}% to {:.1}%: training from scratch should not depend this much on seed and rounding",
+        100.0 * lo,
+        100.0 * hi
+    );
 }

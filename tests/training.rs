@@ -357,3 +357,40 @@ fn restart_patience_is_validated() {
         assert!(e.contains("restart_patience") && e.contains(needle), "{e}");
     }
 }
+
+/// A smooth decay rescales the biases at every step: mid-decay they sit at the schedule's
+/// fractional value, they end at exactly zero, and a run interrupted mid-decay resumes to
+/// the same weights.
+#[test]
+fn smooth_decay_scales_every_step_ends_at_zero_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let smooth = [
+        "stage.1.smooth=true",
+        "stage.1.schedule=\"exponential\"",
+        "stage.1.checkpoint_every=1",
+    ];
+    let a = tmp.path().join("a");
+    let sa = run(&recipe, &opts(&a, false, None, &smooth)).unwrap();
+    assert_eq!(
+        sa.final_max_abs_bias, 0.0,
+        "biases must end at exactly zero"
+    );
+    // Global step 7 is the decay stage's first step: scale 0.5^(1/2), not 1 and not 0.5.
+    let (_, meta) =
+        zerobias::checkpoint::read_tensors(&a.join("step-000007.safetensors"), &Device::Cpu)
+            .unwrap();
+    let scale: f64 = meta["bias_scale"].parse().unwrap();
+    assert!((scale - 0.5f64.sqrt()).abs() < 1e-12, "bias scale {scale}");
+
+    let b = tmp.path().join("b");
+    run(&recipe, &opts(&b, false, Some(8), &smooth)).unwrap_err();
+    let sb = run(&recipe, &opts(&b, true, None, &smooth)).unwrap();
+    assert_eq!(weights(&sa.final_checkpoint), weights(&sb.final_checkpoint));
+
+    // The stepwise decay of the same recipe ends elsewhere.
+    let c = tmp.path().join("c");
+    let sc = run(&recipe, &opts(&c, false, None, &smooth[1..])).unwrap();
+    assert_ne!(weights(&sa.final_checkpoint), weights(&sc.final_checkpoint));
+}

@@ -559,12 +559,33 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                     }
                 }
 
-                if stage.kind == StageKind::Decay
-                    && state.rescales_done < stage.rescales
+                let schedule = stage.schedule.unwrap_or(Schedule::Exponential);
+                let decaying =
+                    stage.kind == StageKind::Decay && state.rescales_done < stage.rescales;
+                if decaying && stage.smooth {
+                    let scale_at = |steps| {
+                        schedule::smooth_scale(
+                            schedule,
+                            stage.factor,
+                            steps,
+                            stage.rescale_every,
+                            stage.rescales,
+                        )
+                    };
+                    let (prev, next) = (scale_at(state.stage_step - 1), scale_at(state.stage_step));
+                    if next > 0.0 {
+                        biases.scale(next / prev)?;
+                    }
+                    state.rescales_done = state.stage_step / stage.rescale_every;
+                    state.bias_scale = next;
+                    if state.rescales_done == stage.rescales {
+                        biases.zero()?;
+                        adam.freeze(&bias_names);
+                    }
+                } else if decaying
                     && state.stage_step == (state.rescales_done + 1) * stage.rescale_every
                 {
                     let k = state.rescales_done + 1;
-                    let schedule = stage.schedule.unwrap_or(Schedule::Exponential);
                     biases.scale(schedule::step_factor(
                         schedule,
                         stage.factor,

@@ -131,6 +131,11 @@ pub struct Stage {
     /// decay, exponential: factor per rescale.
     #[serde(default = "default_factor")]
     pub factor: f64,
+    /// decay: rescale a little at every step, along the schedule evaluated at the fractional
+    /// rescale count, instead of once per `rescale_every` steps (the same scale at every
+    /// period's end; no jump for the network to recover from).
+    #[serde(default)]
+    pub smooth: bool,
     /// decay: steps at zero bias after the last rescale, biases frozen.
     #[serde(default)]
     pub zero_steps: usize,
@@ -384,6 +389,9 @@ impl Recipe {
                             ),
                         );
                 }
+            }
+            if s.smooth && s.kind != StageKind::Decay {
+                return bad(&f("smooth"), "only a decay stage rescales biases".into());
             }
             match s.kind {
                 StageKind::Train => {
