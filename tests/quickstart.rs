@@ -73,8 +73,8 @@ struct PathRun {
 }
 
 /// The quickstart's result is a property of the method, not of one rounding path: seeds
-/// 1–3 on this machine's default kernels and seeds 0–3 on the two other conv paths (im2col
-/// + our matrix kernel; im2col + the `gemm` crate, which is what a CPU without AVX-512
+/// 1–3 on this machine's default kernels and seeds 0–3 on the two other conv paths: im2col
+/// with our matrix kernel, and im2col with the `gemm` crate (what a CPU without AVX-512
 /// runs). Two runs at a time, one thread each (another summation order again). About 20
 /// minutes on 2 cores: ignored by default, run by `.ci/run`.
 #[test]
