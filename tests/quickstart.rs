@@ -17,6 +17,7 @@ fn quickstart_decays_biases_to_zero_and_keeps_accuracy() {
     let overrides: Vec<String> = if short {
         [
             "stage.0.steps=200",
+            "stage.0.restart_patience=0",
             "stage.1.rescales=2",
             "stage.1.zero_steps=20",
             "data.val_len=200",

@@ -532,7 +532,8 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                             )));
                         }
                         state.restarts += 1;
-                        bar.println(format!(
+                        // Through suspend: println prints nothing while the bar is hidden.
+                        bar.suspend(|| eprintln!(
                             "stage {si}: mean loss {mean:.3} after {} steps is chance level (ln {} = {chance:.3}): re-initialising with seed {} (restart {} of at most {})",
                             stage.restart_patience,
                             model.num_classes(),
