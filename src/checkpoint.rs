@@ -13,6 +13,41 @@ use crate::error::{write_atomic, Error, Result};
 pub const FORMAT_KEY: &str = "zerobias.format";
 /// Prefix of non-model tensors (optimiser state) in training checkpoints.
 pub const OPTIM_PREFIX: &str = "optim.";
+/// Metadata key of the content checksum written by [`save`]: CRC32C (hex) of every
+/// tensor's name, dtype, shape and bytes and of the other metadata, so that flipped bytes
+/// are found on load. Files without it (older checkpoints, torchvision weights) load as
+/// before.
+pub const CHECKSUM_KEY: &str = "zerobias.crc32c";
+
+/// CRC32C over tensors in name order and the metadata (except the checksum) in key order;
+/// independent of the file layout, so writer and reader compute it from their own views.
+fn content_crc<'a>(
+    tensors: impl Iterator<Item = (String, String, Vec<usize>, std::borrow::Cow<'a, [u8]>)>,
+    metadata: &HashMap<String, String>,
+) -> u32 {
+    let mut tensors: Vec<_> = tensors.collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut crc = 0u32;
+    for (name, dtype, shape, data) in &tensors {
+        crc = crc32c::crc32c_append(crc, name.as_bytes());
+        crc = crc32c::crc32c_append(crc, &[0]);
+        crc = crc32c::crc32c_append(crc, dtype.as_bytes());
+        for d in shape {
+            crc = crc32c::crc32c_append(crc, &(*d as u64).to_le_bytes());
+        }
+        crc = crc32c::crc32c_append(crc, &(data.len() as u64).to_le_bytes());
+        crc = crc32c::crc32c_append(crc, data);
+    }
+    let mut keys: Vec<&String> = metadata.keys().filter(|k| *k != CHECKSUM_KEY).collect();
+    keys.sort();
+    for k in keys {
+        crc = crc32c::crc32c_append(crc, k.as_bytes());
+        crc = crc32c::crc32c_append(crc, &[0]);
+        crc = crc32c::crc32c_append(crc, metadata[k].as_bytes());
+        crc = crc32c::crc32c_append(crc, &[0]);
+    }
+    crc
+}
 
 pub struct Checkpoint {
     /// Model tensors under torchvision names.
@@ -64,6 +99,23 @@ pub fn read_tensors(
         .ok()
         .and_then(|(_, m)| m.metadata().clone())
         .unwrap_or_default();
+    if let Some(stored) = metadata.get(CHECKSUM_KEY) {
+        let computed = content_crc(
+            st.tensors().into_iter().map(|(name, v)| {
+                let (dtype, shape) = (format!("{:?}", v.dtype()), v.shape().to_vec());
+                (name, dtype, shape, std::borrow::Cow::Borrowed(v.data()))
+            }),
+            &metadata,
+        );
+        if u32::from_str_radix(stored, 16).ok() != Some(computed) {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!(
+                    "damaged: its content checksum does not match (stored {stored}, computed {computed:08x}); the file changed after zerobias wrote it"
+                ),
+            });
+        }
+    }
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let t = view
@@ -120,7 +172,64 @@ pub fn save(
         .iter()
         .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<_>>()?;
+    let mut metadata = metadata;
+    let crc = content_crc(
+        cpu.iter().map(|(k, v)| {
+            use safetensors::View as V;
+            (
+                k.clone(),
+                format!("{:?}", V::dtype(v)),
+                V::shape(v).to_vec(),
+                V::data(v),
+            )
+        }),
+        &metadata,
+    );
+    metadata.insert(CHECKSUM_KEY.to_string(), format!("{crc:08x}"));
     let bytes = safetensors::serialize(cpu.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
         .map_err(|e| Error::file(path, format!("cannot serialise checkpoint: {e}")))?;
     write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensors() -> Vec<(String, Tensor)> {
+        let a = Tensor::new(&[1f32, 2.0, 3.0], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[[4f32], [5.0]], &Device::Cpu).unwrap();
+        vec![("a".into(), a), ("b".into(), b)]
+    }
+
+    #[test]
+    fn the_checksum_finds_flipped_bytes_and_files_without_one_still_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("c.safetensors");
+        let meta = HashMap::from([("k".to_string(), "v".to_string())]);
+        save(&p, &tensors(), meta.clone()).unwrap();
+        let (t, m) = read_tensors(&p, &Device::Cpu).unwrap();
+        assert_eq!(t["a"].to_vec1::<f32>().unwrap(), [1.0, 2.0, 3.0]);
+        assert!(m.contains_key(CHECKSUM_KEY));
+
+        let good = std::fs::read(&p).unwrap();
+        let mut bad = good.clone();
+        let last = bad.len() - 2;
+        bad[last] ^= 0x01;
+        std::fs::write(&p, &bad).unwrap();
+        let e = read_tensors(&p, &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("c.safetensors") && e.contains("damaged"), "{e}");
+
+        // Metadata is covered too.
+        let text = String::from_utf8_lossy(&good).replace("\"k\":\"v\"", "\"k\":\"w\"");
+        std::fs::write(&p, text.as_bytes()).unwrap();
+        assert!(read_tensors(&p, &Device::Cpu).is_err());
+
+        // A file written without a checksum (torchvision weights, older checkpoints).
+        let cpu = tensors();
+        let plain =
+            safetensors::serialize(cpu.iter().map(|(k, v)| (k.as_str(), v)), Some(meta)).unwrap();
+        std::fs::write(&p, plain).unwrap();
+        let (t, _) = read_tensors(&p, &Device::Cpu).unwrap();
+        assert_eq!(t["b"].dims(), &[2, 1]);
+    }
 }

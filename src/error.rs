@@ -36,6 +36,11 @@ pub enum Error {
     #[error("training stopped: {0}")]
     Training(String),
 
+    /// A non-finite loss, gradient, weight or result: the run stops (summary.json records
+    /// it as incomplete) rather than report it.
+    #[error("training stopped: {0}")]
+    NonFinite(String),
+
     #[error(transparent)]
     Hub(#[from] crate::hub::HubError),
 
@@ -95,9 +100,22 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    // fsync before the rename: a crash never leaves a renamed but partly written file.
+    if let Err(e) = f.write_all(bytes).and_then(|_| f.sync_all()) {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
     drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })?;
+    // The rename itself is durable only once the directory is synced. Some file systems
+    // refuse fsync on a directory; the data are already on disk, so that is not an error.
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }

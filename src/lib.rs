@@ -15,6 +15,7 @@ pub mod hub;
 pub mod inputs;
 pub mod labels;
 pub mod models;
+pub mod paths;
 pub mod report;
 pub mod runtime;
 pub mod stats;

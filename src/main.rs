@@ -166,6 +166,9 @@ enum Command {
         /// Override a recipe field, e.g. --set stage.1.lr=1e-4 --set data.train=/data/imagenet/train
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// With --resume: continue even though the recipe differs from the run's recipe.toml.
+        #[arg(long, requires = "resume")]
+        force: bool,
     },
 }
 
@@ -202,6 +205,10 @@ fn run(cli: Cli) -> Result<()> {
             out,
             revision,
         } => {
+            if let Some(out) = &out {
+                let m = PathBuf::from(&model);
+                check_file_out("--out", out, &[("--model", &m), ("--input", &input)])?;
+            }
             let model = models::open(&model, revision.as_deref(), &dev)?;
             let batch = zerobias::inputs::load(&input, &dev)?;
             let logits = model.forward(&batch.tensor)?;
@@ -228,6 +235,14 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             revision,
         } => {
+            let m = PathBuf::from(&model);
+            let ins = [("--model", m.as_path()), ("--input", input.as_path())];
+            if let Some(out) = &out {
+                check_file_out("--out", out, &ins)?;
+            }
+            if let Some(png) = &png {
+                check_dir_out("--png", png, &["png"], &ins)?;
+            }
             let model = models::open(&model, revision.as_deref(), &dev)?;
             let target = parse_target(&target)?;
             zerobias::report::attribution::run(
@@ -254,6 +269,15 @@ fn run(cli: Cli) -> Result<()> {
             signed,
             out,
         } => {
+            let model_paths: Vec<PathBuf> = specs.iter().map(PathBuf::from).collect();
+            let mut ins: Vec<(&str, &std::path::Path)> = model_paths
+                .iter()
+                .map(|m| ("--model", m.as_path()))
+                .collect();
+            ins.extend(input.as_deref().map(|p| ("--input", p)));
+            ins.extend(data.as_deref().map(|p| ("--data", p)));
+            ins.extend(maps.as_deref().map(|p| ("--maps", p)));
+            check_dir_out("--out", &out, &["csv", "png"], &ins)?;
             let (batch_in, _) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, &dev)?;
             let loaded: Vec<Box<dyn Classifier>> = specs
                 .iter()
@@ -300,6 +324,11 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             out,
         } => {
+            let m = PathBuf::from(&model);
+            let mut ins = vec![("--model", m.as_path())];
+            ins.extend(input.as_deref().map(|p| ("--input", p)));
+            ins.extend(data.as_deref().map(|p| ("--data", p)));
+            check_dir_out("--out", &out, &["csv", "png"], &ins)?;
             let (batch_in, labels) =
                 load_inputs(input.as_deref(), data.as_deref(), limit, seed, &dev)?;
             let m = models::open(&model, None, &dev)?;
@@ -359,6 +388,7 @@ fn run(cli: Cli) -> Result<()> {
             run_dir,
             resume,
             overrides,
+            force,
         } => {
             let opts = zerobias::train::RunOptions {
                 run_dir,
@@ -367,11 +397,38 @@ fn run(cli: Cli) -> Result<()> {
                 quiet: false,
                 stop_after: None,
             };
-            let summary = zerobias::train::run(&recipe, &opts)?;
+            let summary = zerobias::train::run_with_force(&recipe, &opts, force)?;
             println!("{}", summary.table());
         }
     }
     Ok(())
+}
+
+/// An output file must not be one of the inputs (checked before any work).
+fn check_file_out(
+    flag: &str,
+    out: &std::path::Path,
+    ins: &[(&str, &std::path::Path)],
+) -> Result<()> {
+    let ins: Vec<_> = ins
+        .iter()
+        .map(|(f, p)| zerobias::paths::Input::new(f, p))
+        .collect();
+    Ok(zerobias::paths::check_output_file(flag, out, &ins)?)
+}
+
+/// An output folder must not be, or overwrite, one of the inputs.
+fn check_dir_out(
+    flag: &str,
+    out: &std::path::Path,
+    writes: &[&str],
+    ins: &[(&str, &std::path::Path)],
+) -> Result<()> {
+    let ins: Vec<_> = ins
+        .iter()
+        .map(|(f, p)| zerobias::paths::Input::new(f, p))
+        .collect();
+    Ok(zerobias::paths::check_output_dir(flag, out, writes, &ins)?)
 }
 
 fn load_inputs(

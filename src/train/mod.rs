@@ -52,6 +52,27 @@ pub struct Summary {
     pub bias_parameters: usize,
     pub final_max_abs_bias: f32,
     pub completed: bool,
+    /// Batches skipped for a non-finite loss or gradient (`skip_non_finite`), all stages.
+    #[serde(default)]
+    pub skipped_non_finite: usize,
+}
+
+/// `summary.json` of a run stopped by a non-finite loss, gradient, weight or result: no
+/// accuracy of the diverged model is reported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IncompleteRun {
+    pub recipe: String,
+    pub run_dir: PathBuf,
+    pub completed: bool,
+    pub reason: String,
+    pub stage: usize,
+    pub stage_step: usize,
+    pub global_step: usize,
+    /// The newest checkpoint on disk (all checkpoints hold finite values only).
+    pub last_good_checkpoint: Option<PathBuf>,
+    /// Teacher top-1 measured before the failure, if any.
+    pub teacher_top1: Option<f64>,
+    pub skipped_non_finite: usize,
 }
 
 /// Training progress stored in every checkpoint's metadata.
@@ -77,6 +98,12 @@ pub struct TrainState {
     /// Sum of the training losses so far inside the stage's plateau window.
     #[serde(default)]
     pub plateau_loss: f64,
+    /// Batches of this stage skipped for a non-finite loss or gradient.
+    #[serde(default)]
+    pub skipped_non_finite: usize,
+    /// The same over all stages.
+    #[serde(default)]
+    pub skipped_non_finite_total: usize,
 }
 
 impl TrainState {
@@ -90,6 +117,7 @@ impl TrainState {
         self.bias_scale = 1.0;
         self.adam_t = 0;
         self.plateau_loss = 0.0;
+        self.skipped_non_finite = 0;
     }
 }
 
@@ -178,6 +206,180 @@ pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
     best.map(|(_, p)| p)
 }
 
+/// `step-XXXXXX.safetensors` files of a run directory, newest first.
+fn step_checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name
+                .strip_prefix("step-")?
+                .strip_suffix(".safetensors")?
+                .parse::<usize>()
+                .ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The newest checkpoint of a run that loads, passes its checksum and holds a training
+/// state; damaged ones are named and the one before is taken. None when there is no
+/// checkpoint; an error when there are some but none is usable.
+fn load_resume_checkpoint(
+    run_dir: &Path,
+    device: &Device,
+) -> Result<Option<(PathBuf, checkpoint::Checkpoint, TrainState)>> {
+    let candidates = step_checkpoints(run_dir);
+    let mut damaged: Vec<String> = Vec::new();
+    for ck in &candidates {
+        let loaded = checkpoint::load(ck, device).and_then(|c| {
+            let s = c
+                .metadata
+                .get("train_state")
+                .and_then(|s| serde_json::from_str::<TrainState>(s).ok())
+                .ok_or_else(|| Error::Checkpoint {
+                    path: ck.clone(),
+                    message: "no train_state metadata (not a zerobias training checkpoint)".into(),
+                })?;
+            Ok((c, s))
+        });
+        match loaded {
+            Ok((c, s)) => {
+                if !damaged.is_empty() {
+                    eprintln!(
+                        "falling back to the previous good checkpoint {} (global step {})",
+                        ck.display(),
+                        s.global_step
+                    );
+                }
+                return Ok(Some((ck.clone(), c, s)));
+            }
+            Err(e) => {
+                eprintln!("warning: cannot resume from {}: {e}", ck.display());
+                damaged.push(e.to_string());
+            }
+        }
+    }
+    match candidates.first() {
+        None => Ok(None),
+        Some(newest) => Err(Error::Checkpoint {
+            path: newest.clone(),
+            message: format!(
+                "no usable checkpoint to resume from in {}: {}",
+                run_dir.display(),
+                damaged.join("; ")
+            ),
+        }),
+    }
+}
+
+/// Temporary files of atomic writes (`.NAME.tmp-PID`) left by a run that was killed.
+fn remove_orphaned_temporaries(run_dir: &Path) {
+    for e in std::fs::read_dir(run_dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let orphan = name.starts_with('.')
+            && name
+                .rsplit_once(".tmp-")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if orphan && e.path().is_file() && std::fs::remove_file(e.path()).is_ok() {
+            eprintln!("removed the orphaned temporary file {}", e.path().display());
+        }
+    }
+}
+
+/// A run directory must be new, empty, or a zerobias run continued with `--resume`; and
+/// none of the recipe's inputs may be where the run writes.
+fn check_run_dir(dir: &Path, recipe: &Recipe, resume: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::file(
+            dir,
+            "is a file; expected a run directory (new, empty, or a zerobias run to continue with --resume)",
+        ));
+    }
+    let mut entries: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    let is_run = entries.iter().any(|n| n == "recipe.toml") || !step_checkpoints(dir).is_empty();
+    if !entries.is_empty() {
+        if is_run && !resume {
+            return Err(Error::input(format!(
+                "run directory {} already holds a zerobias run (recipe.toml, checkpoints): pass --resume to continue it, or another --run-dir",
+                dir.display()
+            )));
+        }
+        if !is_run {
+            let shown: Vec<&str> = entries.iter().take(5).map(|s| s.as_str()).collect();
+            return Err(Error::input(format!(
+                "run directory {} is not empty and holds no zerobias run (no recipe.toml; it holds {}{}): a run directory must be new, empty, or a zerobias run continued with --resume; choose another --run-dir",
+                dir.display(),
+                shown.join(", "),
+                if entries.len() > 5 { ", ..." } else { "" }
+            )));
+        }
+    }
+    let source = PathBuf::from(&recipe.model.source);
+    let mut inputs = Vec::new();
+    if recipe.model.source != "new" {
+        inputs.push(crate::paths::Input::new("model.source", &source));
+    }
+    if recipe.data.kind == "imagefolder" {
+        if let Some(t) = &recipe.data.train {
+            inputs.push(crate::paths::Input::new("data.train", t));
+        }
+        if let Some(v) = &recipe.data.val {
+            inputs.push(crate::paths::Input::new("data.val", v));
+        }
+    }
+    crate::paths::check_output_dir("--run-dir", dir, &["safetensors", "toml", "json"], &inputs)
+}
+
+/// `--resume` continues the run's own recipe: a different one (other than by `--force`)
+/// is refused, naming the keys that differ.
+fn check_same_recipe(run_dir: &Path, recipe: &Recipe, force: bool) -> Result<()> {
+    let path = run_dir.join("recipe.toml");
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let stored = match Recipe::parse(&text, &[], &path.display().to_string()) {
+        Ok(r) => r,
+        Err(e) if force => {
+            eprintln!("warning: --force: the run's {} is not a valid recipe ({e}); continuing with the recipe given", path.display());
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(Error::file(
+                &path,
+                format!("the run's recipe cannot be read ({e}); pass --force to resume with the recipe given"),
+            ))
+        }
+    };
+    let diffs = recipe::differences(&stored, recipe);
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    let list = diffs.join("; ");
+    if force {
+        eprintln!(
+            "--force: resuming with a recipe that differs from {}: {list}",
+            path.display()
+        );
+        return Ok(());
+    }
+    Err(Error::input(format!(
+        "--resume: the recipe differs from the run's {} in {list}. Resume with the run's recipe, or pass --force to continue with this one",
+        path.display()
+    )))
+}
+
 fn default_run_dir(name: &str, resume: bool) -> Result<PathBuf> {
     let root = PathBuf::from("checkpoints");
     if resume {
@@ -219,6 +421,15 @@ fn save_checkpoint(
     if let Some(a) = adam {
         tensors.extend(a.state());
     }
+    // A checkpoint is a promise of a usable state: never one with NaN or inf in it.
+    for (name, t) in &tensors {
+        if !optim::all_finite(t)? {
+            return Err(Error::NonFinite(format!(
+                "tensor '{name}' holds non-finite values; {} was not written",
+                path.display()
+            )));
+        }
+    }
     let mut meta = HashMap::new();
     meta.insert(checkpoint::FORMAT_KEY.to_string(), "1".to_string());
     meta.insert("arch".into(), model.name());
@@ -247,7 +458,16 @@ pub fn evaluate_top1(
             (batch.n, 3, batch.height, batch.width),
             device,
         )?;
-        let pred: Vec<u32> = model.forward(&x)?.argmax(1)?.to_vec1()?;
+        let logits = model.forward(&x)?;
+        // The argmax of a NaN row is meaningless: no accuracy from such logits.
+        if !optim::all_finite(&logits)? {
+            return Err(Error::NonFinite(format!(
+                "non-finite logits for validation images {}..{}",
+                total,
+                total + batch.n
+            )));
+        }
+        let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         for (p, l) in pred.iter().zip(&batch.labels) {
             correct += (p == l) as usize;
         }
@@ -295,26 +515,105 @@ fn trainable(model: &dyn Classifier, kind: StageKind) -> Vec<(String, candle_cor
 
 /// Run a recipe end to end.
 pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
+    run_with_force(recipe_path, opts, false)
+}
+
+/// [`run`]; with `force`, `--resume` also continues a run whose `recipe.toml` differs from
+/// the recipe given (the differences are printed).
+pub fn run_with_force(recipe_path: &Path, opts: &RunOptions, force: bool) -> Result<Summary> {
+    let mut progress = Progress::default();
+    let result = run_inner(recipe_path, opts, force, &mut progress);
+    match result {
+        Err(Error::NonFinite(reason)) => Err(stop_non_finite(&progress, reason)),
+        other => other,
+    }
+}
+
+/// What a stopped run's summary needs, kept up to date by the training loop.
+#[derive(Default)]
+struct Progress {
+    recipe: String,
+    run_dir: Option<PathBuf>,
+    state: Option<TrainState>,
+    teacher_top1: Option<f64>,
+}
+
+/// A non-finite value stopped the run: record it in summary.json (completed = false) and
+/// say where the last good checkpoint is.
+fn stop_non_finite(p: &Progress, reason: String) -> Error {
+    let Some(run_dir) = &p.run_dir else {
+        return Error::NonFinite(reason);
+    };
+    let state = p.state.clone().unwrap_or_else(TrainState::start);
+    let last = latest_checkpoint(run_dir);
+    let incomplete = IncompleteRun {
+        recipe: p.recipe.clone(),
+        run_dir: run_dir.clone(),
+        completed: false,
+        reason: reason.clone(),
+        stage: state.stage,
+        stage_step: state.stage_step,
+        global_step: state.global_step,
+        last_good_checkpoint: last.clone(),
+        teacher_top1: p.teacher_top1.filter(|v| v.is_finite()),
+        skipped_non_finite: state.skipped_non_finite_total,
+    };
+    let summary_path = run_dir.join("summary.json");
+    let written = write_atomic(
+        &summary_path,
+        serde_json::to_string_pretty(&incomplete)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    let si = state.stage;
+    Error::NonFinite(format!(
+        "{reason}; last good checkpoint: {}; {}. Lower stage[{si}].lr and continue with --resume --force --set stage.{si}.lr=..., or allow skipped batches with stage[{si}].skip_non_finite",
+        last.map(|l| l.display().to_string())
+            .unwrap_or_else(|| "none yet".into()),
+        match written {
+            Ok(()) => format!("{} records the run as incomplete", summary_path.display()),
+            Err(e) => format!("summary.json could not be written ({e})"),
+        }
+    ))
+}
+
+impl TrainState {
+    fn start() -> Self {
+        TrainState {
+            stage: 0,
+            stage_step: 0,
+            data_position: Some(0),
+            global_step: 0,
+            rescales_done: 0,
+            bias_scale: 1.0,
+            adam_t: 0,
+            seconds: 0.0,
+            restarts: 0,
+            plateau_loss: 0.0,
+            skipped_non_finite: 0,
+            skipped_non_finite_total: 0,
+        }
+    }
+}
+
+fn run_inner(
+    recipe_path: &Path,
+    opts: &RunOptions,
+    force: bool,
+    progress: &mut Progress,
+) -> Result<Summary> {
     let recipe = Recipe::load(recipe_path, &opts.overrides)?;
+    progress.recipe = recipe.name.clone();
     let run_dir = match &opts.run_dir {
         Some(d) => d.clone(),
         None => default_run_dir(&recipe.name, opts.resume)?,
     };
-    let resume_from = if opts.resume {
-        latest_checkpoint(&run_dir)
-    } else {
-        None
-    };
-    if !opts.resume && latest_checkpoint(&run_dir).is_some() {
-        return Err(Error::input(format!("run directory {} already holds checkpoints: pass --resume to continue it, or another --run-dir", run_dir.display())));
+    check_run_dir(&run_dir, &recipe, opts.resume)?;
+    if opts.resume {
+        check_same_recipe(&run_dir, &recipe, force)?;
     }
-    if opts.resume && resume_from.is_none() {
-        eprintln!(
-            "no checkpoint in {} yet: starting from the beginning",
-            run_dir.display()
-        );
-    }
-    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    // Everything that can fail on the user's input is done before the run directory is
+    // created, so that a refused run leaves nothing behind.
     let device = parse_device(&recipe.device)?;
     let data = open_data(&recipe)?;
     let mut model = build_model(&recipe, data.train.num_classes(), 0, &device)?;
@@ -325,33 +624,28 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
             data.train.num_classes()
         )));
     }
+    let resumed = if opts.resume {
+        remove_orphaned_temporaries(&run_dir);
+        let r = load_resume_checkpoint(&run_dir, &device)?;
+        if r.is_none() {
+            eprintln!(
+                "no checkpoint in {} yet: starting from the beginning",
+                run_dir.display()
+            );
+        }
+        r
+    } else {
+        None
+    };
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    progress.run_dir = Some(run_dir.clone());
     write_atomic(&run_dir.join("recipe.toml"), recipe.to_toml().as_bytes())?;
     let tb_dir = run_dir.join("tb");
     let mut tb = EventWriter::create(&tb_dir)?;
 
-    let mut state = TrainState {
-        stage: 0,
-        stage_step: 0,
-        data_position: Some(0),
-        global_step: 0,
-        rescales_done: 0,
-        bias_scale: 1.0,
-        adam_t: 0,
-        seconds: 0.0,
-        restarts: 0,
-        plateau_loss: 0.0,
-    };
+    let mut state = TrainState::start();
     let mut resume_extra: HashMap<String, Tensor> = HashMap::new();
-    if let Some(ck) = &resume_from {
-        let c = checkpoint::load(ck, &device)?;
-        let s = c
-            .metadata
-            .get("train_state")
-            .and_then(|s| serde_json::from_str::<TrainState>(s).ok())
-            .ok_or_else(|| Error::Checkpoint {
-                path: ck.clone(),
-                message: "no train_state metadata (not a zerobias training checkpoint)".into(),
-            })?;
+    if let Some((ck, c, s)) = resumed {
         model.params().assign(&c.model, &ck.display().to_string())?;
         resume_extra = c.extra;
         eprintln!(
@@ -402,6 +696,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
         };
         if let Some(t) = &teacher {
             teacher_top1 = evaluate_top1(t.as_ref(), &data.val, recipe.data.val_limit, &device)?;
+            progress.teacher_top1 = Some(teacher_top1);
             tb.add_scalar(
                 "eval/teacher_top1",
                 teacher_top1 as f32,
@@ -463,6 +758,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                 if !steps_remain(&state) {
                     break;
                 }
+                progress.state = Some(state.clone());
                 let x = Tensor::from_vec(
                     batch.pixels,
                     (batch.n, 3, batch.height, batch.width),
@@ -493,19 +789,53 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
                     }
                 };
                 let loss_value = loss.to_scalar::<f32>()? as f64;
-                if !loss_value.is_finite() {
+                // A non-finite loss or gradient leaves the model untouched: the batch may be
+                // skipped. A non-finite weight from a finite gradient stops the run.
+                let (grad_norm, bad, skippable) = if loss_value.is_finite() {
+                    let grads = loss.backward()?;
+                    adam.lr = stage.lr_at(state.stage_step);
+                    let report = adam.step(&grads)?;
+                    match report.rejected {
+                        None => (report.grad_norm, None, false),
+                        Some(optim::Rejected::Gradient(m)) => (report.grad_norm, Some(m), true),
+                        Some(optim::Rejected::Weight(m)) => (report.grad_norm, Some(m), false),
+                    }
+                } else {
+                    (
+                        f64::NAN,
+                        Some(format!("non-finite loss ({loss_value})")),
+                        true,
+                    )
+                };
+                if let Some(what) = bad {
+                    let at = format!(
+                        "stage {si} ({:?}) step {} (global step {})",
+                        stage.kind,
+                        state.stage_step + 1,
+                        state.global_step + 1
+                    );
+                    if skippable && state.skipped_non_finite < stage.skip_non_finite {
+                        state.skipped_non_finite += 1;
+                        state.skipped_non_finite_total += 1;
+                        state.data_position = Some(epoch * per_epoch + batch.batch_index + 1);
+                        steps_this_epoch += 1;
+                        // eprintln, not bar.println: a hidden bar (no terminal) prints nothing.
+                        bar.suspend(|| {
+                            eprintln!(
+                                "warning: {what} at {at}: batch skipped ({} of at most {} in stage {si})",
+                                state.skipped_non_finite, stage.skip_non_finite
+                            )
+                        });
+                        tb.add_scalar(
+                            "train/skipped_non_finite",
+                            state.skipped_non_finite_total as f32,
+                            state.global_step as i64,
+                        )?;
+                        continue;
+                    }
                     bar.abandon();
-                    let last = latest_checkpoint(&run_dir)
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| "none yet".into());
-                    return Err(Error::Training(format!(
-                        "non-finite loss ({loss_value}) at stage {si} ({:?}) step {}; last good checkpoint: {last}. Lower stage[{si}].lr and resume.",
-                        stage.kind, state.stage_step
-                    )));
+                    return Err(Error::NonFinite(format!("{what} at {at}")));
                 }
-                let grads = loss.backward()?;
-                adam.lr = stage.lr_at(state.stage_step);
-                let grad_norm = adam.step(&grads)?;
                 state.stage_step += 1;
                 state.data_position = Some(epoch * per_epoch + batch.batch_index + 1);
                 state.global_step += 1;
@@ -726,6 +1056,7 @@ pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
         bias_parameters: biases.numel(),
         final_max_abs_bias: biases.max_abs()?,
         completed: true,
+        skipped_non_finite: state.skipped_non_finite_total,
     };
     write_atomic(
         &run_dir.join("summary.json"),

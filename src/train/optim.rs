@@ -22,6 +22,38 @@ pub struct Adam {
     v: Vec<Tensor>,
 }
 
+/// What [`Adam::step`] did.
+pub struct StepReport {
+    /// Global gradient L2 norm, before any clipping.
+    pub grad_norm: f64,
+    /// Why the update was not (fully) applied.
+    pub rejected: Option<Rejected>,
+}
+
+pub enum Rejected {
+    /// Non-finite gradient: nothing was changed, the batch can be skipped.
+    Gradient(String),
+    /// A finite gradient gave a non-finite weight (the learning rate's fault, not the
+    /// batch's): part of the update is applied, training must stop.
+    Weight(String),
+}
+
+/// Whether every element is finite. The sum is finite for finite elements unless it
+/// overflows; only then is the exact (and dearer) test needed: x·0 is 0 for finite x and
+/// NaN for ±inf and NaN.
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    if (t
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?)
+    .is_finite()
+    {
+        return Ok(true);
+    }
+    let zeros = (t * 0.0)?.sum_all()?.to_dtype(candle_core::DType::F64)?;
+    Ok(zeros.to_scalar::<f64>()?.is_finite())
+}
+
 impl Adam {
     pub fn new(
         params: Vec<(String, Var)>,
@@ -51,9 +83,10 @@ impl Adam {
         })
     }
 
-    /// One update from the gradients; returns the global gradient L2 norm (before any
-    /// clipping).
-    pub fn step(&mut self, grads: &GradStore) -> Result<f64> {
+    /// One update from the gradients. With a non-finite gradient nothing is updated
+    /// (parameters, moments, step count); a non-finite new weight stops the update there.
+    /// Either comes back as `rejected`.
+    pub fn step(&mut self, grads: &GradStore) -> Result<StepReport> {
         // Gradients carry the step's autograd graph: detach them so that the moments do not
         // keep every past step's graph alive.
         let live: Vec<(usize, Tensor)> = (0..self.params.len())
@@ -68,6 +101,14 @@ impl Adam {
             norm2 += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
         }
         let norm = norm2.sqrt();
+        if !norm.is_finite() {
+            return Ok(StepReport {
+                grad_norm: norm,
+                rejected: Some(Rejected::Gradient(format!(
+                    "non-finite gradient (global L2 norm {norm})"
+                ))),
+            });
+        }
         // As torch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when above it.
         let scale = if self.clip_grad_norm > 0.0 && norm > self.clip_grad_norm {
             Some(self.clip_grad_norm / (norm + 1e-6))
@@ -92,11 +133,26 @@ impl Adam {
             if self.weight_decay > 0.0 {
                 value = (&value * (1.0 - self.lr * self.weight_decay))?;
             }
-            p.set(&(value - (update * self.lr)?)?)?;
+            let value = (value - (update * self.lr)?)?;
+            // Checked tensor by tensor so that no copy of the whole model is held; the
+            // parameters before this one are already updated, so the caller must stop.
+            if !all_finite(&value)? {
+                return Ok(StepReport {
+                    grad_norm: norm,
+                    rejected: Some(Rejected::Weight(format!(
+                        "the update made weight '{}' non-finite (learning rate {:e})",
+                        self.params[i].0, self.lr
+                    ))),
+                });
+            }
+            p.set(&value)?;
             self.m[i] = m;
             self.v[i] = v;
         }
-        Ok(norm)
+        Ok(StepReport {
+            grad_norm: norm,
+            rejected: None,
+        })
     }
 
     /// Stop updating these parameters (e.g. biases held at zero).
@@ -148,7 +204,7 @@ mod tests {
         let grads = loss.backward().unwrap();
         let mut adam = Adam::new(vec![("p".into(), p)], 1e-3, 0.9, 0.999, 0.0).unwrap();
         adam.clip_grad_norm = clip;
-        let norm = adam.step(&grads).unwrap();
+        let norm = adam.step(&grads).unwrap().grad_norm;
         (adam.m[0].to_vec1::<f32>().unwrap(), norm)
     }
 

@@ -171,6 +171,10 @@ pub struct Stage {
     /// train: at most this many such restarts before the run stops with an error.
     #[serde(default = "default_max_restarts")]
     pub max_restarts: usize,
+    /// Skip at most this many batches of the stage whose loss or gradient is non-finite
+    /// (the update is not applied) instead of stopping the run (0 = stop at the first).
+    #[serde(default)]
+    pub skip_non_finite: usize,
 }
 
 /// Steps whose mean loss decides whether a stage is still on the chance plateau.
@@ -443,6 +447,52 @@ impl Recipe {
         }
         Ok(())
     }
+}
+
+/// Keys whose values differ between two recipes, as `stage.1.lr: 0.0001 (run) → 0.001 (now)`
+/// (`absent` where a side lacks the key).
+pub fn differences(run: &Recipe, now: &Recipe) -> Vec<String> {
+    fn flatten(
+        prefix: &str,
+        v: &toml::Value,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        let key = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        match v {
+            toml::Value::Table(t) => t.iter().for_each(|(k, v)| flatten(&key(k), v, out)),
+            toml::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| flatten(&key(&i.to_string()), v, out)),
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let table = |r: &Recipe| {
+        let mut out = std::collections::BTreeMap::new();
+        if let Ok(v) = toml::Value::try_from(r) {
+            flatten("", &v, &mut out);
+        }
+        out
+    };
+    let (a, b) = (table(run), table(now));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "absent".into());
+            format!("{k}: {} (run) → {} (now)", show(a.get(k)), show(b.get(k)))
+        })
+        .collect()
 }
 
 /// `a.b=value` or `stage.1.lr=1e-3` (array index), the value parsed as TOML when possible
