@@ -36,6 +36,10 @@ pub enum Error {
     #[error("training stopped: {0}")]
     Training(String),
 
+    /// A logit, attribution or metric that is NaN or infinite: never reported as a result.
+    #[error("non-finite result: {0}")]
+    NonFinite(String),
+
     #[error(transparent)]
     Hub(#[from] crate::hub::HubError),
 
