@@ -61,6 +61,7 @@ pub struct Checkpoint {
 pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     let tensors = read_tensors(path, device)?;
     let (mut all, metadata) = tensors;
+    refuse_non_finite(&all, path)?;
     let mut extra = HashMap::new();
     all.retain(|k, v| {
         if k.starts_with(OPTIM_PREFIX) {
@@ -75,6 +76,38 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         model,
         extra,
         metadata,
+    })
+}
+
+/// Weights (and optimiser state) with NaN or ±inf would give NaN logits or be silently
+/// trained on: refuse the file, naming each such tensor (under the file's own names).
+fn refuse_non_finite(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let mut bad = Vec::new();
+    for (name, t) in tensors {
+        let c = crate::finite::count(t)?;
+        if !c.is_empty() {
+            bad.push((name.as_str(), c));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    bad.sort_by_key(|(name, _)| *name);
+    let listed: Vec<String> = bad
+        .iter()
+        .take(5)
+        .map(|(name, c)| format!("{name} contains {c}"))
+        .collect();
+    let more = match bad.len().saturating_sub(5) {
+        0 => String::new(),
+        k => format!(" and {k} more tensors"),
+    };
+    Err(Error::Checkpoint {
+        path: path.into(),
+        message: format!(
+            "{}{more}; weights must be finite (the file may be from a diverged run)",
+            listed.join(", ")
+        ),
     })
 }
 

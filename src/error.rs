@@ -36,9 +36,13 @@ pub enum Error {
     #[error("training stopped: {0}")]
     Training(String),
 
-    /// A non-finite loss, gradient, weight or result: the run stops (summary.json records
-    /// it as incomplete) rather than report it.
+    /// A non-finite loss, gradient, weight or result during training: the run stops
+    /// (summary.json records it as incomplete) rather than report it.
     #[error("training stopped: {0}")]
+    Diverged(String),
+
+    /// A logit, attribution or metric that is NaN or infinite: never reported as a result.
+    #[error("non-finite result: {0}")]
     NonFinite(String),
 
     #[error(transparent)]

@@ -51,6 +51,13 @@ pub fn load_images(files: &[PathBuf], device: &Device) -> Result<InputBatch> {
     }
     let n = files.len();
     let tensor = Tensor::from_vec(data, (n, 3, CROP as usize, CROP as usize), device)?;
+    // Decoded pixels are finite; checked all the same, as every input tensor is.
+    if let Some((i, c)) = crate::finite::per_item(&tensor)?.first() {
+        return Err(Error::file(
+            &files[*i],
+            format!("image contains {c} after preprocessing; inputs must be finite"),
+        ));
+    }
     Ok(InputBatch {
         tensor,
         names: files
@@ -85,6 +92,17 @@ fn load_safetensors(path: &Path, device: &Device) -> Result<InputBatch> {
     }
     let tensor = t.to_dtype(DType::F32)?;
     let n = tensor.dim(0)?;
+    let bad = crate::finite::per_item(&tensor)?;
+    if let Some((i, c)) = bad.first() {
+        let more = match bad.len() - 1 {
+            0 => String::new(),
+            k => format!(" (and {k} more of the {n} images)"),
+        };
+        return Err(Error::file(
+            path,
+            format!("tensor 'input': image input[{i}] contains {c}{more}; inputs must be finite"),
+        ));
+    }
     Ok(InputBatch {
         tensor,
         names: (0..n).map(|i| format!("input[{i}]")).collect(),

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod finite;
 pub mod hub;
 pub mod inputs;
 pub mod labels;

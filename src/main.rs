@@ -212,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
             let model = models::open(&model, revision.as_deref(), &dev)?;
             let batch = zerobias::inputs::load(&input, &dev)?;
             let logits = model.forward(&batch.tensor)?;
+            zerobias::finite::check_result(&logits, "logits", |i| batch.names[i].clone())?;
             print_topk(model.as_ref(), &logits, &batch.names, topk)?;
             if let Some(out) = out {
                 zerobias::checkpoint::save(&out, &[("logits".into(), logits)], Default::default())?;

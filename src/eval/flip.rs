@@ -176,7 +176,16 @@ impl<'a> FlipEvaluator<'a> {
                 buf.extend_from_slice(&work);
             }
             let xb = Tensor::from_vec(buf, (chunk, 3, height, width), &self.device)?;
-            let pred: Vec<u32> = self.model.forward(&xb)?.argmax(1)?.to_vec1()?;
+            let logits = self.model.forward(&xb)?;
+            // argmax of a NaN row is meaningless: a non-finite logit is an error.
+            crate::finite::check_result(&logits, "logits", |j| {
+                format!(
+                    "the image with {} of {p} pixels removed (flip step {} of {k})",
+                    removed(t + j),
+                    t + j
+                )
+            })?;
+            let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
             if !visit(t, &pred, &norms) {
                 return Ok(());
             }

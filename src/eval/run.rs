@@ -190,12 +190,10 @@ pub fn evaluate_model(
         let mut s = 0;
         while s < n {
             let len = cfg.batch.max(1).min(n - s);
-            v.extend(
-                model
-                    .forward(&x.narrow(0, s, len)?)?
-                    .argmax(1)?
-                    .to_vec1::<u32>()?,
-            );
+            let logits = model.forward(&x.narrow(0, s, len)?)?;
+            let what = format!("logits of model {label}");
+            crate::finite::check_result(&logits, &what, |i| format!("image {}", s + i))?;
+            v.extend(logits.argmax(1)?.to_vec1::<u32>()?);
             s += len;
         }
         v
@@ -217,6 +215,8 @@ pub fn evaluate_model(
             )));
         }
         let _ = (mh, mw);
+        let what = format!("saliency map '{name}' (model {label})");
+        crate::finite::check_result(map, &what, |i| format!("image {i}"))?;
         let sal = psi(map, h, w, cfg.signed)?;
         let sal: Vec<Vec<f32>> = (0..n)
             .map(|i| sal.get(i)?.flatten_all()?.to_vec1::<f32>())
@@ -512,6 +512,12 @@ pub fn read_maps(path: &Path, inputs: &Tensor) -> Result<Maps> {
                     "{k} has shape {:?}, expected [{n}, {h}, {w}] to match the inputs",
                     t.dims()
                 ),
+            ));
+        }
+        if let Some((i, c)) = crate::finite::per_item(t)?.first() {
+            return Err(Error::file(
+                path,
+                format!("{k} contains {c} at image {i}; saliency maps must be finite"),
             ));
         }
         maps.insert(

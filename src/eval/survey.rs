@@ -23,13 +23,24 @@ pub struct SurveyReport {
     pub files: Vec<PathBuf>,
 }
 
-fn logits_batched(model: &dyn Classifier, x: &Tensor, batch: usize) -> Result<Vec<Vec<f32>>> {
+/// Logits of every image of `x` (`what` names the variant in the error a non-finite logit
+/// gives: accuracies from NaN logits would be reported as numbers).
+fn logits_batched(
+    model: &dyn Classifier,
+    x: &Tensor,
+    batch: usize,
+    what: &str,
+) -> Result<Vec<Vec<f32>>> {
     let n = x.dim(0)?;
     let mut out = Vec::with_capacity(n);
     let mut s = 0;
     while s < n {
         let len = batch.max(1).min(n - s);
-        out.extend(model.forward(&x.narrow(0, s, len)?)?.to_vec2::<f32>()?);
+        let logits = model.forward(&x.narrow(0, s, len)?)?;
+        crate::finite::check_result(&logits, &format!("logits ({what})"), |i| {
+            format!("image {}", s + i)
+        })?;
+        out.extend(logits.to_vec2::<f32>()?);
         s += len;
     }
     Ok(out)
@@ -81,7 +92,7 @@ pub fn run(
         return Err(Error::input("survey needs at least one image"));
     }
     let biases = model.bias_set();
-    let vanilla = logits_batched(model, x, batch)?;
+    let vanilla = logits_batched(model, x, batch, "vanilla model")?;
     let reference: Vec<u32> = match labels {
         Some(l) => {
             if l.len() != n {
@@ -99,7 +110,7 @@ pub fn run(
     };
     let saved = biases.snapshot();
     biases.zero()?;
-    let zero = logits_batched(model, x, batch);
+    let zero = logits_batched(model, x, batch, "all biases zero");
     // Part (c) runs both variants; restore the biases whatever happens.
     let result = (|| -> Result<_> {
         let zero = zero?;
@@ -113,14 +124,24 @@ pub fn run(
         let mut zero_shift = Vec::new();
         for s in SCALES {
             zero_scale.push(topk_accuracy(
-                &logits_batched(model, &(x * s)?, batch)?,
+                &logits_batched(
+                    model,
+                    &(x * s)?,
+                    batch,
+                    &format!("all biases zero, input × {s}"),
+                )?,
                 &reference,
                 1,
             ));
         }
         for f in SHIFTS {
             zero_shift.push(topk_accuracy(
-                &logits_batched(model, &(x + f * range)?, batch)?,
+                &logits_batched(
+                    model,
+                    &(x + f * range)?,
+                    batch,
+                    &format!("all biases zero, input + {f} × range"),
+                )?,
                 &reference,
                 1,
             ));
@@ -134,14 +155,24 @@ pub fn run(
     let mut van_shift = Vec::new();
     for s in SCALES {
         van_scale.push(topk_accuracy(
-            &logits_batched(model, &(x * s)?, batch)?,
+            &logits_batched(
+                model,
+                &(x * s)?,
+                batch,
+                &format!("vanilla model, input × {s}"),
+            )?,
             &reference,
             1,
         ));
     }
     for f in SHIFTS {
         van_shift.push(topk_accuracy(
-            &logits_batched(model, &(x + f * range)?, batch)?,
+            &logits_batched(
+                model,
+                &(x + f * range)?,
+                batch,
+                &format!("vanilla model, input + {f} × range"),
+            )?,
             &reference,
             1,
         ));

@@ -1107,3 +1107,58 @@ mod tests {
         assert!(channel_affine(&x, None, &values(&[2], 3), &TapPoint::default()).is_err());
     }
 }
+
+#[cfg(test)]
+mod non_finite {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// PyTorch's values for relu(x·s + b [+ r]) at these inputs, and that the input
+    /// gradient flows where the output is NaN (`threshold_backward` masks only y ≤ 0).
+    #[test]
+    fn fused_ops_propagate_nan_and_inf_as_pytorch() {
+        let dev = Device::Cpu;
+        let xs = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1.0, 2.0, 0.5];
+        let x =
+            Var::from_tensor(&Tensor::from_vec(xs.to_vec(), (1, 2, 1, 3), &dev).unwrap()).unwrap();
+        let scale = Tensor::new(&[1f32, 2.0], &dev).unwrap();
+        let shift = Tensor::new(&[0f32, 0.0], &dev).unwrap();
+        let want = [f32::NAN, f32::INFINITY, 0.0, 0.0, 4.0, 1.0];
+        let same = |t: &Tensor| {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            for (g, w) in v.iter().zip(&want) {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{v:?}"
+                );
+            }
+        };
+        for graph in [false, true] {
+            let y = channel_affine_relu(x.as_tensor(), Some(&scale), &shift, graph)
+                .unwrap()
+                .unwrap();
+            same(&y);
+            let zeros = x.as_tensor().zeros_like().unwrap();
+            let y = channel_affine_add_relu(x.as_tensor(), &scale, &shift, &zeros, graph)
+                .unwrap()
+                .unwrap();
+            same(&y);
+        }
+        // A NaN shift makes its whole channel NaN.
+        let nan_shift = Tensor::new(&[0f32, f32::NAN], &dev).unwrap();
+        let y = channel_affine_relu(x.as_tensor(), None, &nan_shift, false)
+            .unwrap()
+            .unwrap();
+        let v: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v[3..].iter().all(|v| v.is_nan()), "{v:?}");
+        // Gradient: 1·s where the output is > 0 or NaN, 0 where it is 0.
+        let y = channel_affine_relu(x.as_tensor(), Some(&scale), &shift, true)
+            .unwrap()
+            .unwrap();
+        let g = y.sum_all().unwrap().backward();
+        // sum_all of a NaN output is NaN; the backward still runs with gradient 1.
+        let g = g.unwrap();
+        let dx: Vec<f32> = g.get(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(dx, [1.0, 1.0, 0.0, 0.0, 2.0, 2.0]);
+    }
+}

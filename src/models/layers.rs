@@ -279,16 +279,26 @@ pub fn max_pool2d(
     }
     let ho = (h + 2 * padding - kernel) / stride + 1;
     let wo = (w + 2 * padding - kernel) / stride + 1;
-    if !ctx.needs_graph() && padding == 0 && kernel == stride {
-        // Inference: candle's kernel is exact for the forward values.
-        return Ok(x.max_pool2d_with_stride(kernel, stride)?);
-    }
     if super::relu::cpu_f32(x) {
-        return Ok(x.contiguous()?.apply_op1(super::pool::MaxPool {
+        let op = super::pool::MaxPool {
             kernel,
             stride,
             padding,
-        })?);
+        };
+        let x = x.contiguous()?;
+        if !ctx.needs_graph() {
+            return Ok(x.apply_op1_no_bwd(&op)?);
+        }
+        return Ok(x.apply_op1(op)?);
+    }
+    if !ctx.needs_graph() && padding == 0 && kernel == stride {
+        // Inference: candle's kernel gives the max; it drops a NaN unless the NaN comes first
+        // in its window, so windows holding one are set to NaN after (PyTorch propagates it).
+        let y = x.max_pool2d_with_stride(kernel, stride)?;
+        let nan = x.ne(x)?.to_dtype(x.dtype())?;
+        let has_nan = nan.max_pool2d_with_stride(kernel, stride)?.gt(0f32)?;
+        let nans = Tensor::full(f32::NAN, y.shape(), y.device())?.to_dtype(y.dtype())?;
+        return Ok(has_nan.where_cond(&nans, &y)?);
     }
     // Edge padding is equivalent to -inf padding for a max: the padded value is a copy of
     // an element already inside the window.
@@ -308,6 +318,19 @@ pub fn max_pool2d(
     }
     let stacked = Tensor::stack(&views, 0)?;
     let idx = stacked.detach().argmax_keepdim(0)?;
+    // As ATen, a NaN wins its window and the last NaN in raster order (the order of the
+    // views) wins over earlier ones; argmax's choice among NaNs is unspecified. The rank of
+    // view v is v + 1 where it holds NaN, else 0; the largest rank is the last NaN.
+    let stacked_d = stacked.detach();
+    let ranks = Tensor::arange(1u32, (kernel * kernel) as u32 + 1, x.device())?
+        .to_dtype(x.dtype())?
+        .reshape((kernel * kernel, 1, 1, 1, 1))?;
+    let rank = stacked_d
+        .ne(&stacked_d)?
+        .to_dtype(x.dtype())?
+        .broadcast_mul(&ranks)?;
+    let has_nan = rank.max_keepdim(0)?.gt(0f32)?;
+    let idx = has_nan.where_cond(&rank.argmax_keepdim(0)?, &idx)?;
     Ok(stacked.gather(&idx, 0)?.squeeze(0)?)
 }
 

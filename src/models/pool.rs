@@ -1,5 +1,7 @@
 //! Max pooling as a custom op on CPU: one pass forward, one pass backward, PyTorch's rule
-//! (the first maximum of each window in raster order wins; padding never wins).
+//! (the first maximum of each window in raster order wins, except that any NaN wins and
+//! the last NaN wins over earlier ones: ATen's `(val > maxval) || isnan(val)`; padding
+//! never wins).
 
 use super::conv::dense;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
@@ -44,7 +46,7 @@ impl MaxPool {
     /// The pooled plane, built a row at a time: each kernel offset updates a whole output
     /// row from a contiguous run of its input row's phase, so the inner loop has no bounds
     /// logic and vectorises. Same winner rule as [`Self::winner`]: a later value replaces
-    /// the running one only if strictly greater, the first NaN wins.
+    /// the running one if strictly greater or NaN.
     fn pool_plane(&self, plane: &[f32], h: usize, w: usize, out: &mut [f32], ph: &mut Phases) {
         let (k, s, pad) = (self.kernel, self.stride, self.padding);
         let (oh, ow) = self.out_size(h, w);
@@ -61,7 +63,7 @@ impl MaxPool {
                     let src = ph.run(plane, y, r, lo as isize + off, hi - lo);
                     for (best, &v) in row[lo..hi].iter_mut().zip(src) {
                         // `&` and `|`, not `&&` and `||`: no branches, so the loop vectorises.
-                        let take = !best.is_nan() & ((v > *best) | v.is_nan());
+                        let take = (v > *best) | v.is_nan();
                         *best = if take { v } else { *best };
                     }
                 }
@@ -95,7 +97,7 @@ impl MaxPool {
                     let first = (y * w + lo * s + dx - pad) as u32;
                     let cells = best[lo..hi].iter_mut().zip(row[lo..hi].iter_mut());
                     for (j, ((b, win), &v)) in cells.zip(src).enumerate() {
-                        let take = (*win == u32::MAX) | (!b.is_nan() & ((v > *b) | v.is_nan()));
+                        let take = (*win == u32::MAX) | (v > *b) | v.is_nan();
                         *b = if take { v } else { *b };
                         *win = if take { first + (j * s) as u32 } else { *win };
                     }
@@ -127,9 +129,6 @@ impl MaxPool {
                 if best == usize::MAX || v > best_v || v.is_nan() {
                     best = i;
                     best_v = v;
-                    if v.is_nan() {
-                        return best;
-                    }
                 }
             }
         }
@@ -274,6 +273,69 @@ impl CustomOp2 for MaxPoolGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::Ctx;
+    use candle_core::{DType, Device, Var};
+
+    /// ATen's results for one 2×2 window [1, NaN; 3, NaN] and one [-inf, 5; 2, 4] (stride 2):
+    /// NaN and 5; the gradient goes to the last NaN (index 3) and to the 5. The same through
+    /// every path of `max_pool2d`: inference (no graph), with graph, and the other-device
+    /// path (here f64, which the CPU op does not serve), also with padding.
+    #[test]
+    fn nan_wins_its_window_and_the_last_nan_takes_the_gradient() {
+        let plane = [
+            1.0,
+            f32::NAN,
+            f32::NEG_INFINITY,
+            5.0,
+            3.0,
+            f32::NAN,
+            2.0,
+            4.0,
+        ];
+        for dtype in [DType::F32, DType::F64] {
+            let x = Tensor::from_vec(plane.to_vec(), (1, 1, 2, 4), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let x = Var::from_tensor(&x).unwrap();
+            for ctx in [Ctx::inference(), Ctx::input_gradient()] {
+                let y = crate::models::layers::max_pool2d(x.as_tensor(), 2, 2, 0, &ctx).unwrap();
+                let v: Vec<f32> = y
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                assert!(v[0].is_nan() && v[1] == 5.0, "{dtype:?}: {v:?}");
+            }
+            let ctx = Ctx::input_gradient();
+            let y = crate::models::layers::max_pool2d(x.as_tensor(), 2, 2, 0, &ctx).unwrap();
+            let g = y.sum_all().unwrap().backward().unwrap();
+            let dx: Vec<f32> = g
+                .get(x.as_tensor())
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(dx, [0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0], "{dtype:?}");
+            // 3×3 stride 2 pad 1 (ResNet's stem): every window touching a NaN is NaN.
+            for ctx in [Ctx::inference(), Ctx::input_gradient()] {
+                let y = crate::models::layers::max_pool2d(x.as_tensor(), 3, 2, 1, &ctx).unwrap();
+                let v: Vec<f32> = y
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                assert!(v.iter().all(|v| v.is_nan()), "{dtype:?}: {v:?}");
+            }
+        }
+    }
 
     /// The row-wise forward picks the same value, bit for bit, and the row-wise backward the
     /// same element, as the per-window winner rule: ties (including -0 vs +0), NaNs and

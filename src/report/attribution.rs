@@ -37,6 +37,13 @@ impl Source {
             Source::Tensor(t) => t.dim(0)?,
         })
     }
+    /// How image i is named in messages: its file name, or `input[i]`.
+    fn name(&self, i: usize) -> String {
+        match self {
+            Source::Files(f) => f[i].display().to_string(),
+            Source::Tensor(_) => format!("input[{i}]"),
+        }
+    }
     fn batch(&self, start: usize, len: usize, device: &Device) -> Result<Tensor> {
         match self {
             Source::Files(f) => {
@@ -66,29 +73,89 @@ pub fn run(
     let n = source.len()?;
     let methods = all_methods(model);
     let bar = crate::report::progress::bar(n as u64, "attribute");
+    // Figures go to a staging folder beside --png and move in once every batch has passed
+    // the finiteness check, so that a failing run writes no figure.
+    let staging = png.map(staging_dir);
     let mut parts: Vec<Attribution> = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = batch.min(n - start);
-        let x = source.batch(start, len, device)?;
-        let att = attribute(model, &x, target, &methods)?;
-        print_completeness(&att, start)?;
-        if let Some(dir) = png {
-            crate::report::figures::attribution_figures(model, &x, &att, start, dir)?;
+    let mut run_batches = || -> Result<()> {
+        let mut start = 0;
+        while start < n {
+            let len = batch.min(n - start);
+            let x = source.batch(start, len, device)?;
+            let att = attribute(model, &x, target, &methods)?;
+            check_finite(&att, |i| source.name(start + i))?;
+            print_completeness(&att, start)?;
+            if let Some(dir) = &staging {
+                crate::report::figures::attribution_figures(model, &x, &att, start, dir)?;
+            }
+            if out.is_some() {
+                parts.push(att);
+            }
+            start += len;
+            bar.inc(len as u64);
         }
-        if out.is_some() {
-            parts.push(att);
-        }
-        start += len;
-        bar.inc(len as u64);
-    }
+        Ok(())
+    };
+    let result = run_batches();
     bar.finish_and_clear();
+    let result = result.and_then(|()| match (png, &staging) {
+        (Some(dir), Some(stage)) => move_figures(stage, dir),
+        _ => Ok(()),
+    });
+    if let Some(stage) = &staging {
+        // Best effort: the folder is ours and empty after a successful move.
+        let _ = std::fs::remove_dir_all(stage);
+    }
+    result?;
     if let Some(out) = out {
         save(model, &parts, out)?;
         eprintln!("wrote {}", out.display());
     }
     if let Some(dir) = png {
         eprintln!("wrote figures to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Refuse an attribution with a non-finite logit, map or sum, naming the image and the map.
+fn check_finite(att: &Attribution, name: impl Fn(usize) -> String) -> Result<()> {
+    use crate::finite::check_result;
+    check_result(&att.logits, "logits", &name)?;
+    check_result(&att.completeness_residual, "completeness_residual", &name)?;
+    check_result(&att.gross_act, "gross.act", &name)?;
+    check_result(&att.gross_bias, "gross.bias", &name)?;
+    for (map, t) in att.maps.iter() {
+        check_result(t, &format!("attribution map '{map}'"), &name)?;
+    }
+    Ok(())
+}
+
+/// `.{name}.partial-{pid}` beside `dir`.
+fn staging_dir(dir: &Path) -> PathBuf {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "png".into());
+    parent.join(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Move every file of `stage` into `dir` (created if needed).
+fn move_figures(stage: &Path, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let entries = match std::fs::read_dir(stage) {
+        Ok(e) => e,
+        // No figure was written (no images): nothing to move.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(stage, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(stage, e))?;
+        let to = dir.join(entry.file_name());
+        std::fs::rename(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
     }
     Ok(())
 }

@@ -424,7 +424,7 @@ fn save_checkpoint(
     // A checkpoint is a promise of a usable state: never one with NaN or inf in it.
     for (name, t) in &tensors {
         if !optim::all_finite(t)? {
-            return Err(Error::NonFinite(format!(
+            return Err(Error::Diverged(format!(
                 "tensor '{name}' holds non-finite values; {} was not written",
                 path.display()
             )));
@@ -461,7 +461,7 @@ pub fn evaluate_top1(
         let logits = model.forward(&x)?;
         // The argmax of a NaN row is meaningless: no accuracy from such logits.
         if !optim::all_finite(&logits)? {
-            return Err(Error::NonFinite(format!(
+            return Err(Error::Diverged(format!(
                 "non-finite logits for validation images {}..{}",
                 total,
                 total + batch.n
@@ -524,7 +524,9 @@ pub fn run_with_force(recipe_path: &Path, opts: &RunOptions, force: bool) -> Res
     let mut progress = Progress::default();
     let result = run_inner(recipe_path, opts, force, &mut progress);
     match result {
-        Err(Error::NonFinite(reason)) => Err(stop_non_finite(&progress, reason)),
+        Err(Error::Diverged(reason) | Error::NonFinite(reason)) => {
+            Err(stop_non_finite(&progress, reason))
+        }
         other => other,
     }
 }
@@ -542,7 +544,7 @@ struct Progress {
 /// say where the last good checkpoint is.
 fn stop_non_finite(p: &Progress, reason: String) -> Error {
     let Some(run_dir) = &p.run_dir else {
-        return Error::NonFinite(reason);
+        return Error::Diverged(reason);
     };
     let state = p.state.clone().unwrap_or_else(TrainState::start);
     let last = latest_checkpoint(run_dir);
@@ -566,7 +568,7 @@ fn stop_non_finite(p: &Progress, reason: String) -> Error {
             .as_bytes(),
     );
     let si = state.stage;
-    Error::NonFinite(format!(
+    Error::Diverged(format!(
         "{reason}; last good checkpoint: {}; {}. Lower stage[{si}].lr and continue with --resume --force --set stage.{si}.lr=..., or allow skipped batches with stage[{si}].skip_non_finite",
         last.map(|l| l.display().to_string())
             .unwrap_or_else(|| "none yet".into()),
@@ -834,7 +836,7 @@ fn run_inner(
                         continue;
                     }
                     bar.abandon();
-                    return Err(Error::NonFinite(format!("{what} at {at}")));
+                    return Err(Error::Diverged(format!("{what} at {at}")));
                 }
                 state.stage_step += 1;
                 state.data_position = Some(epoch * per_epoch + batch.batch_index + 1);
