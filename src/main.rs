@@ -78,7 +78,7 @@ enum Command {
         #[arg(long)]
         png: Option<PathBuf>,
         /// Images per forward/backward pass.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = positive_batch)]
         batch: usize,
         #[arg(long)]
         revision: Option<String>,
@@ -111,7 +111,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Images per forward pass.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = positive_batch)]
         batch: usize,
         /// Rank pixels by the signed map (the attribution-map variant) instead of |map|.
         #[arg(long)]
@@ -131,7 +131,7 @@ enum Command {
         limit: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = positive_batch)]
         batch: usize,
         #[arg(long)]
         out: PathBuf,
@@ -142,7 +142,7 @@ enum Command {
         arch: String,
         #[arg(long, default_value_t = 224)]
         size: usize,
-        #[arg(long, default_value = "1,8", value_delimiter = ',')]
+        #[arg(long, default_value = "1,8", value_delimiter = ',', value_parser = positive_batch)]
         batch: Vec<usize>,
         /// Phases to run (default: all).
         #[arg(long, value_delimiter = ',')]
@@ -167,6 +167,51 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+}
+
+/// `--batch`: images per pass, at least one.
+fn positive_batch(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("expected at least 1 image per pass, got 0".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "expected a positive number of images per pass, got '{s}'"
+        )),
+    }
+}
+
+/// An argument naming a directory (read, or created if missing): it must not be a file,
+/// nor lie below one. Checked before any work starts.
+fn check_dir_arg(flag: &str, path: &std::path::Path) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        bail!("{flag} {}: is a file, expected a directory", path.display());
+    }
+    check_parents(flag, path)
+}
+
+/// An argument naming an output file: it must not be a directory, nor lie below a file.
+fn check_file_arg(flag: &str, path: &std::path::Path) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{flag} {}: is a directory, expected a file path",
+            path.display()
+        );
+    }
+    check_parents(flag, path)
+}
+
+/// The nearest existing ancestor of `path` must be a directory, or nothing can be created.
+fn check_parents(flag: &str, path: &std::path::Path) -> Result<()> {
+    if let Some(parent) = path.ancestors().skip(1).find(|p| p.exists()) {
+        if !parent.is_dir() {
+            bail!(
+                "{flag} {}: {} is a file, expected a directory",
+                path.display(),
+                parent.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn device(spec: &str) -> Result<Device> {
@@ -202,6 +247,9 @@ fn run(cli: Cli) -> Result<()> {
             out,
             revision,
         } => {
+            if let Some(out) = &out {
+                check_file_arg("--out", out)?;
+            }
             let model = models::open(&model, revision.as_deref(), &dev)?;
             let batch = zerobias::inputs::load(&input, &dev)?;
             let logits = model.forward(&batch.tensor)?;
@@ -228,6 +276,12 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             revision,
         } => {
+            if let Some(out) = &out {
+                check_file_arg("--out", out)?;
+            }
+            if let Some(png) = &png {
+                check_dir_arg("--png", png)?;
+            }
             let model = models::open(&model, revision.as_deref(), &dev)?;
             let target = parse_target(&target)?;
             zerobias::report::attribution::run(
@@ -254,6 +308,10 @@ fn run(cli: Cli) -> Result<()> {
             signed,
             out,
         } => {
+            check_dir_arg("--out", &out)?;
+            if let Some(data) = &data {
+                check_dir_arg("--data", data)?;
+            }
             let (batch_in, _) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, &dev)?;
             let loaded: Vec<Box<dyn Classifier>> = specs
                 .iter()
@@ -300,6 +358,10 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             out,
         } => {
+            check_dir_arg("--out", &out)?;
+            if let Some(data) = &data {
+                check_dir_arg("--data", data)?;
+            }
             let (batch_in, labels) =
                 load_inputs(input.as_deref(), data.as_deref(), limit, seed, &dev)?;
             let m = models::open(&model, None, &dev)?;
@@ -451,6 +513,8 @@ fn print_topk(model: &dyn Classifier, logits: &Tensor, names: &[String], k: usiz
 }
 
 fn print_info(model: &dyn Classifier, size: usize) -> Result<()> {
+    // Before printing anything: a size the network cannot take is the whole answer.
+    let shapes = models::layer_shapes(model, size).with_context(|| format!("--size {size}"))?;
     println!(
         "architecture: {} ({} classes)",
         model.name(),
@@ -461,7 +525,6 @@ fn print_info(model: &dyn Classifier, size: usize) -> Result<()> {
         model.params().numel(),
         model.params().len()
     );
-    let shapes = models::layer_shapes(model, size)?;
     println!("\nlayers (output shape for a {size}x{size} input):");
     println!("  {:>3}  {:<16}  shape", "l", "module");
     println!("  {:>3}  {:<16}  {:?}", 0, "input", [3, size, size]);
