@@ -252,6 +252,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             let model = models::open(&model, revision.as_deref(), &dev)?;
             let batch = zerobias::inputs::load(&input, &dev)?;
+            let (_, _, h, w) = batch.tensor.dims4()?;
+            models::check_input_size(model.as_ref(), h, w)
+                .with_context(|| format!("--input {}", input.display()))?;
             let logits = model.forward(&batch.tensor)?;
             print_topk(model.as_ref(), &logits, &batch.names, topk)?;
             if let Some(out) = out {

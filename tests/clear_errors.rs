@@ -199,6 +199,27 @@ fn pytorch_pickles_are_named() {
             );
         }
     }
+    // Safetensors under a pickle's name is still safetensors: good files load as before.
+    let renamed = dir.path().join("renamed.pth");
+    std::fs::copy(vgg_file(dir.path(), "vgg0.safetensors", 3), &renamed).unwrap();
+    let (code, err) = run(&["info", "--model", s(&renamed)]);
+    assert_eq!(code, 0, "{err}");
+    // A recipe's model.source too (the run directory is another matter: not checked here).
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let (code, err) = run(&[
+        "decay",
+        s(&recipe),
+        "--run-dir",
+        s(&dir.path().join("run")),
+        "--set",
+        &format!("model.source={:?}", s(&pth)),
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("resnet.pth") && err.contains("PyTorch pickle"),
+        "{err}"
+    );
     let vgg = vgg_file(dir.path(), "vgg.safetensors", 3);
     let pt = dir.path().join("batch.pt");
     std::fs::write(&pt, b"PK\x03\x04batch/data.pkl").unwrap();
@@ -219,7 +240,7 @@ fn inputs_too_small_and_empty_batches() {
     expect_error(
         dir.path(),
         &["predict", "--model", s(&vgg), "--input", s(&small)],
-        &[want],
+        &["--input", "small.safetensors", want],
     );
     expect_error(
         dir.path(),
