@@ -123,6 +123,9 @@ pub fn read_tensors(
         _ => Error::io(path, e),
     })?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        if is_pytorch_pickle(path, &bytes) {
+            return Error::file(path, PICKLE_HINT);
+        }
         Error::file(
             path,
             format!("not a valid safetensors file ({e}); the file may be truncated or corrupt"),
@@ -161,6 +164,24 @@ pub fn read_tensors(
         out.insert(name, t);
     }
     Ok((out, metadata))
+}
+
+/// What to do with a file [`is_pytorch_pickle`] recognises.
+pub const PICKLE_HINT: &str = "is a PyTorch pickle, not safetensors; convert it to safetensors (e.g. `safetensors.torch.save_file(torch.load(p), 'model.safetensors')`)";
+
+/// Whether a file that is not valid safetensors is what `torch.save` writes: a zip archive
+/// (PyTorch ≥ 1.6), a raw pickle (protocol 2+ starts with 0x80 and the protocol number), or
+/// a file named .pth / .pt / .bin. Only asked after safetensors parsing failed, since a
+/// safetensors header length can start with the same bytes.
+pub fn is_pytorch_pickle(path: &Path, head: &[u8]) -> bool {
+    let by_name = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["pth", "pt", "bin"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    });
+    let zip = head.starts_with(b"PK\x03\x04");
+    let pickle = head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]);
+    by_name || zip || pickle
 }
 
 /// timm's VGG puts the classifier in `pre_logits.fc1` (a 7×7 conv), `pre_logits.fc2` (a

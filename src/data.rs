@@ -15,6 +15,7 @@
 //!   checkpoints can store and restore it exactly.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,6 +71,13 @@ pub enum DataError {
 
     #[error("sample index {index} out of range for a dataset of {len} samples")]
     Index { index: usize, len: usize },
+
+    #[error("train {} and val {} have different class folders ({differ}); labels are folder positions, so val images would be scored against the wrong classes", train.display(), val.display())]
+    ClassMismatch {
+        train: PathBuf,
+        val: PathBuf,
+        differ: String,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -837,6 +845,66 @@ impl ImageFolder {
     pub fn samples(&self) -> &[(PathBuf, u32)] {
         &self.samples
     }
+
+    /// Class folders without a single image (their labels never occur).
+    pub fn empty_classes(&self) -> Vec<PathBuf> {
+        let mut seen = vec![false; self.classes.len()];
+        for (_, label) in &self.samples {
+            seen[*label as usize] = true;
+        }
+        self.classes
+            .iter()
+            .zip(seen)
+            .filter(|(_, s)| !s)
+            .map(|(c, _)| self.root.join(c))
+            .collect()
+    }
+}
+
+/// Train and val must have the same class folders: labels are positions in the sorted
+/// folder list, so one extra or missing folder shifts every label after it. Empty class
+/// folders are warned about on stderr (and returned).
+pub fn check_splits(train: &ImageFolder, val: &ImageFolder) -> Result<Vec<String>, DataError> {
+    if train.classes != val.classes {
+        let only = |a: &ImageFolder, b: &ImageFolder| -> Vec<String> {
+            a.classes
+                .iter()
+                .filter(|c| !b.classes.contains(c))
+                .cloned()
+                .collect()
+        };
+        let list = |names: Vec<String>| {
+            const SHOWN: usize = 10;
+            let more = names.len().saturating_sub(SHOWN);
+            let mut s = names.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ");
+            if more > 0 {
+                s.push_str(&format!(" and {more} more"));
+            }
+            s
+        };
+        let (in_train, in_val) = (only(train, val), only(val, train));
+        let mut differ = Vec::new();
+        if !in_train.is_empty() {
+            differ.push(format!("only in train: {}", list(in_train)));
+        }
+        if !in_val.is_empty() {
+            differ.push(format!("only in val: {}", list(in_val)));
+        }
+        return Err(DataError::ClassMismatch {
+            train: train.root.clone(),
+            val: val.root.clone(),
+            differ: differ.join("; "),
+        });
+    }
+    let warnings: Vec<String> = [train, val]
+        .iter()
+        .flat_map(|f| f.empty_classes())
+        .map(|dir| format!("class folder {} has no images", dir.display()))
+        .collect();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(warnings)
 }
 
 /// Every directory under (and including) `dir` with its sorted image files.
@@ -1421,8 +1489,24 @@ struct SkipLog {
     messages: Mutex<Vec<String>>,
 }
 
+/// Print a failed load once per process: the same corrupt file fails again in every epoch
+/// and every evaluation, and one line naming it (with the decoder's reason) is enough.
+fn warn_once(err: &DataError) {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let msg = err.to_string();
+    let new = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .map(|mut seen| seen.insert(msg.clone()))
+        .unwrap_or(false);
+    if new {
+        eprintln!("warning: skipping {msg}");
+    }
+}
+
 impl SkipLog {
     fn record(&self, err: &DataError) {
+        warn_once(err);
         self.count.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.messages.lock() {
             if m.len() < MAX_SKIP_MESSAGES {

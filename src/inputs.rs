@@ -41,7 +41,7 @@ pub fn load(path: &Path, device: &Device) -> Result<InputBatch> {
     {
         return load_safetensors(path, device);
     }
-    load_images(&[path.to_path_buf()], device)
+    load_images(&[path.to_path_buf()], device).map_err(|e| pickle_or(path, e))
 }
 
 pub fn load_images(files: &[PathBuf], device: &Device) -> Result<InputBatch> {
@@ -71,6 +71,19 @@ pub fn load_images(files: &[PathBuf], device: &Device) -> Result<InputBatch> {
     })
 }
 
+/// An image that failed to decode but is a `torch.save` file gets the conversion hint.
+fn pickle_or(path: &Path, err: Error) -> Error {
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    if crate::checkpoint::is_pytorch_pickle(path, &head[..n]) {
+        Error::file(path, "is a PyTorch pickle, not an image or safetensors; save the batch [N, 3, H, W] as safetensors (e.g. `safetensors.torch.save_file({'input': x}, 'input.safetensors')`)")
+    } else {
+        err
+    }
+}
+
 fn load_safetensors(path: &Path, device: &Device) -> Result<InputBatch> {
     let (tensors, _) = crate::checkpoint::read_tensors(path, device)?;
     let t = tensors.get("input").ok_or_else(|| {
@@ -92,6 +105,15 @@ fn load_safetensors(path: &Path, device: &Device) -> Result<InputBatch> {
     }
     let tensor = t.to_dtype(DType::F32)?;
     let n = tensor.dim(0)?;
+    if n == 0 {
+        return Err(Error::file(
+            path,
+            format!(
+                "tensor 'input' holds no images (shape {:?}); expected at least one",
+                t.dims()
+            ),
+        ));
+    }
     let bad = crate::finite::per_item(&tensor)?;
     if let Some((i, c)) = bad.first() {
         let more = match bad.len() - 1 {

@@ -78,7 +78,7 @@ enum Command {
         #[arg(long)]
         png: Option<PathBuf>,
         /// Images per forward/backward pass.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = positive_batch)]
         batch: usize,
         #[arg(long)]
         revision: Option<String>,
@@ -111,7 +111,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Images per forward pass.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = positive_batch)]
         batch: usize,
         /// Rank pixels by the signed map (the attribution-map variant) instead of |map|.
         #[arg(long)]
@@ -131,7 +131,7 @@ enum Command {
         limit: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = positive_batch)]
         batch: usize,
         #[arg(long)]
         out: PathBuf,
@@ -142,7 +142,7 @@ enum Command {
         arch: String,
         #[arg(long, default_value_t = 224)]
         size: usize,
-        #[arg(long, default_value = "1,8", value_delimiter = ',')]
+        #[arg(long, default_value = "1,8", value_delimiter = ',', value_parser = positive_batch)]
         batch: Vec<usize>,
         /// Phases to run (default: all).
         #[arg(long, value_delimiter = ',')]
@@ -170,6 +170,51 @@ enum Command {
         #[arg(long, requires = "resume")]
         force: bool,
     },
+}
+
+/// `--batch`: images per pass, at least one.
+fn positive_batch(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("expected at least 1 image per pass, got 0".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "expected a positive number of images per pass, got '{s}'"
+        )),
+    }
+}
+
+/// An argument naming a directory (read, or created if missing): it must not be a file,
+/// nor lie below one. Checked before any work starts.
+fn check_dir_arg(flag: &str, path: &std::path::Path) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        bail!("{flag} {}: is a file, expected a directory", path.display());
+    }
+    check_parents(flag, path)
+}
+
+/// An argument naming an output file: it must not be a directory, nor lie below a file.
+fn check_file_arg(flag: &str, path: &std::path::Path) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{flag} {}: is a directory, expected a file path",
+            path.display()
+        );
+    }
+    check_parents(flag, path)
+}
+
+/// The nearest existing ancestor of `path` must be a directory, or nothing can be created.
+fn check_parents(flag: &str, path: &std::path::Path) -> Result<()> {
+    if let Some(parent) = path.ancestors().skip(1).find(|p| p.exists()) {
+        if !parent.is_dir() {
+            bail!(
+                "{flag} {}: {} is a file, expected a directory",
+                path.display(),
+                parent.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn device(spec: &str) -> Result<Device> {
@@ -206,11 +251,15 @@ fn run(cli: Cli) -> Result<()> {
             revision,
         } => {
             if let Some(out) = &out {
+                check_file_arg("--out", out)?;
                 let m = PathBuf::from(&model);
                 check_file_out("--out", out, &[("--model", &m), ("--input", &input)])?;
             }
             let model = models::open(&model, revision.as_deref(), &dev)?;
             let batch = zerobias::inputs::load(&input, &dev)?;
+            let (_, _, h, w) = batch.tensor.dims4()?;
+            models::check_input_size(model.as_ref(), h, w)
+                .with_context(|| format!("--input {}", input.display()))?;
             let logits = model.forward(&batch.tensor)?;
             zerobias::finite::check_result(&logits, "logits", |i| batch.names[i].clone())?;
             print_topk(model.as_ref(), &logits, &batch.names, topk)?;
@@ -239,9 +288,11 @@ fn run(cli: Cli) -> Result<()> {
             let m = PathBuf::from(&model);
             let ins = [("--model", m.as_path()), ("--input", input.as_path())];
             if let Some(out) = &out {
+                check_file_arg("--out", out)?;
                 check_file_out("--out", out, &ins)?;
             }
             if let Some(png) = &png {
+                check_dir_arg("--png", png)?;
                 check_dir_out("--png", png, &["png"], &ins)?;
             }
             let model = models::open(&model, revision.as_deref(), &dev)?;
@@ -270,6 +321,10 @@ fn run(cli: Cli) -> Result<()> {
             signed,
             out,
         } => {
+            check_dir_arg("--out", &out)?;
+            if let Some(data) = &data {
+                check_dir_arg("--data", data)?;
+            }
             let model_paths: Vec<PathBuf> = specs.iter().map(PathBuf::from).collect();
             let mut ins: Vec<(&str, &std::path::Path)> = model_paths
                 .iter()
@@ -325,6 +380,10 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             out,
         } => {
+            check_dir_arg("--out", &out)?;
+            if let Some(data) = &data {
+                check_dir_arg("--data", data)?;
+            }
             let m = PathBuf::from(&model);
             let mut ins = vec![("--model", m.as_path())];
             ins.extend(input.as_deref().map(|p| ("--input", p)));
@@ -509,6 +568,8 @@ fn print_topk(model: &dyn Classifier, logits: &Tensor, names: &[String], k: usiz
 }
 
 fn print_info(model: &dyn Classifier, size: usize) -> Result<()> {
+    // Before printing anything: a size the network cannot take is the whole answer.
+    let shapes = models::layer_shapes(model, size).with_context(|| format!("--size {size}"))?;
     println!(
         "architecture: {} ({} classes)",
         model.name(),
@@ -519,7 +580,6 @@ fn print_info(model: &dyn Classifier, size: usize) -> Result<()> {
         model.params().numel(),
         model.params().len()
     );
-    let shapes = models::layer_shapes(model, size)?;
     println!("\nlayers (output shape for a {size}x{size} input):");
     println!("  {:>3}  {:<16}  shape", "l", "module");
     println!("  {:>3}  {:<16}  {:?}", 0, "input", [3, size, size]);

@@ -528,12 +528,51 @@ pub fn read_maps(path: &Path, inputs: &Tensor) -> Result<Maps> {
     Ok(maps)
 }
 
+/// `cfg` with `steps` at most the pixel count (more steps remove no further pixel) and
+/// `noise_samples` at most N − 1 (the other images), plus a warning for each clamp.
+pub fn clamp_config(cfg: &EvalConfig, n: usize, h: usize, w: usize) -> (EvalConfig, Vec<String>) {
+    let mut out = cfg.clone();
+    let mut warnings = Vec::new();
+    let pixels = h * w;
+    if cfg.steps > pixels {
+        out.steps = pixels;
+        warnings.push(format!(
+            "--steps {} is more than the {pixels} pixels of a {h}×{w} input; using {pixels} steps",
+            cfg.steps
+        ));
+    }
+    if n >= 2 && cfg.noise_samples > n - 1 {
+        out.noise_samples = n - 1;
+        warnings.push(format!(
+            "--noise-samples {} is more than the {} other images (N = {n}); using {}",
+            cfg.noise_samples,
+            n - 1,
+            n - 1
+        ));
+    }
+    (out, warnings)
+}
+
 pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
-    let n = job.inputs.dim(0)?;
+    let (n, _, h, w) = job.inputs.dims4()?;
     if job.config.steps == 0 {
         return Err(Error::input(
             "--steps 0: the flip metric needs at least 1 step",
         ));
+    }
+    if n == 0 {
+        return Err(Error::input("no input images to evaluate"));
+    }
+    crate::models::check_same_classes(&job.models)?;
+    for (label, model) in &job.models {
+        crate::models::check_input_size(*model, h, w).map_err(|e| match e {
+            Error::Input(m) => Error::input(format!("model {label}: {m}")),
+            other => other,
+        })?;
+    }
+    let (config, warnings) = clamp_config(&job.config, n, h, w);
+    for warning in warnings {
+        eprintln!("warning: {warning}");
     }
 
     let mut rows = Vec::new();
@@ -543,7 +582,7 @@ pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
         let (maps, signed) = match &job.external_maps {
             Some(m) => {
                 let names = m.names();
-                let chosen = select_methods(&job.config.methods, &names)?;
+                let chosen = select_methods(&config.methods, &names)?;
                 let mut sel = Maps::default();
                 for c in chosen {
                     if let Some(t) = m.get(&c) {
@@ -554,7 +593,7 @@ pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
             }
             None => {
                 let available = spatial_methods(*model);
-                let chosen = select_methods(&job.config.methods, &available)?;
+                let chosen = select_methods(&config.methods, &available)?;
                 let mut with_acts = chosen.clone();
                 if job.models.len() == 2 {
                     for l in 0..=model.num_layers() {
@@ -564,7 +603,7 @@ pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
                         }
                     }
                 }
-                let (all, _) = compute_maps(*model, &job.inputs, &with_acts, job.config.batch)?;
+                let (all, _) = compute_maps(*model, &job.inputs, &with_acts, config.batch)?;
                 let mut acts = Maps::default();
                 let mut sel = Maps::default();
                 for (k, v) in all.iter() {
@@ -576,13 +615,13 @@ pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
                     }
                 }
                 act_maps.push(acts);
-                (sel, job.config.signed)
+                (sel, config.signed)
             }
         };
         let bar = crate::report::progress::bar((maps.len() * n) as u64, label);
         let cfg = EvalConfig {
             signed,
-            ..job.config.clone()
+            ..config.clone()
         };
         rows.extend(evaluate_model(
             *model,

@@ -86,11 +86,12 @@ pub fn run(
     batch: usize,
     out: &Path,
 ) -> Result<SurveyReport> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let n = x.dim(0)?;
+    let (n, _, h, w) = x.dims4()?;
     if n == 0 {
         return Err(Error::input("survey needs at least one image"));
     }
+    crate::models::check_input_size(model, h, w)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let biases = model.bias_set();
     let vanilla = logits_batched(model, x, batch, "vanilla model")?;
     let reference: Vec<u32> = match labels {

@@ -44,9 +44,26 @@ pub struct Conv2d {
     pub padding: usize,
 }
 
+/// Output length of a convolution or pooling window along one axis (PyTorch's floor
+/// formula); `None` when the padded input is shorter than the window.
+pub fn window_out_len(len: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    let padded = len.checked_add(2 * padding)?;
+    if len == 0 || padded < kernel || stride == 0 {
+        return None;
+    }
+    Some((padded - kernel) / stride + 1)
+}
+
 impl Conv2d {
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]
+    }
+
+    /// Output length along `axis` (0 = height, 1 = width) for an input of length `len`,
+    /// from the kernel shape alone.
+    pub fn out_len(&self, len: usize, axis: usize) -> Option<usize> {
+        let kernel = self.weight.dims()[2 + axis];
+        window_out_len(len, kernel, self.stride, self.padding)
     }
 
     /// relu(self.forward(x)), recorded as the activation of layer `l`; the bias add and

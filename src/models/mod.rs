@@ -272,6 +272,84 @@ pub trait Classifier: Send + Sync {
     }
     /// Whether the module owning parameter `name` is a linear layer.
     fn is_linear(&self, name: &str) -> bool;
+    /// Output length of every layer l = 1..=L along one spatial axis (0 = height,
+    /// 1 = width) for an input of length `len`, from the layer table alone (no tensors);
+    /// `None` when some layer would have no pixels left.
+    fn layer_lens(&self, len: usize, axis: usize) -> Option<Vec<usize>>;
+}
+
+/// Models compared with each other (`evaluate --model A --model B`) must score the same
+/// classes; `models` are (label, model) pairs.
+pub fn check_same_classes(models: &[(String, &dyn Classifier)]) -> Result<()> {
+    let Some((_, first)) = models.first() else {
+        return Ok(());
+    };
+    if models
+        .iter()
+        .all(|(_, m)| m.num_classes() == first.num_classes())
+    {
+        return Ok(());
+    }
+    let counts: Vec<String> = models
+        .iter()
+        .map(|(label, m)| format!("{label} has {} classes", m.num_classes()))
+        .collect();
+    Err(Error::input(format!(
+        "models with different class counts cannot be compared: {}",
+        counts.join(", ")
+    )))
+}
+
+/// Largest input side `info` reports shapes for: one 16384×16384 image is already 3 GiB
+/// as f32, and VGG-16's first activation of it 64 GiB.
+pub const MAX_INPUT_SIDE: usize = 16384;
+
+/// The architecture as papers write it: "VGG-16", "ResNet-50".
+pub fn display_name(model: &dyn Classifier) -> String {
+    let name = model.name();
+    let split = name
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(name.len());
+    let (family, depth) = name.split_at(split);
+    let family = match family {
+        "vgg" => "VGG",
+        "resnet" => "ResNet",
+        other => other,
+    };
+    if depth.is_empty() {
+        family.to_string()
+    } else {
+        format!("{family}-{depth}")
+    }
+}
+
+/// Smallest input length along `axis` that leaves every layer at least one pixel.
+pub fn min_input_len(model: &dyn Classifier, axis: usize) -> Option<usize> {
+    // Output lengths grow with the input, so the first length that fits is the minimum.
+    (1..=MAX_INPUT_SIDE).find(|&len| model.layer_lens(len, axis).is_some())
+}
+
+/// An input of `h`×`w` pixels must leave every layer of the network at least one pixel.
+pub fn check_input_size(model: &dyn Classifier, h: usize, w: usize) -> Result<()> {
+    if model.layer_lens(h, 0).is_some() && model.layer_lens(w, 1).is_some() {
+        Ok(())
+    } else {
+        Err(too_small(model, h, w))
+    }
+}
+
+fn too_small(model: &dyn Classifier, h: usize, w: usize) -> Error {
+    let need = |axis| {
+        min_input_len(model, axis)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| format!("more than {MAX_INPUT_SIDE}"))
+    };
+    Error::input(format!(
+        "{} needs at least {}×{} input, got {h}×{w}",
+        display_name(model),
+        need(0),
+        need(1)
+    ))
 }
 
 /// Detect the architecture from the key names and build the model.
@@ -307,13 +385,25 @@ pub fn open(spec: &str, revision: Option<&str>, device: &Device) -> Result<Box<d
     load(&path, device)
 }
 
-/// Output shape [C, H, W] of every layer for an input of `size`×`size` (one cheap pass).
+/// Output shape [C, H, W] of every layer for an input of `size`×`size`, computed from the
+/// layer table without allocating any tensor; sizes above [`MAX_INPUT_SIDE`] or too small
+/// for the network are refused.
 pub fn layer_shapes(model: &dyn Classifier, size: usize) -> Result<Vec<Vec<usize>>> {
-    let x = Tensor::zeros((1, 3, size, size), candle_core::DType::F32, &model.device())?;
-    let mut rec = Recorder::default();
-    let mut ctx = Ctx::recording(&mut rec);
-    model.forward_ctx(&x, &mut ctx)?;
-    Ok(rec.act_shapes())
+    if size > MAX_INPUT_SIDE {
+        let gib = 3.0 * 4.0 * (size as f64).powi(2) / f64::from(1u32 << 30);
+        return Err(Error::input(format!(
+            "input size {size} is above the limit of {MAX_INPUT_SIDE} pixels per side (one {size}×{size} image alone would take {gib:.0} GiB as f32)"
+        )));
+    }
+    let (Some(hs), Some(ws)) = (model.layer_lens(size, 0), model.layer_lens(size, 1)) else {
+        return Err(too_small(model, size, size));
+    };
+    Ok(model
+        .layers()
+        .iter()
+        .zip(hs.iter().zip(&ws))
+        .map(|(l, (&h, &w))| vec![l.channels, h, w])
+        .collect())
 }
 
 /// A device from `cpu`, `cuda`, `cuda:N` or `metal`.

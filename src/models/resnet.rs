@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use super::layers::{global_avg_pool, max_pool2d, BatchNorm, Conv2d, Linear, WeightReader};
+use super::layers::{
+    global_avg_pool, max_pool2d, window_out_len, BatchNorm, Conv2d, Linear, WeightReader,
+};
 use super::vgg::check_input;
 use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
 use crate::error::{Error, Result};
@@ -182,8 +184,28 @@ impl Classifier for ResNet {
         out
     }
 
+    fn layer_lens(&self, len: usize, axis: usize) -> Option<Vec<usize>> {
+        let mut len = self.conv1.out_len(len, axis)?;
+        let mut out = vec![len];
+        len = window_out_len(len, 3, 2, 1)?;
+        for b in &self.blocks {
+            // conv1 and conv3 are 1×1; the stride sits in conv2 (and the shortcut).
+            let main = b
+                .conv3
+                .out_len(b.conv2.out_len(b.conv1.out_len(len, axis)?, axis)?, axis)?;
+            if let Some((conv, _)) = &b.downsample {
+                if conv.out_len(len, axis)? != main {
+                    return None;
+                }
+            }
+            len = main;
+            out.push(len);
+        }
+        Some(out)
+    }
+
     fn forward_ctx(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        check_input(x)?;
+        check_input(x, self)?;
         ctx.layer = 1;
         let h = self.conv1.forward(x, ctx)?;
         let h = self.bn1.forward_relu_tapped(&h, ctx, 1, "relu")?;

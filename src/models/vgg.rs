@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use super::layers::{adaptive_avg_pool2d, max_pool2d, relu, Conv2d, Linear, WeightReader};
+use super::layers::{
+    adaptive_avg_pool2d, max_pool2d, relu, window_out_len, Conv2d, Linear, WeightReader,
+};
 use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
 use crate::error::{Error, Result};
 
@@ -121,8 +123,22 @@ impl Classifier for Vgg {
             .collect()
     }
 
+    fn layer_lens(&self, len: usize, axis: usize) -> Option<Vec<usize>> {
+        let mut out = Vec::with_capacity(self.convs.len());
+        let mut len = len;
+        for (conv, &pool) in self.convs.iter().zip(&self.pool_after) {
+            len = conv.out_len(len, axis)?;
+            // The activation of layer l is taken after the ReLU, before the pool.
+            out.push(len);
+            if pool {
+                len = window_out_len(len, 2, 2, 0)?;
+            }
+        }
+        Some(out)
+    }
+
     fn forward_ctx(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        check_input(x)?;
+        check_input(x, self)?;
         let mut h = x.clone();
         for (j, conv) in self.convs.iter().enumerate() {
             ctx.layer = j + 1;
@@ -141,9 +157,9 @@ impl Classifier for Vgg {
     }
 }
 
-pub(crate) fn check_input(x: &Tensor) -> Result<()> {
+pub(crate) fn check_input(x: &Tensor, model: &dyn Classifier) -> Result<()> {
     match x.dims() {
-        [_, 3, h, w] if *h > 0 && *w > 0 => Ok(()),
+        [_, 3, h, w] => super::check_input_size(model, *h, *w),
         d => Err(Error::Shape {
             what: "model input".into(),
             expected: "[N, 3, H, W]".into(),

@@ -147,9 +147,14 @@ fn open_data(r: &Recipe) -> Result<Data> {
                 .val
                 .as_deref()
                 .ok_or_else(|| Error::recipe("data.val", "missing"))?;
+            let (train, val) = (
+                ImageFolder::open(train, d.size as u32)?,
+                ImageFolder::open(val, d.size as u32)?,
+            );
+            crate::data::check_splits(&train, &val)?;
             Ok(Data {
-                train: Arc::new(ImageFolder::open(train, d.size as u32)?),
-                val: Arc::new(ImageFolder::open(val, d.size as u32)?),
+                train: Arc::new(train),
+                val: Arc::new(val),
             })
         }
     }

@@ -245,15 +245,43 @@ impl Recipe {
     }
 
     pub fn parse(text: &str, overrides: &[String], origin: &str) -> Result<Self> {
-        let mut value: toml::Value = toml::from_str(text)
-            .map_err(|e| Error::file(origin, format!("invalid TOML: {}", e.message())))?;
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            let at = match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    format!(" at line {line}, column {col}")
+                }
+                None => String::new(),
+            };
+            Error::file(origin, format!("invalid TOML{at}: {}", e.message().trim()))
+        })?;
+        let mut sets = Vec::new();
         for o in overrides {
             apply_override(&mut value, o)?;
+            if let Some((key, _)) = o.split_once('=') {
+                sets.push((key.trim().to_string(), o.clone()));
+            }
         }
-        let recipe: Recipe = value
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::recipe(origin, e.message().to_string()))?;
-        recipe.validate()?;
+        let from_set = |e: Error| match e {
+            Error::Recipe { field, message } => {
+                let note = override_note(&field, &sets);
+                Error::recipe(field, format!("{message}{note}"))
+            }
+            other => other,
+        };
+        check_types(&value).map_err(from_set)?;
+        let recipe: Recipe = value.try_into().map_err(|e: toml::de::Error| {
+            // Not reached while `check_types` knows every field; serde's message then
+            // carries the key path on a line of its own.
+            let text = e.to_string();
+            let field = text
+                .lines()
+                .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+                .unwrap_or(origin)
+                .to_string();
+            from_set(Error::recipe(field, e.message().to_string()))
+        })?;
+        recipe.validate().map_err(from_set)?;
         Ok(recipe)
     }
 
@@ -495,6 +523,238 @@ pub fn differences(run: &Recipe, now: &Recipe) -> Vec<String> {
         .collect()
 }
 
+/// 1-based line and column (in characters) of byte offset `at` of `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(at.min(text.len()))];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, col)
+}
+
+/// " (from --set KEY=VALUE)" when an override set `field` or a table around or inside it;
+/// `field` may use validate()'s `stage[1].lr` spelling.
+fn override_note(field: &str, sets: &[(String, String)]) -> String {
+    let field = field.replace('[', ".").replace(']', "");
+    let related = |key: &str| {
+        key == field
+            || key
+                .strip_prefix(field.as_str())
+                .is_some_and(|r| r.starts_with('.'))
+            || field.strip_prefix(key).is_some_and(|r| r.starts_with('.'))
+    };
+    // The last override of a key is the one in effect.
+    match sets.iter().rev().find(|(key, _)| related(key)) {
+        Some((_, spec)) => format!(" (from --set {spec})"),
+        None => String::new(),
+    }
+}
+
+/// What a recipe field holds, for messages that say what was expected.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// usize that validate() requires to be at least 1 (0 still passes the type check).
+    PositiveInt,
+    /// usize / u64 where 0 means "none" or "default".
+    Count,
+    Number,
+    Text,
+    Flag,
+    OneOf(&'static [&'static str]),
+}
+
+/// (field, expected, required): every field of the recipe structs, so a wrong type is
+/// reported with its full path (serde's message lacks array indices). A unit test keeps
+/// these in step with the structs.
+type Fields = &'static [(&'static str, Expect, bool)];
+
+const TOP_FIELDS: Fields = &[
+    ("name", Expect::Text, true),
+    ("seed", Expect::Count, false),
+    ("device", Expect::Text, false),
+];
+const MODEL_FIELDS: Fields = &[
+    ("source", Expect::Text, true),
+    ("arch", Expect::Text, false),
+    ("width", Expect::PositiveInt, false),
+    ("hidden", Expect::PositiveInt, false),
+    ("classes", Expect::PositiveInt, false),
+    ("revision", Expect::Text, false),
+];
+const DATA_FIELDS: Fields = &[
+    ("kind", Expect::Text, true),
+    ("train", Expect::Text, false),
+    ("val", Expect::Text, false),
+    ("size", Expect::PositiveInt, false),
+    ("classes", Expect::PositiveInt, false),
+    ("train_len", Expect::PositiveInt, false),
+    ("val_len", Expect::PositiveInt, false),
+    ("val_limit", Expect::Count, false),
+    ("prefetch", Expect::Count, false),
+];
+const STAGE_FIELDS: Fields = &[
+    ("kind", Expect::OneOf(&["train", "decay"]), true),
+    ("lr", Expect::Number, true),
+    ("batch_size", Expect::PositiveInt, true),
+    ("steps", Expect::PositiveInt, false),
+    ("eval_every", Expect::PositiveInt, false),
+    ("checkpoint_every", Expect::PositiveInt, false),
+    ("schedule", Expect::OneOf(&["exponential", "linear"]), false),
+    ("rescales", Expect::PositiveInt, false),
+    ("rescale_every", Expect::PositiveInt, false),
+    ("factor", Expect::Number, false),
+    ("zero_steps", Expect::Count, false),
+    ("temperature", Expect::Number, false),
+    ("ce_weight", Expect::Number, false),
+    ("beta1", Expect::Number, false),
+    ("beta2", Expect::Number, false),
+    ("weight_decay", Expect::Number, false),
+    ("clip_grad_norm", Expect::Number, false),
+    ("warmup_steps", Expect::Count, false),
+    ("cosine", Expect::Flag, false),
+    ("restart_patience", Expect::Count, false),
+    ("max_restarts", Expect::Count, false),
+    ("smooth", Expect::Flag, false),
+    ("skip_non_finite", Expect::Count, false),
+];
+
+/// A value as the user wrote it (TOML syntax), or what kind of thing it is.
+fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Table(_) => "a table".into(),
+        toml::Value::Array(_) => "an array".into(),
+        other => other.to_string(),
+    }
+}
+
+fn expected(e: Expect) -> String {
+    match e {
+        Expect::PositiveInt => "a positive integer".into(),
+        Expect::Count => "a non-negative integer".into(),
+        Expect::Number => "a number".into(),
+        Expect::Text => "a string (in quotes)".into(),
+        Expect::Flag => "true or false".into(),
+        Expect::OneOf(choices) => choices
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(" or "),
+    }
+}
+
+fn fits(v: &toml::Value, e: Expect) -> bool {
+    use toml::Value as V;
+    match (e, v) {
+        (Expect::PositiveInt | Expect::Count, V::Integer(i)) => *i >= 0,
+        (Expect::Number, V::Integer(_) | V::Float(_)) => true,
+        (Expect::Text, V::String(_)) => true,
+        (Expect::Flag, V::Boolean(_)) => true,
+        (Expect::OneOf(choices), V::String(s)) => choices.contains(&s.as_str()),
+        _ => false,
+    }
+}
+
+/// Check one table's fields against `fields` (`path` names the table, "" for the root).
+fn check_fields(table: &toml::Table, path: &str, fields: Fields, sections: &[&str]) -> Result<()> {
+    let full = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    for (key, value) in table {
+        if sections.contains(&key.as_str()) {
+            continue;
+        }
+        match fields.iter().find(|(name, _, _)| name == key) {
+            Some(&(_, e, _)) if !fits(value, e) => {
+                return Err(Error::recipe(
+                    full(key),
+                    format!("expected {}, got {}", expected(e), describe(value)),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                let mut known: Vec<&str> = fields.iter().map(|(n, _, _)| *n).collect();
+                known.extend(sections);
+                return Err(Error::recipe(
+                    full(key),
+                    format!("unknown field (expected one of: {})", known.join(", ")),
+                ));
+            }
+        }
+    }
+    for &(name, e, required) in fields {
+        if required && !table.contains_key(name) {
+            return Err(Error::recipe(
+                full(name),
+                format!("missing (expected {})", expected(e)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every field's type, named by its full path (`stage.0.steps`), before serde sees it.
+fn check_types(root: &toml::Value) -> Result<()> {
+    let root = root
+        .as_table()
+        .ok_or_else(|| Error::recipe("recipe", "expected a TOML table"))?;
+    check_fields(root, "", TOP_FIELDS, &["model", "data", "stage"])?;
+    for (name, fields) in [("model", MODEL_FIELDS), ("data", DATA_FIELDS)] {
+        match root.get(name) {
+            Some(toml::Value::Table(t)) => check_fields(t, name, fields, &[])?,
+            Some(other) => {
+                return Err(Error::recipe(
+                    name,
+                    format!("expected a [{name}] table, got {}", describe(other)),
+                ))
+            }
+            None => {
+                return Err(Error::recipe(
+                    name,
+                    format!("missing (expected a [{name}] table)"),
+                ))
+            }
+        }
+    }
+    match root.get("stage") {
+        Some(toml::Value::Array(stages)) => {
+            for (i, s) in stages.iter().enumerate() {
+                let path = format!("stage.{i}");
+                match s {
+                    toml::Value::Table(t) => check_fields(t, &path, STAGE_FIELDS, &[])?,
+                    other => {
+                        return Err(Error::recipe(
+                            path,
+                            format!("expected a [[stage]] table, got {}", describe(other)),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(toml::Value::Table(_)) => {
+            return Err(Error::recipe(
+                "stage",
+                "expected an array of [[stage]] tables, got a single table (write [[stage]], not [stage])",
+            ))
+        }
+        Some(other) => {
+            return Err(Error::recipe(
+                "stage",
+                format!("expected [[stage]] tables, got {}", describe(other)),
+            ))
+        }
+        None => {
+            return Err(Error::recipe(
+                "stage",
+                "missing (expected at least one [[stage]] table)",
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// `a.b=value` or `stage.1.lr=1e-3` (array index), the value parsed as TOML when possible
 /// and as a string otherwise.
 fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
@@ -586,6 +846,95 @@ batch_size = 4
         assert_eq!(r.stages[1].zero_steps, 7);
         assert_eq!(r.data.size, 48);
         assert_eq!(r.stages[1].total_steps(), 3 * 2 + 7);
+    }
+
+    #[test]
+    fn field_table_matches_the_structs() {
+        // Every field set, so that serialising writes each one.
+        let mut r = Recipe::parse(BASE, &[], "t").unwrap();
+        r.model.classes = Some(3);
+        r.model.revision = Some("main".into());
+        r.data.train = Some("train".into());
+        r.data.val = Some("val".into());
+        let v = toml::Value::try_from(&r).unwrap();
+        let keys = |t: &toml::Value, skip: &[&str]| -> Vec<String> {
+            let mut k: Vec<String> = t
+                .as_table()
+                .unwrap()
+                .keys()
+                .filter(|k| !skip.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            k.sort();
+            k
+        };
+        let names = |f: Fields| -> Vec<String> {
+            let mut k: Vec<String> = f.iter().map(|(n, _, _)| n.to_string()).collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&v, &["model", "data", "stage"]), names(TOP_FIELDS));
+        assert_eq!(keys(&v["model"], &[]), names(MODEL_FIELDS));
+        assert_eq!(keys(&v["data"], &[]), names(DATA_FIELDS));
+        assert_eq!(keys(&v["stage"][1], &[]), names(STAGE_FIELDS));
+        // And every value the structs accept passes the type check.
+        check_types(&v).unwrap();
+    }
+
+    #[test]
+    fn type_errors_name_the_path_and_the_override() {
+        let e = Recipe::parse(&BASE.replace("steps = 10", "steps = \"many\""), &[], "t")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "recipe stage.0.steps: expected a positive integer, got \"many\""
+        );
+        let e = Recipe::parse(BASE, &["stage.1.rescales=-2".into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "recipe stage.1.rescales: expected a positive integer, got -2 (from --set stage.1.rescales=-2)"
+        );
+        let e = Recipe::parse(BASE, &["data.size=1.5".into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data.size: expected a positive integer, got 1.5"),
+            "{e}"
+        );
+        let one_stage = &BASE[..BASE.rfind("[[stage]]").unwrap()];
+        let e = Recipe::parse(&one_stage.replace("[[stage]]", "[stage]"), &[], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stage") && e.contains("[[stage]]"), "{e}");
+        let e = Recipe::parse(&BASE.replace("lr = 1e-4\n", ""), &[], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stage.1.lr: missing (expected a number)"), "{e}");
+        // A later override of the same key is the one named.
+        let e = Recipe::parse(
+            BASE,
+            &["stage.0.lr=1".into(), "stage.0.lr=\"fast\"".into()],
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.ends_with("(from --set stage.0.lr=\"fast\")"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let text = BASE.replace("width = 4", "width = 4 4");
+        let e = Recipe::parse(&text, &[], "r.toml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("r.toml: invalid TOML at line 6, column 9:"),
+            "{e}"
+        );
+        assert_eq!(line_col("ab\nçd\n", 5), (2, 2));
+        assert_eq!(line_col("ab\nçd\n", 4), (2, 1));
+        assert_eq!(line_col("x", 9), (1, 2));
     }
 
     #[test]
