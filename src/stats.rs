@@ -244,6 +244,9 @@ fn exact_sign_flip_p(ranks2: &[u64], observed2: u64) -> f64 {
 
 /// Upper tail probability `P(Z > z)` of the standard normal distribution.
 ///
+/// Not statrs' `Normal::sf`: its erfc is off by 9e-11 relative at z = 1 (0.15865525394505725
+/// against scipy's 0.15865525393145707), libm's matches scipy to 1e-12 (tested below).
+///
 /// Computed as `erfc(z / sqrt 2) / 2`, which keeps full relative accuracy
 /// deep into the tail (like `scipy.special.ndtr(-z)`); it only underflows to
 /// 0 beyond z ≈ 38.5. Returns NaN for NaN.
