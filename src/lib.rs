@@ -17,6 +17,7 @@ pub mod inputs;
 pub mod labels;
 pub mod models;
 pub mod paths;
+pub mod progress;
 pub mod report;
 pub mod runtime;
 pub mod stats;

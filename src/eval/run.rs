@@ -1,5 +1,6 @@
-//! `zerobias evaluate`: flip metrics for every model × image × method, with the noise
-//! baseline, summaries, paired Wilcoxon tests, correlations and plots.
+//! An evaluation: flip metrics for every model × image × method, with the noise baseline,
+//! and its tables (summaries, paired Wilcoxon tests, correlations). The figures are
+//! `report::eval_plots`; `zerobias evaluate` (the binary's `commands::evaluate`) draws them.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,11 +8,12 @@ use std::path::Path;
 use candle_core::Tensor;
 
 use super::flip::{FlipEvaluator, Order};
+pub use super::rows::{Row, METRICS};
+pub use super::tables::{correlations_csv, per_image_csv, summary_csv, tests_csv, write_tables};
 use crate::attribution::{all_methods, attribute, upsample, Maps};
 use crate::data::Rng;
-use crate::error::{write_atomic, Error, Result};
+use crate::error::{Error, Result};
 use crate::models::Classifier;
-use crate::stats;
 use crate::taps::Target;
 
 #[derive(Clone, Debug)]
@@ -25,52 +27,6 @@ pub struct EvalConfig {
     /// Rank by the signed map instead of its absolute value.
     pub signed: bool,
 }
-
-/// One row of per_image.csv.
-#[derive(Clone, Debug)]
-pub struct Row {
-    pub model: String,
-    pub image: usize,
-    pub method: String,
-    pub e_minus: f64,
-    pub e_plus: f64,
-    pub flip_step_minus: usize,
-    pub flip_step_plus: usize,
-    pub flipped_minus: bool,
-    pub flipped_plus: bool,
-    pub e_minus_noise: f64,
-    pub e_plus_noise: f64,
-    pub forwards: usize,
-}
-
-impl Row {
-    pub fn e_delta(&self) -> f64 {
-        self.e_minus - self.e_plus
-    }
-    pub fn e_delta_noise(&self) -> f64 {
-        self.e_minus_noise - self.e_plus_noise
-    }
-    pub fn metric(&self, name: &str) -> f64 {
-        match name {
-            "e_minus" => self.e_minus,
-            "e_plus" => self.e_plus,
-            "e_delta" => self.e_delta(),
-            "delta_e_minus" => self.e_minus - self.e_minus_noise,
-            "delta_e_plus" => self.e_plus - self.e_plus_noise,
-            "delta_e_delta" => self.e_delta() - self.e_delta_noise(),
-            _ => f64::NAN,
-        }
-    }
-}
-
-pub const METRICS: [&str; 6] = [
-    "e_minus",
-    "e_plus",
-    "e_delta",
-    "delta_e_minus",
-    "delta_e_plus",
-    "delta_e_delta",
-];
 
 /// Expand method patterns against the names a model produces. Maps that are not spatial
 /// (linear-layer bias attributions, one value per image) cannot rank pixels.
@@ -278,200 +234,6 @@ fn noise_indices(i: usize, n: usize, samples: usize, rng: &mut Rng) -> Vec<usize
     (0..samples).map(|k| pool[k % pool.len()]).collect()
 }
 
-fn fmt(v: f64) -> String {
-    if v.is_nan() {
-        String::new()
-    } else {
-        format!("{v:.6}")
-    }
-}
-
-pub fn per_image_csv(rows: &[Row]) -> String {
-    let mut s = String::from("model,image,method,e_minus,e_plus,e_delta,flip_step_minus,flip_step_plus,flipped_minus,flipped_plus,e_minus_noise,e_plus_noise,delta_e_minus,delta_e_plus,delta_e_delta,forwards\n");
-    for r in rows {
-        s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            r.model,
-            r.image,
-            r.method,
-            fmt(r.e_minus),
-            fmt(r.e_plus),
-            fmt(r.e_delta()),
-            r.flip_step_minus,
-            r.flip_step_plus,
-            r.flipped_minus,
-            r.flipped_plus,
-            fmt(r.e_minus_noise),
-            fmt(r.e_plus_noise),
-            fmt(r.metric("delta_e_minus")),
-            fmt(r.metric("delta_e_plus")),
-            fmt(r.metric("delta_e_delta")),
-            r.forwards
-        ));
-    }
-    s
-}
-
-/// (model, method) → rows in image order.
-fn grouped(rows: &[Row]) -> Vec<((String, String), Vec<&Row>)> {
-    let mut out: Vec<((String, String), Vec<&Row>)> = Vec::new();
-    for r in rows {
-        let key = (r.model.clone(), r.method.clone());
-        match out.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(r),
-            None => out.push((key, vec![r])),
-        }
-    }
-    out
-}
-
-pub fn summary_csv(rows: &[Row]) -> Result<String> {
-    let mut s = String::from("model,method,metric,n,median,q25,q75\n");
-    for ((model, method), rs) in grouped(rows) {
-        for metric in METRICS {
-            let v: Vec<f64> = rs
-                .iter()
-                .map(|r| r.metric(metric))
-                .filter(|v| v.is_finite())
-                .collect();
-            if v.is_empty() {
-                continue;
-            }
-            s.push_str(&format!(
-                "{model},{method},{metric},{},{},{},{}\n",
-                v.len(),
-                fmt(stats::median(&v)?),
-                fmt(stats::quantile(&v, 0.25)?),
-                fmt(stats::quantile(&v, 0.75)?)
-            ));
-        }
-    }
-    Ok(s)
-}
-
-/// Paired Wilcoxon tests: each method against every other within a model, and each method
-/// across models, for every metric.
-pub fn tests_csv(rows: &[Row]) -> String {
-    let groups = grouped(rows);
-    let mut s = String::from("metric,a,b,n,statistic,p_value,log10_p,median_diff\n");
-    let mut pairs: Vec<(usize, usize)> = Vec::new();
-    for i in 0..groups.len() {
-        for j in i + 1..groups.len() {
-            let ((ma, xa), _) = &groups[i];
-            let ((mb, xb), _) = &groups[j];
-            if ma == mb || xa == xb {
-                pairs.push((i, j));
-            }
-        }
-    }
-    for metric in METRICS {
-        for &(i, j) in &pairs {
-            let (ka, ra) = &groups[i];
-            let (kb, rb) = &groups[j];
-            // Pair by image index.
-            let mut a = Vec::new();
-            let mut b = Vec::new();
-            for r in ra {
-                if let Some(o) = rb.iter().find(|o| o.image == r.image) {
-                    let (x, y) = (r.metric(metric), o.metric(metric));
-                    if x.is_finite() && y.is_finite() {
-                        a.push(x);
-                        b.push(y);
-                    }
-                }
-            }
-            let name = |k: &(String, String)| format!("{}:{}", k.0, k.1);
-            match stats::wilcoxon_signed_rank(&a, &b) {
-                Ok(t) => s.push_str(&format!(
-                    "{metric},{},{},{},{},{:e},{},{}\n",
-                    name(ka),
-                    name(kb),
-                    t.n,
-                    t.statistic,
-                    t.p_value,
-                    fmt(t.log10_p),
-                    fmt(t.median_diff)
-                )),
-                Err(_) => {
-                    let md = if a.is_empty() {
-                        f64::NAN
-                    } else {
-                        stats::median(&a.iter().zip(&b).map(|(x, y)| x - y).collect::<Vec<_>>())
-                            .unwrap_or(f64::NAN)
-                    };
-                    s.push_str(&format!(
-                        "{metric},{},{},{},,,,{}\n",
-                        name(ka),
-                        name(kb),
-                        a.len(),
-                        fmt(md)
-                    ));
-                }
-            }
-        }
-    }
-    s
-}
-
-/// Per layer: Pearson ρ between two models' a^{h,l} per image; median and 10th/90th
-/// percentiles over images (the paper's Fig. 8).
-pub fn correlations_csv(a: &Maps, b: &Maps, layers: usize) -> Result<String> {
-    let mut s = String::from("layer,n,median_rho,p10_rho,p90_rho\n");
-    for l in 0..=layers {
-        let name = format!("act.{l}");
-        let (Some(ta), Some(tb)) = (a.get(&name), b.get(&name)) else {
-            continue;
-        };
-        if ta.dims() != tb.dims() {
-            continue;
-        }
-        let n = ta.dim(0)?;
-        let mut rhos = Vec::new();
-        for i in 0..n {
-            let x: Vec<f64> = ta
-                .get(i)?
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .into_iter()
-                .map(|v| v as f64)
-                .collect();
-            let y: Vec<f64> = tb
-                .get(i)?
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .into_iter()
-                .map(|v| v as f64)
-                .collect();
-            if let Ok(r) = stats::pearson(&x, &y) {
-                rhos.push(r);
-            }
-        }
-        if rhos.is_empty() {
-            continue;
-        }
-        s.push_str(&format!(
-            "{l},{},{},{},{}\n",
-            rhos.len(),
-            fmt(stats::median(&rhos)?),
-            fmt(stats::quantile(&rhos, 0.1)?),
-            fmt(stats::quantile(&rhos, 0.9)?)
-        ));
-    }
-    Ok(s)
-}
-
-/// Write the tables of an evaluation into `dir`, each file atomically.
-pub fn write_tables(dir: &Path, rows: &[Row], correlations: Option<String>) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    write_atomic(&dir.join("per_image.csv"), per_image_csv(rows).as_bytes())?;
-    write_atomic(&dir.join("summary.csv"), summary_csv(rows)?.as_bytes())?;
-    write_atomic(&dir.join("tests.csv"), tests_csv(rows).as_bytes())?;
-    if let Some(c) = correlations {
-        write_atomic(&dir.join("correlations.csv"), c.as_bytes())?;
-    }
-    Ok(())
-}
-
 /// Everything `zerobias evaluate` needs.
 pub struct EvaluateJob<'a> {
     /// (label, model) pairs.
@@ -553,6 +315,7 @@ pub fn clamp_config(cfg: &EvalConfig, n: usize, h: usize, w: usize) -> (EvalConf
     (out, warnings)
 }
 
+/// Evaluate every model of `job` and write the tables into `job.out`; the report lists them.
 pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
     let (n, _, h, w) = job.inputs.dims4()?;
     if job.config.steps == 0 {
@@ -618,7 +381,7 @@ pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
                 (sel, config.signed)
             }
         };
-        let bar = crate::report::progress::bar((maps.len() * n) as u64, label);
+        let bar = crate::progress::bar((maps.len() * n) as u64, label);
         let cfg = EvalConfig {
             signed,
             ..config.clone()
@@ -651,39 +414,6 @@ pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
     }
     if correlations.is_some() {
         files.push(job.out.join("correlations.csv"));
-    }
-    // Figures.
-    use crate::report::eval_plots;
-    let labels: Vec<String> = job.models.iter().map(|(l, _)| l.clone()).collect();
-    for (label, model) in &job.models {
-        let modules = model.bias_modules();
-        let module_layer = |m: &str| modules.iter().find(|(name, _)| name == m).map(|(_, l)| *l);
-        for metric in ["delta_e_minus", "e_minus"] {
-            let p = job.out.join(format!("fig5-{label}-{metric}.png"));
-            if eval_plots::act_vs_bias(&rows, label, model.num_layers(), &module_layer, metric, &p)?
-            {
-                files.push(p);
-            }
-        }
-    }
-    let layers = job
-        .models
-        .iter()
-        .map(|(_, m)| m.num_layers())
-        .max()
-        .unwrap_or(0);
-    for metric in ["delta_e_minus", "e_minus"] {
-        let p = job.out.join(format!("fig6-aggregates-{metric}.png"));
-        if eval_plots::aggregates(&rows, &labels, layers, metric, &p)? {
-            files.push(p);
-        }
-    }
-    if labels.len() == 2 {
-        let p = job.out.join("fig9-difference-delta_e_minus.png");
-        if eval_plots::model_difference(&rows, &labels[0], &labels[1], layers, "delta_e_minus", &p)?
-        {
-            files.push(p);
-        }
     }
     let forwards = rows.iter().map(|r| r.forwards).sum();
     Ok(EvaluateReport {

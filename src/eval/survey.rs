@@ -1,5 +1,6 @@
 //! The bias survey: what happens when all biases are set to zero (paper Fig. 3,
-//! Supp. Figs 1–2 and 4–5).
+//! Supp. Figs 1–2 and 4–5). Its tables are written here; its figures are
+//! `report::survey_plots`.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +8,6 @@ use candle_core::Tensor;
 
 use crate::error::{write_atomic, Error, Result};
 use crate::models::Classifier;
-use crate::report::plot::{line_plot, save_png, scatter_plot, LineSeries};
 use crate::stats;
 
 /// Input scalings and shifts (fractions of the input value range) of part (c).
@@ -20,7 +20,15 @@ pub struct SurveyReport {
     pub top1_zero: f64,
     pub top5_zero: f64,
     pub bias_parameters: usize,
+    /// The tables written: accuracy.csv, regression.csv, robustness.csv.
     pub files: Vec<PathBuf>,
+    /// Every logit of the vanilla model and of the zero-bias model (images × classes, in
+    /// the same order), and the least-squares fit zero = a · vanilla + b over all of them.
+    pub vanilla_logits: Vec<f64>,
+    pub zero_logits: Vec<f64>,
+    pub fit: (f64, f64),
+    /// Top-1 per variant (vanilla, then zero-bias) under each of [`SCALES`] and [`SHIFTS`].
+    pub curves: Vec<(String, Vec<f64>, Vec<f64>)>,
 }
 
 /// Logits of every image of `x` (`what` names the variant in the error a non-finite logit
@@ -216,16 +224,6 @@ pub fn run(
     let f: Vec<f64> = vanilla.iter().flatten().map(|&a| a as f64).collect();
     let g: Vec<f64> = zero.iter().flatten().map(|&a| a as f64).collect();
     let fit = linear_fit(&f, &g);
-    let img = scatter_plot(
-        &f,
-        &g,
-        Some(fit),
-        &format!("{label}: zero-bias vs vanilla logits"),
-        "vanilla logit f",
-        "zero-bias logit f0",
-    )?;
-    save_png(&img, &out.join("regression.png"))?;
-    files.push(out.join("regression.png"));
 
     // (c) robustness to input scaling and shifts.
     let mut rob = String::from("variant,transform,value,top1\n");
@@ -239,49 +237,6 @@ pub fn run(
     }
     write_atomic(&out.join("robustness.csv"), rob.as_bytes())?;
     files.push(out.join("robustness.csv"));
-    let colors = [[214, 96, 77], [67, 147, 195]];
-    let scale_series: Vec<LineSeries> = curves
-        .iter()
-        .zip(colors)
-        .map(|((n, sc, _), c)| LineSeries {
-            name: n.clone(),
-            color: c,
-            x: SCALES.to_vec(),
-            y: sc.clone(),
-        })
-        .collect();
-    save_png(
-        &line_plot(
-            &scale_series,
-            true,
-            &format!("{label}: top-1 under input scaling"),
-            "input scale",
-            "top-1",
-        )?,
-        &out.join("scaling.png"),
-    )?;
-    files.push(out.join("scaling.png"));
-    let shift_series: Vec<LineSeries> = curves
-        .iter()
-        .zip(colors)
-        .map(|((n, _, sh), c)| LineSeries {
-            name: n.clone(),
-            color: c,
-            x: SHIFTS.to_vec(),
-            y: sh.clone(),
-        })
-        .collect();
-    save_png(
-        &line_plot(
-            &shift_series,
-            false,
-            &format!("{label}: top-1 under input shifts"),
-            "shift (fraction of value range)",
-            "top-1",
-        )?,
-        &out.join("shift.png"),
-    )?;
-    files.push(out.join("shift.png"));
 
     Ok(SurveyReport {
         top1_vanilla: report_top.0,
@@ -290,6 +245,10 @@ pub fn run(
         top5_zero: report_top.3,
         bias_parameters: biases.numel(),
         files,
+        vanilla_logits: f,
+        zero_logits: g,
+        fit,
+        curves,
     })
 }
 

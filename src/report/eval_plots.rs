@@ -1,11 +1,12 @@
-//! Figures of `evaluate`: per-layer act vs bias (paper Fig. 5), top-down aggregates
+//! Figures of an evaluation: per-layer act vs bias (paper Fig. 5), top-down aggregates
 //! (Fig. 6) and the per-layer difference between two models (Fig. 9).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::plot::{box_plot, save_png, BoxSeries};
 use crate::error::Result;
-use crate::eval::run::Row;
+use crate::eval::rows::Row;
+use crate::models::Classifier;
 
 const ACT: [u8; 3] = [214, 96, 77];
 const BIAS: [u8; 3] = [67, 147, 195];
@@ -17,6 +18,46 @@ const PALETTE: [[u8; 3]; 6] = [
     [230, 171, 2],
     [102, 102, 102],
 ];
+
+/// Every figure of an evaluation of `models` (label, model) into `out`: Fig. 5 per model,
+/// Fig. 6, and Fig. 9 for two models. Returns the files written; a figure without data is
+/// left out.
+pub fn figures(
+    models: &[(String, &dyn Classifier)],
+    rows: &[Row],
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let labels: Vec<String> = models.iter().map(|(l, _)| l.clone()).collect();
+    for (label, model) in models {
+        let modules = model.bias_modules();
+        let module_layer = |m: &str| modules.iter().find(|(name, _)| name == m).map(|(_, l)| *l);
+        for metric in ["delta_e_minus", "e_minus"] {
+            let p = out.join(format!("fig5-{label}-{metric}.png"));
+            if act_vs_bias(rows, label, model.num_layers(), &module_layer, metric, &p)? {
+                files.push(p);
+            }
+        }
+    }
+    let layers = models
+        .iter()
+        .map(|(_, m)| m.num_layers())
+        .max()
+        .unwrap_or(0);
+    for metric in ["delta_e_minus", "e_minus"] {
+        let p = out.join(format!("fig6-aggregates-{metric}.png"));
+        if aggregates(rows, &labels, layers, metric, &p)? {
+            files.push(p);
+        }
+    }
+    if labels.len() == 2 {
+        let p = out.join("fig9-difference-delta_e_minus.png");
+        if model_difference(rows, &labels[0], &labels[1], layers, "delta_e_minus", &p)? {
+            files.push(p);
+        }
+    }
+    Ok(files)
+}
 
 fn values<'a>(
     rows: &'a [Row],

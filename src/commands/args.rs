@@ -1,0 +1,104 @@
+//! Checks and helpers shared by several commands' arguments.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+
+/// `--batch`: images per pass, at least one.
+pub fn positive_batch(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("expected at least 1 image per pass, got 0".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "expected a positive number of images per pass, got '{s}'"
+        )),
+    }
+}
+
+/// An argument naming a directory (read, or created if missing): it must not be a file,
+/// nor lie below one. Checked before any work starts.
+pub fn check_dir_arg(flag: &str, path: &Path) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        bail!("{flag} {}: is a file, expected a directory", path.display());
+    }
+    check_parents(flag, path)
+}
+
+/// An argument naming an output file: it must not be a directory, nor lie below a file.
+pub fn check_file_arg(flag: &str, path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{flag} {}: is a directory, expected a file path",
+            path.display()
+        );
+    }
+    check_parents(flag, path)
+}
+
+/// The nearest existing ancestor of `path` must be a directory, or nothing can be created.
+fn check_parents(flag: &str, path: &Path) -> Result<()> {
+    if let Some(parent) = path.ancestors().skip(1).find(|p| p.exists()) {
+        if !parent.is_dir() {
+            bail!(
+                "{flag} {}: {} is a file, expected a directory",
+                path.display(),
+                parent.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An output file must not be one of the inputs (checked before any work).
+pub fn check_file_out(flag: &str, out: &Path, ins: &[(&str, &Path)]) -> Result<()> {
+    let ins: Vec<_> = ins
+        .iter()
+        .map(|(f, p)| zerobias::paths::Input::new(f, p))
+        .collect();
+    Ok(zerobias::paths::check_output_file(flag, out, &ins)?)
+}
+
+/// An output folder must not be, or overwrite, one of the inputs.
+pub fn check_dir_out(flag: &str, out: &Path, writes: &[&str], ins: &[(&str, &Path)]) -> Result<()> {
+    let ins: Vec<_> = ins
+        .iter()
+        .map(|(f, p)| zerobias::paths::Input::new(f, p))
+        .collect();
+    Ok(zerobias::paths::check_output_dir(flag, out, writes, &ins)?)
+}
+
+/// The images of `--input X` or `--data DIR` (exactly one of them), with the labels of a
+/// labelled folder.
+pub fn load_inputs(
+    input: Option<&Path>,
+    data: Option<&Path>,
+    limit: usize,
+    seed: u64,
+    dev: &Device,
+) -> Result<(zerobias::inputs::InputBatch, Option<Vec<u32>>)> {
+    match (input, data) {
+        (Some(i), None) => Ok((zerobias::inputs::load(i, dev)?, None)),
+        (None, Some(d)) => Ok(zerobias::inputs::load_data_dir(d, limit, seed, dev)?),
+        _ => bail!("give exactly one of --input X or --data DIR"),
+    }
+}
+
+/// Short, unique labels for models in tables (file stem or repo name).
+pub fn model_labels(specs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in specs {
+        let base = Path::new(s.trim_end_matches(".safetensors"))
+            .file_name()
+            .map(|n| n.to_string_lossy().replace(',', "_"))
+            .unwrap_or_else(|| "model".into());
+        let mut label = base.clone();
+        let mut k = 2;
+        while out.contains(&label) {
+            label = format!("{base}-{k}");
+            k += 1;
+        }
+        out.push(label);
+    }
+    out
+}
