@@ -63,10 +63,6 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         signed,
         out,
     } = args;
-    check_dir_arg("--out", &out)?;
-    if let Some(data) = &data {
-        check_dir_arg("--data", data)?;
-    }
     let model_paths: Vec<PathBuf> = specs.iter().map(PathBuf::from).collect();
     let mut ins: Vec<(&str, &Path)> = model_paths
         .iter()
@@ -75,7 +71,12 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     ins.extend(input.as_deref().map(|p| ("--input", p)));
     ins.extend(data.as_deref().map(|p| ("--data", p)));
     ins.extend(maps.as_deref().map(|p| ("--maps", p)));
+    // An output that is one of the inputs is named as such first (before "not a directory").
     check_dir_out("--out", &out, &["csv", "png"], &ins)?;
+    check_dir_arg("--out", &out)?;
+    if let Some(data) = &data {
+        check_dir_arg("--data", data)?;
+    }
     let (batch_in, _) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, dev)?;
     let loaded: Vec<Box<dyn Classifier>> = specs
         .iter()

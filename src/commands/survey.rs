@@ -38,15 +38,16 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         batch,
         out,
     } = args;
-    check_dir_arg("--out", &out)?;
-    if let Some(data) = &data {
-        check_dir_arg("--data", data)?;
-    }
     let m = PathBuf::from(&model);
     let mut ins = vec![("--model", m.as_path())];
     ins.extend(input.as_deref().map(|p| ("--input", p)));
     ins.extend(data.as_deref().map(|p| ("--data", p)));
+    // An output that is one of the inputs is named as such first (before "not a directory").
     check_dir_out("--out", &out, &["csv", "png"], &ins)?;
+    check_dir_arg("--out", &out)?;
+    if let Some(data) = &data {
+        check_dir_arg("--data", data)?;
+    }
     let (batch_in, labels) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, dev)?;
     let m = models::open(&model, None, dev)?;
     let label = model_labels(std::slice::from_ref(&model)).remove(0);
