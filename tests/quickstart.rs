@@ -34,6 +34,7 @@ fn quickstart_decays_biases_to_zero_and_keeps_accuracy() {
         overrides,
         quiet: true,
         stop_after: None,
+        force: false,
     };
     let s = run(&recipe, &opts).unwrap();
     println!("{}", s.table());
@@ -74,10 +75,10 @@ struct PathRun {
 }
 
 /// The quickstart's result is a property of the method, not of one rounding path: seeds
-/// 1–3 on this machine's default kernels and seeds 0–3 on the two other conv paths: im2col
-/// with our matrix kernel, and im2col with the `gemm` crate (what a CPU without AVX-512
-/// runs). Two runs at a time, one thread each (another summation order again). About 20
-/// minutes on 2 cores: ignored by default, run by `.ci/run`.
+/// 1–3 on this machine's default kernels, seeds 0–3 on im2col with our matrix kernel, and
+/// one seed on im2col with the `gemm` crate (what a CPU without AVX-512 runs). Two runs at
+/// a time, one thread each (another summation order again). About 15 minutes on 2 cores:
+/// ignored by default, run by `.ci/run`.
 #[test]
 #[ignore]
 fn quickstart_keeps_accuracy_across_seeds_and_conv_paths() {
@@ -91,18 +92,18 @@ fn quickstart_keeps_accuracy_across_seeds_and_conv_paths() {
             env: &[],
         })
         .collect();
-    for seed in 0..4 {
-        runs.push(PathRun {
-            seed,
-            path: "im2col",
-            env: IM2COL,
-        });
-        runs.push(PathRun {
-            seed,
-            path: "im2col+gemm-crate",
-            env: GEMM_CRATE,
-        });
-    }
+    runs.extend((0..4).map(|seed| PathRun {
+        seed,
+        path: "im2col",
+        env: IM2COL,
+    }));
+    // The `gemm` crate sums in the order of our matrix kernel (bit for bit: measured, the
+    // same runs as im2col), so one seed suffices to keep that true.
+    runs.push(PathRun {
+        seed: 2,
+        path: "im2col+gemm-crate",
+        env: GEMM_CRATE,
+    });
     let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.toml");
     let dir = tempfile::tempdir().unwrap();
     let mut results = Vec::new();

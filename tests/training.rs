@@ -47,6 +47,7 @@ fn opts(dir: &Path, resume: bool, stop_after: Option<usize>, overrides: &[&str])
         overrides: overrides.iter().map(|s| s.to_string()).collect(),
         quiet: true,
         stop_after,
+        force: false,
     }
 }
 

@@ -99,6 +99,7 @@ fn opts(dir: &Path, stop_after: Option<usize>) -> RunOptions {
         overrides: Vec::new(),
         quiet: true,
         stop_after,
+        force: false,
     }
 }
 

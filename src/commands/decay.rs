@@ -36,8 +36,9 @@ pub fn run(args: Args) -> Result<()> {
         overrides,
         quiet: false,
         stop_after: None,
+        force,
     };
-    let summary = zerobias::train::run_with_force(&recipe, &opts, force)?;
+    let summary = zerobias::train::run(&recipe, &opts)?;
     println!("{}", summary.table());
     Ok(())
 }

@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Stop after this many global steps (for tests of interruption); None = run all.
     pub stop_after: Option<usize>,
+    /// With `resume`: continue even though the recipe differs from the run's `recipe.toml`
+    /// (the differences are printed).
+    pub force: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -520,14 +523,8 @@ fn trainable(model: &dyn Classifier, kind: StageKind) -> Vec<(String, candle_cor
 
 /// Run a recipe end to end.
 pub fn run(recipe_path: &Path, opts: &RunOptions) -> Result<Summary> {
-    run_with_force(recipe_path, opts, false)
-}
-
-/// [`run`]; with `force`, `--resume` also continues a run whose `recipe.toml` differs from
-/// the recipe given (the differences are printed).
-pub fn run_with_force(recipe_path: &Path, opts: &RunOptions, force: bool) -> Result<Summary> {
     let mut progress = Progress::default();
-    let result = run_inner(recipe_path, opts, force, &mut progress);
+    let result = run_inner(recipe_path, opts, &mut progress);
     match result {
         Err(Error::Diverged(reason) | Error::NonFinite(reason)) => {
             Err(stop_non_finite(&progress, reason))
@@ -603,12 +600,7 @@ impl TrainState {
     }
 }
 
-fn run_inner(
-    recipe_path: &Path,
-    opts: &RunOptions,
-    force: bool,
-    progress: &mut Progress,
-) -> Result<Summary> {
+fn run_inner(recipe_path: &Path, opts: &RunOptions, progress: &mut Progress) -> Result<Summary> {
     let recipe = Recipe::load(recipe_path, &opts.overrides)?;
     progress.recipe = recipe.name.clone();
     let run_dir = match &opts.run_dir {
@@ -617,7 +609,7 @@ fn run_inner(
     };
     check_run_dir(&run_dir, &recipe, opts.resume)?;
     if opts.resume {
-        check_same_recipe(&run_dir, &recipe, force)?;
+        check_same_recipe(&run_dir, &recipe, opts.force)?;
     }
     // Everything that can fail on the user's input is done before the run directory is
     // created, so that a refused run leaves nothing behind.
