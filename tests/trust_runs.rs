@@ -8,42 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use zerobias::train::{run, RunOptions};
+mod common;
 
-const TINY: &str = r#"
-name = "tiny"
-seed = 3
-[model]
-source = "new"
-arch = "vgg16"
-width = 2
-hidden = 8
-[data]
-kind = "synthetic"
-size = 32
-classes = 3
-train_len = 48
-val_len = 16
-prefetch = 2
-[[stage]]
-kind = "train"
-steps = 6
-lr = 1e-3
-batch_size = 8
-eval_every = 3
-checkpoint_every = 2
-[[stage]]
-kind = "decay"
-schedule = "linear"
-rescales = 2
-rescale_every = 2
-zero_steps = 3
-temperature = 100.0
-lr = 1e-4
-batch_size = 8
-eval_every = 3
-checkpoint_every = 2
-"#;
+use common::{weights, TINY};
+use zerobias::train::{run, RunOptions};
 
 /// Runs the CLI; returns (exit code, stderr) and asserts that it did not panic.
 fn cli(args: &[&str]) -> (i32, String) {
@@ -101,17 +69,6 @@ fn opts(dir: &Path, stop_after: Option<usize>) -> RunOptions {
         stop_after,
         force: false,
     }
-}
-
-fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let (t, _) = zerobias::checkpoint::read_tensors(path, &Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = t
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("optim."))
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 /// Every value of every tensor of every checkpoint in a run directory is finite.

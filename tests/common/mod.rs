@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `../shared/fixtures` next to the repository, when present.
 pub fn fixtures() -> Option<PathBuf> {
@@ -27,4 +27,52 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num.sqrt() / den.sqrt().max(1e-30)) as f32
+}
+
+/// A two-stage recipe (train, then decay) on a width-2 VGG-16 that runs in about a second.
+pub const TINY: &str = r#"
+name = "tiny"
+seed = 3
+[model]
+source = "new"
+arch = "vgg16"
+width = 2
+hidden = 8
+[data]
+kind = "synthetic"
+size = 32
+classes = 3
+train_len = 48
+val_len = 16
+prefetch = 2
+[[stage]]
+kind = "train"
+steps = 6
+lr = 1e-3
+batch_size = 8
+eval_every = 3
+checkpoint_every = 2
+[[stage]]
+kind = "decay"
+schedule = "linear"
+rescales = 2
+rescale_every = 2
+zero_steps = 3
+temperature = 100.0
+lr = 1e-4
+batch_size = 8
+eval_every = 3
+checkpoint_every = 2
+"#;
+
+/// Model weights of a checkpoint (Adam's moments left out), sorted by name.
+pub fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let (t, _) = zerobias::checkpoint::read_tensors(path, &candle_core::Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("optim."))
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
