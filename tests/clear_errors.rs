@@ -723,3 +723,48 @@ fn decay_refuses_imagefolder_splits_with_different_classes() {
     );
     assert!(!run_dir.exists(), "no run directory is left behind");
 }
+
+/// ImageFolder data takes its classes from the folders; a `data.classes` that disagrees is
+/// warned about (and one that agrees is not).
+#[test]
+fn data_classes_disagreeing_with_the_folders_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    for split in ["train", "val"] {
+        for c in ["cat", "dog"] {
+            let d = dir.path().join(split).join(c);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..2 {
+                write_png(&d.join(format!("{i}.png")), [40 * i, 80, 120]);
+            }
+        }
+    }
+    for (classes, warned) in [(5, true), (2, false)] {
+        let recipe = dir.path().join(format!("r{classes}.toml"));
+        std::fs::write(
+            &recipe,
+            RECIPE
+                .replace(
+                    "kind = \"synthetic\"",
+                    &format!(
+                        "kind = \"imagefolder\"\ntrain = {:?}\nval = {:?}\nclasses = {classes}",
+                        s(&dir.path().join("train")),
+                        s(&dir.path().join("val"))
+                    ),
+                )
+                .replace("train_len = 8\nval_len = 4\n", ""),
+        )
+        .unwrap();
+        let run_dir = dir.path().join(format!("run{classes}"));
+        let out = bin()
+            .args(["decay", s(&recipe), "--run-dir", s(&run_dir)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let warning = "warning: data.classes = 5, but";
+        assert_eq!(err.contains(warning), warned, "{err}");
+        if warned {
+            assert!(err.contains("holds 2 class folders"), "{err}");
+        }
+    }
+}

@@ -133,11 +133,16 @@ fn open_data(r: &Recipe) -> Result<Data> {
     let d = &r.data;
     match d.kind.as_str() {
         "synthetic" => Ok(Data {
-            train: Arc::new(Synthetic::new(d.train_len, d.size, d.classes, r.seed)?),
+            train: Arc::new(Synthetic::new(
+                d.train_len,
+                d.size,
+                d.synthetic_classes(),
+                r.seed,
+            )?),
             val: Arc::new(Synthetic::new(
                 d.val_len,
                 d.size,
-                d.classes,
+                d.synthetic_classes(),
                 r.seed ^ 0x0005_eed0_f7a1,
             )?),
         }),
@@ -155,6 +160,13 @@ fn open_data(r: &Recipe) -> Result<Data> {
                 ImageFolder::open(val, d.size as u32)?,
             );
             crate::data::check_splits(&train, &val)?;
+            if let Some(n) = d.classes.filter(|&n| n != train.num_classes()) {
+                eprintln!(
+                    "warning: data.classes = {n}, but {} holds {} class folders: the folders decide (data.classes is for the synthetic dataset)",
+                    train.root().display(),
+                    train.num_classes()
+                );
+            }
             Ok(Data {
                 train: Arc::new(train),
                 val: Arc::new(val),

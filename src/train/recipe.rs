@@ -60,9 +60,10 @@ pub struct DataSpec {
     /// Image side in pixels (imagefolder: crop size).
     #[serde(default = "default_size")]
     pub size: usize,
-    /// synthetic: number of classes.
-    #[serde(default = "default_classes")]
-    pub classes: usize,
+    /// synthetic: number of classes (default 10). ImageFolder data takes its classes from
+    /// the folders; a value given here that disagrees is warned about.
+    #[serde(default)]
+    pub classes: Option<usize>,
     /// synthetic: images in the training / validation split.
     #[serde(default = "default_train_len")]
     pub train_len: usize,
@@ -79,9 +80,6 @@ pub struct DataSpec {
 fn default_size() -> usize {
     64
 }
-fn default_classes() -> usize {
-    10
-}
 fn default_train_len() -> usize {
     4000
 }
@@ -90,6 +88,13 @@ fn default_val_len() -> usize {
 }
 fn default_prefetch() -> usize {
     4
+}
+
+impl DataSpec {
+    /// Classes of the synthetic dataset.
+    pub fn synthetic_classes(&self) -> usize {
+        self.classes.unwrap_or(10)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -325,10 +330,10 @@ impl Recipe {
         }
         match self.data.kind.as_str() {
             "synthetic" => {
-                if self.data.classes < 2 {
+                if self.data.synthetic_classes() < 2 {
                     return bad(
                         "data.classes",
-                        format!("{}: expected at least 2", self.data.classes),
+                        format!("{}: expected at least 2", self.data.synthetic_classes()),
                     );
                 }
                 if self.data.train_len == 0 || self.data.val_len == 0 {
