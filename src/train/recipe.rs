@@ -860,6 +860,7 @@ batch_size = 4
         r.model.classes = Some(3);
         r.model.revision = Some("main".into());
         r.data.train = Some("train".into());
+        r.data.classes = Some(10);
         r.data.val = Some("val".into());
         let v = toml::Value::try_from(&r).unwrap();
         let keys = |t: &toml::Value, skip: &[&str]| -> Vec<String> {
