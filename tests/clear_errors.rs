@@ -688,6 +688,27 @@ fn info_sizes_without_allocating() {
     );
 }
 
+/// RECIPE on the ImageFolder splits `dir/train` and `dir/val`, with `extra` appended to
+/// its `[data]` table, written to `dir/name`.
+fn imagefolder_recipe(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let recipe = dir.join(name);
+    std::fs::write(
+        &recipe,
+        RECIPE
+            .replace(
+                "kind = \"synthetic\"",
+                &format!(
+                    "kind = \"imagefolder\"\ntrain = {:?}\nval = {:?}{extra}",
+                    s(&dir.join("train")),
+                    s(&dir.join("val"))
+                ),
+            )
+            .replace("train_len = 8\nval_len = 4\n", ""),
+    )
+    .unwrap();
+    recipe
+}
+
 /// `decay` on ImageFolder splits whose class folders differ stops before training (and
 /// before creating the run directory), naming the classes that differ.
 #[test]
@@ -700,21 +721,7 @@ fn decay_refuses_imagefolder_splits_with_different_classes() {
             write_png(&d.join("0.png"), [30, 60, 90]);
         }
     }
-    let recipe = dir.path().join("r.toml");
-    std::fs::write(
-        &recipe,
-        RECIPE
-            .replace(
-                "kind = \"synthetic\"",
-                &format!(
-                    "kind = \"imagefolder\"\ntrain = {:?}\nval = {:?}",
-                    s(&dir.path().join("train")),
-                    s(&dir.path().join("val"))
-                ),
-            )
-            .replace("train_len = 8\nval_len = 4\n", ""),
-    )
-    .unwrap();
+    let recipe = imagefolder_recipe(dir.path(), "r.toml", "");
     let run_dir = dir.path().join("run");
     expect_error(
         dir.path(),
@@ -739,21 +746,11 @@ fn data_classes_disagreeing_with_the_folders_is_warned_about() {
         }
     }
     for (classes, warned) in [(5, true), (2, false)] {
-        let recipe = dir.path().join(format!("r{classes}.toml"));
-        std::fs::write(
-            &recipe,
-            RECIPE
-                .replace(
-                    "kind = \"synthetic\"",
-                    &format!(
-                        "kind = \"imagefolder\"\ntrain = {:?}\nval = {:?}\nclasses = {classes}",
-                        s(&dir.path().join("train")),
-                        s(&dir.path().join("val"))
-                    ),
-                )
-                .replace("train_len = 8\nval_len = 4\n", ""),
-        )
-        .unwrap();
+        let recipe = imagefolder_recipe(
+            dir.path(),
+            &format!("r{classes}.toml"),
+            &format!("\nclasses = {classes}"),
+        );
         let run_dir = dir.path().join(format!("run{classes}"));
         let out = bin()
             .args(["decay", s(&recipe), "--run-dir", s(&run_dir)])

@@ -68,6 +68,18 @@ pub fn check_dir_out(flag: &str, out: &Path, writes: &[&str], ins: &[(&str, &Pat
     Ok(zerobias::paths::check_output_dir(flag, out, writes, &ins)?)
 }
 
+/// The results directory of `evaluate` and `survey`: an output that is one of the inputs is
+/// named as such first (before "not a directory"), then `--out` and `--data` must be
+/// directories.
+pub fn check_results_out(out: &Path, data: Option<&Path>, ins: &[(&str, &Path)]) -> Result<()> {
+    check_dir_out("--out", out, &["csv", "png"], ins)?;
+    check_dir_arg("--out", out)?;
+    if let Some(data) = data {
+        check_dir_arg("--data", data)?;
+    }
+    Ok(())
+}
+
 /// The images of `--input X` or `--data DIR` (exactly one of them), with the labels of a
 /// labelled folder.
 pub fn load_inputs(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use candle_core::Device;
 
-use super::args::{check_dir_arg, check_dir_out, load_inputs, model_labels, positive_batch};
+use super::args::{check_results_out, load_inputs, model_labels, positive_batch};
 use zerobias::eval::run::{read_maps, EvalConfig, EvaluateJob};
 use zerobias::models::{self, Classifier};
 use zerobias::report::eval_plots;
@@ -71,12 +71,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     ins.extend(input.as_deref().map(|p| ("--input", p)));
     ins.extend(data.as_deref().map(|p| ("--data", p)));
     ins.extend(maps.as_deref().map(|p| ("--maps", p)));
-    // An output that is one of the inputs is named as such first (before "not a directory").
-    check_dir_out("--out", &out, &["csv", "png"], &ins)?;
-    check_dir_arg("--out", &out)?;
-    if let Some(data) = &data {
-        check_dir_arg("--data", data)?;
-    }
+    check_results_out(&out, data.as_deref(), &ins)?;
     let (batch_in, _) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, dev)?;
     let loaded: Vec<Box<dyn Classifier>> = specs
         .iter()

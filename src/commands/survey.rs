@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use candle_core::Device;
 
-use super::args::{check_dir_arg, check_dir_out, load_inputs, model_labels, positive_batch};
+use super::args::{check_results_out, load_inputs, model_labels, positive_batch};
 use zerobias::models;
 use zerobias::report::survey_plots;
 
@@ -42,12 +42,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     let mut ins = vec![("--model", m.as_path())];
     ins.extend(input.as_deref().map(|p| ("--input", p)));
     ins.extend(data.as_deref().map(|p| ("--data", p)));
-    // An output that is one of the inputs is named as such first (before "not a directory").
-    check_dir_out("--out", &out, &["csv", "png"], &ins)?;
-    check_dir_arg("--out", &out)?;
-    if let Some(data) = &data {
-        check_dir_arg("--data", data)?;
-    }
+    check_results_out(&out, data.as_deref(), &ins)?;
     let (batch_in, labels) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, dev)?;
     let m = models::open(&model, None, dev)?;
     let label = model_labels(std::slice::from_ref(&model)).remove(0);
