@@ -1,0 +1,129 @@
+//! What a run opens before its first step: device, data, model and optimiser.
+
+use std::sync::Arc;
+
+use candle_core::Device;
+
+use super::optim;
+use super::recipe::{Recipe, Stage, StageKind};
+use crate::data::{Dataset, ImageFolder, Synthetic};
+use crate::error::{Error, Result};
+use crate::models::{self, Classifier, ParamKind};
+
+pub(super) struct Data {
+    pub(super) train: Arc<dyn Dataset>,
+    pub(super) val: Arc<dyn Dataset>,
+}
+
+pub(super) fn open_data(r: &Recipe) -> Result<Data> {
+    let d = &r.data;
+    match d.kind.as_str() {
+        "synthetic" => Ok(Data {
+            train: Arc::new(Synthetic::new(
+                d.train_len,
+                d.size,
+                d.synthetic_classes(),
+                r.seed,
+            )?),
+            val: Arc::new(Synthetic::new(
+                d.val_len,
+                d.size,
+                d.synthetic_classes(),
+                r.seed ^ 0x0005_eed0_f7a1,
+            )?),
+        }),
+        _ => {
+            let train = d
+                .train
+                .as_deref()
+                .ok_or_else(|| Error::recipe("data.train", "missing"))?;
+            let val = d
+                .val
+                .as_deref()
+                .ok_or_else(|| Error::recipe("data.val", "missing"))?;
+            let (train, val) = (
+                ImageFolder::open(train, d.size as u32)?,
+                ImageFolder::open(val, d.size as u32)?,
+            );
+            crate::data::check_splits(&train, &val)?;
+            if let Some(n) = d.classes.filter(|&n| n != train.num_classes()) {
+                eprintln!(
+                    "warning: data.classes = {n}, but {} holds {} class folders: the folders decide (data.classes is for the synthetic dataset)",
+                    train.root().display(),
+                    train.num_classes()
+                );
+            }
+            Ok(Data {
+                train: Arc::new(train),
+                val: Arc::new(val),
+            })
+        }
+    }
+}
+
+pub(super) fn parse_device(spec: &str) -> Result<Device> {
+    crate::models::parse_device(spec).map_err(|e| Error::recipe("device", e.to_string()))
+}
+
+/// Seed of a new model's initialisation: the recipe's, then another for each restart.
+pub(super) fn init_seed(seed: u64, restarts: usize) -> u64 {
+    if restarts == 0 {
+        seed
+    } else {
+        crate::data::mix_seed(seed, restarts as u64)
+    }
+}
+
+pub(super) fn build_model(
+    r: &Recipe,
+    classes: usize,
+    restarts: usize,
+    device: &Device,
+) -> Result<Box<dyn Classifier>> {
+    let m = &r.model;
+    if m.source == "new" {
+        let width = m.width.unwrap_or(8);
+        let classes = m.classes.unwrap_or(classes);
+        let seed = init_seed(r.seed, restarts);
+        let tensors = match m.arch.as_deref() {
+            Some("resnet50") => models::init::resnet50(width, classes, seed, device)?,
+            _ => models::init::vgg16(width, m.hidden.unwrap_or(64), classes, seed, device)?,
+        };
+        return models::build(&tensors, "new model");
+    }
+    models::open(&m.source, m.revision.as_deref(), device)
+}
+
+pub(super) fn new_optimiser(model: &dyn Classifier, stage: &Stage) -> Result<optim::Adam> {
+    let mut adam = optim::Adam::new(
+        trainable(model, stage.kind),
+        stage.lr,
+        stage.beta1,
+        stage.beta2,
+        stage.weight_decay,
+    )?;
+    adam.clip_grad_norm = stage.clip_grad_norm;
+    Ok(adam)
+}
+
+pub(super) fn trainable(
+    model: &dyn Classifier,
+    kind: StageKind,
+) -> Vec<(String, candle_core::Var)> {
+    model
+        .params()
+        .iter()
+        .filter(|p| match kind {
+            StageKind::Train => matches!(
+                p.kind,
+                ParamKind::Weight | ParamKind::Bias | ParamKind::BnGamma | ParamKind::BnBeta
+            ),
+            // γ and the running statistics stay fixed; β and biases are trained and rescaled.
+            StageKind::Decay => matches!(
+                p.kind,
+                ParamKind::Weight | ParamKind::Bias | ParamKind::BnBeta
+            ),
+        })
+        .map(|p| (p.name.clone(), p.var.clone()))
+        .collect()
+}

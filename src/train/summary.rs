@@ -1,0 +1,157 @@
+//! What a run reports: `summary.json` of a finished run and of one stopped by a
+//! non-finite value, and the closing table.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::run_dir::latest_checkpoint;
+use super::state::TrainState;
+use crate::error::{write_atomic, Error};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub recipe: String,
+    pub run_dir: PathBuf,
+    pub arch: String,
+    pub teacher_top1: f64,
+    pub student_top1: f64,
+    pub brute_force_zero_top1: f64,
+    pub retention: f64,
+    pub teacher_checkpoint: Option<PathBuf>,
+    pub final_checkpoint: PathBuf,
+    pub tensorboard_dir: PathBuf,
+    pub steps: usize,
+    pub seconds: f64,
+    pub bias_parameters: usize,
+    pub final_max_abs_bias: f32,
+    pub completed: bool,
+    /// Batches skipped for a non-finite loss or gradient (`skip_non_finite`), all stages.
+    #[serde(default)]
+    pub skipped_non_finite: usize,
+}
+
+/// `summary.json` of a run stopped by a non-finite loss, gradient, weight or result: no
+/// accuracy of the diverged model is reported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IncompleteRun {
+    pub recipe: String,
+    pub run_dir: PathBuf,
+    pub completed: bool,
+    pub reason: String,
+    pub stage: usize,
+    pub stage_step: usize,
+    pub global_step: usize,
+    /// The newest checkpoint on disk (all checkpoints hold finite values only).
+    pub last_good_checkpoint: Option<PathBuf>,
+    /// Teacher top-1 measured before the failure, if any.
+    pub teacher_top1: Option<f64>,
+    pub skipped_non_finite: usize,
+}
+
+/// What a stopped run's summary needs, kept up to date by the training loop.
+#[derive(Default)]
+pub(super) struct Progress {
+    pub(super) recipe: String,
+    pub(super) run_dir: Option<PathBuf>,
+    pub(super) state: Option<TrainState>,
+    pub(super) teacher_top1: Option<f64>,
+}
+
+/// A non-finite value stopped the run: record it in summary.json (completed = false) and
+/// say where the last good checkpoint is.
+pub(super) fn stop_non_finite(p: &Progress, reason: String) -> Error {
+    let Some(run_dir) = &p.run_dir else {
+        return Error::Diverged(reason);
+    };
+    let state = p.state.clone().unwrap_or_else(TrainState::start);
+    let last = latest_checkpoint(run_dir);
+    let incomplete = IncompleteRun {
+        recipe: p.recipe.clone(),
+        run_dir: run_dir.clone(),
+        completed: false,
+        reason: reason.clone(),
+        stage: state.stage,
+        stage_step: state.stage_step,
+        global_step: state.global_step,
+        last_good_checkpoint: last.clone(),
+        teacher_top1: p.teacher_top1.filter(|v| v.is_finite()),
+        skipped_non_finite: state.skipped_non_finite_total,
+    };
+    let summary_path = run_dir.join("summary.json");
+    let written = write_atomic(
+        &summary_path,
+        serde_json::to_string_pretty(&incomplete)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    let si = state.stage;
+    Error::Diverged(format!(
+        "{reason}; last good checkpoint: {}; {}. Lower stage[{si}].lr and continue with --resume --force --set stage.{si}.lr=..., or allow skipped batches with stage[{si}].skip_non_finite",
+        last.map(|l| l.display().to_string())
+            .unwrap_or_else(|| "none yet".into()),
+        match written {
+            Ok(()) => format!("{} records the run as incomplete", summary_path.display()),
+            Err(e) => format!("summary.json could not be written ({e})"),
+        }
+    ))
+}
+
+impl Summary {
+    /// The closing table of a run.
+    pub fn table(&self) -> String {
+        let pct = |v: f64| {
+            if v.is_finite() {
+                format!("{:.2}%", 100.0 * v)
+            } else {
+                "n/a".into()
+            }
+        };
+        let mut s = String::new();
+        s.push_str(&format!("\n  {} ({})\n", self.recipe, self.arch));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "teacher top-1",
+            pct(self.teacher_top1)
+        ));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "zero-bias student top-1 (decayed)",
+            pct(self.student_top1)
+        ));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "teacher with biases set to zero",
+            pct(self.brute_force_zero_top1)
+        ));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "retention (student / teacher)",
+            pct(self.retention)
+        ));
+        s.push_str(&format!(
+            "  {:<40} {} ({} values, max |b| = {:.1e})\n",
+            "bias parameters", "all", self.bias_parameters, self.final_max_abs_bias
+        ));
+        s.push_str(&format!("  {:<40} {}\n", "steps", self.steps));
+        s.push_str(&format!("  {:<40} {:.1} s\n", "wall time", self.seconds));
+        if let Some(t) = &self.teacher_checkpoint {
+            s.push_str(&format!("  {:<40} {}\n", "teacher checkpoint", t.display()));
+        }
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "zero-bias checkpoint",
+            self.final_checkpoint.display()
+        ));
+        s.push_str(&format!(
+            "  {:<40} {}\n",
+            "summary",
+            self.run_dir.join("summary.json").display()
+        ));
+        s.push_str(&format!(
+            "\n  view the run: tensorboard --logdir {}\n",
+            self.tensorboard_dir.display()
+        ));
+        s
+    }
+}

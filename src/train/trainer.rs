@@ -1,0 +1,757 @@
+//! The training loop: a [`Trainer`] holds what lives for the whole run (model, data,
+//! TensorBoard writer, progress), a [`StageRun`] what lives for one stage (teacher,
+//! optimiser, bias handles, progress bar).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use indicatif::ProgressBar;
+
+use super::evaluate::{evaluate_top1, log_probe_panel};
+use super::recipe::{self, Recipe, Schedule, Stage, StageKind};
+use super::run_dir::{
+    check_run_dir, check_same_recipe, default_run_dir, load_resume_checkpoint,
+    remove_orphaned_temporaries, save_checkpoint,
+};
+use super::setup::{build_model, init_seed, new_optimiser, open_data, parse_device, Data};
+use super::state::TrainState;
+use super::summary::{Progress, Summary};
+use super::{loss, optim, schedule};
+use crate::bias::BiasSet;
+use crate::data::{Batch, Loader};
+use crate::error::{write_atomic, Error, Result};
+use crate::models::{self, Classifier, Ctx};
+use crate::report::tensorboard::EventWriter;
+
+pub struct RunOptions {
+    /// Run directory; default `checkpoints/{name}-{timestamp}` (or the latest such run
+    /// with `resume`).
+    pub run_dir: Option<PathBuf>,
+    pub resume: bool,
+    pub overrides: Vec<String>,
+    /// Hide the progress bar (tests).
+    pub quiet: bool,
+    /// Stop after this many global steps (for tests of interruption); None = run all.
+    pub stop_after: Option<usize>,
+    /// With `resume`: continue even though the recipe differs from the run's `recipe.toml`
+    /// (the differences are printed).
+    pub force: bool,
+}
+
+pub(super) struct Trainer<'a> {
+    opts: &'a RunOptions,
+    /// What summary.json needs should a non-finite value stop the run.
+    progress: &'a mut Progress,
+    recipe: Recipe,
+    provenance: String,
+    run_dir: PathBuf,
+    device: Device,
+    data: Data,
+    model: Box<dyn Classifier>,
+    tb: EventWriter,
+    tb_dir: PathBuf,
+    state: TrainState,
+    /// Adam's moments from the checkpoint a resumed run continues.
+    resume_extra: HashMap<String, Tensor>,
+    started: Instant,
+    /// Seconds spent before a resume.
+    base_seconds: f64,
+    total_steps: usize,
+    teacher_top1: f64,
+    teacher_ckpt: Option<PathBuf>,
+    student_top1: f64,
+    brute_force: f64,
+}
+
+/// What lives for one stage.
+struct StageRun {
+    si: usize,
+    stage: Stage,
+    /// The frozen original of a decay stage.
+    teacher: Option<Box<dyn Classifier>>,
+    adam: optim::Adam,
+    biases: BiasSet,
+    bias_names: Vec<String>,
+    loader: Loader,
+    per_epoch: usize,
+    bar: ProgressBar,
+    window: Instant,
+    window_images: usize,
+    ips: f64,
+}
+
+/// A step that updated the model.
+struct Stepped {
+    loss: f64,
+    grad_norm: f64,
+    /// Fraction of the batch on which student and teacher agree (NaN without teacher).
+    agreement: f64,
+}
+
+impl<'a> Trainer<'a> {
+    /// Everything that can fail on the user's input is checked before the run directory is
+    /// created, so that a refused run leaves nothing behind.
+    pub(super) fn new(
+        recipe_path: &Path,
+        opts: &'a RunOptions,
+        progress: &'a mut Progress,
+    ) -> Result<Self> {
+        let recipe = Recipe::load(recipe_path, &opts.overrides)?;
+        progress.recipe = recipe.name.clone();
+        let run_dir = match &opts.run_dir {
+            Some(d) => d.clone(),
+            None => default_run_dir(&recipe.name, opts.resume)?,
+        };
+        check_run_dir(&run_dir, &recipe, opts.resume)?;
+        if opts.resume {
+            check_same_recipe(&run_dir, &recipe, opts.force)?;
+        }
+        let device = parse_device(&recipe.device)?;
+        let data = open_data(&recipe)?;
+        let model = build_model(&recipe, data.train.num_classes(), 0, &device)?;
+        if model.num_classes() != data.train.num_classes() {
+            return Err(Error::input(format!(
+                "model has {} classes but the training data has {}",
+                model.num_classes(),
+                data.train.num_classes()
+            )));
+        }
+        let resumed = if opts.resume {
+            remove_orphaned_temporaries(&run_dir);
+            let r = load_resume_checkpoint(&run_dir, &device)?;
+            if r.is_none() {
+                eprintln!(
+                    "no checkpoint in {} yet: starting from the beginning",
+                    run_dir.display()
+                );
+            }
+            r
+        } else {
+            None
+        };
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        progress.run_dir = Some(run_dir.clone());
+        write_atomic(&run_dir.join("recipe.toml"), recipe.to_toml().as_bytes())?;
+        let tb_dir = run_dir.join("tb");
+        let tb = EventWriter::create(&tb_dir)?;
+
+        let mut state = TrainState::start();
+        let mut resume_extra = HashMap::new();
+        if let Some((ck, c, s)) = resumed {
+            model.params().assign(&c.model, &ck.display().to_string())?;
+            resume_extra = c.extra;
+            eprintln!(
+                "resuming {} at stage {} step {} (global step {})",
+                ck.display(),
+                s.stage,
+                s.stage_step,
+                s.global_step
+            );
+            state = s;
+        }
+        Ok(Trainer {
+            opts,
+            progress,
+            total_steps: recipe.stages.iter().map(|s| s.total_steps()).sum(),
+            provenance: format!("recipe {} ({})", recipe.name, recipe_path.display()),
+            recipe,
+            run_dir,
+            device,
+            data,
+            model,
+            tb,
+            tb_dir,
+            base_seconds: state.seconds,
+            state,
+            resume_extra,
+            started: Instant::now(),
+            teacher_top1: f64::NAN,
+            teacher_ckpt: None,
+            student_top1: f64::NAN,
+            brute_force: f64::NAN,
+        })
+    }
+
+    /// The stages not yet done, then the final checkpoint and summary.
+    pub(super) fn run(mut self) -> Result<Summary> {
+        for si in self.state.stage..self.recipe.stages.len() {
+            self.run_stage(si)?;
+        }
+        self.finish()
+    }
+
+    fn run_stage(&mut self, si: usize) -> Result<()> {
+        let mut st = self.begin_stage(si)?;
+        while self.state.stage_step < st.stage.total_steps() {
+            self.stop_if_requested(&st)?;
+            self.epoch(&mut st)?;
+        }
+        self.end_stage(st)
+    }
+
+    /// Steps through the rest of the current epoch (or until the stage or --stop-after
+    /// ends, or a restart begins the stage again).
+    fn epoch(&mut self, st: &mut StageRun) -> Result<()> {
+        // Checkpoints from before `data_position` existed: one batch per step.
+        let position = self.state.data_position.unwrap_or(self.state.stage_step);
+        let epoch = position / st.per_epoch;
+        let mut batches = 0;
+        for batch in st.loader.epoch(epoch as u64, position % st.per_epoch) {
+            if !self.steps_remain(st) {
+                break;
+            }
+            self.progress.state = Some(self.state.clone());
+            let next_position = epoch * st.per_epoch + batch.batch_index + 1;
+            batches += 1;
+            let Some(out) = self.step(st, batch, next_position)? else {
+                continue;
+            };
+            if self.restart_if_plateau(st, out.loss)? {
+                return Ok(());
+            }
+            self.rescale(st)?;
+            self.log(st, &out)?;
+            let last_step = self.state.stage_step == st.stage.total_steps();
+            if self.state.stage_step.is_multiple_of(st.stage.eval_every) || last_step {
+                self.evaluate(st)?;
+            }
+            if self
+                .state
+                .stage_step
+                .is_multiple_of(st.stage.checkpoint_every)
+                || last_step
+            {
+                self.checkpoint(st)?;
+            }
+        }
+        if self.steps_remain(st) {
+            // The epoch ran out: the next one starts at its first batch.
+            self.state.data_position = Some((epoch + 1) * st.per_epoch);
+        }
+        if batches == 0 && self.steps_remain(st) {
+            return Err(Error::Training(format!(
+                "stage {}: the training data yielded no batch ({} images skipped as unreadable)",
+                st.si,
+                st.loader.skipped()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Steps remain in this stage and within --stop-after.
+    fn steps_remain(&self, st: &StageRun) -> bool {
+        self.state.stage_step < st.stage.total_steps()
+            && self
+                .opts
+                .stop_after
+                .is_none_or(|l| self.state.global_step < l)
+    }
+
+    fn stop_if_requested(&self, st: &StageRun) -> Result<()> {
+        match self.opts.stop_after {
+            Some(limit) if self.state.global_step >= limit => {
+                st.bar.abandon();
+                Err(Error::Training(format!(
+                    "stopped after {limit} steps as requested"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens stage `si` (or continues it after a resume): its teacher, optimiser, data
+    /// stream and progress bar.
+    fn begin_stage(&mut self, si: usize) -> Result<StageRun> {
+        let stage = self.recipe.stages[si].clone();
+        // A stage with no step done starts afresh, also when a run is resumed from the
+        // checkpoint written as the previous stage ended (its Adam state is that stage's).
+        if si > self.state.stage || self.state.stage_step == 0 {
+            self.state.begin_stage(si);
+            self.resume_extra.clear();
+        }
+        let teacher = self.teacher(si, &stage)?;
+        if let Some(t) = &teacher {
+            self.teacher_top1 = evaluate_top1(
+                t.as_ref(),
+                &self.data.val,
+                self.recipe.data.val_limit,
+                &self.device,
+            )?;
+            self.progress.teacher_top1 = Some(self.teacher_top1);
+            self.tb.add_scalar(
+                "eval/teacher_top1",
+                self.teacher_top1 as f32,
+                self.state.global_step as i64,
+            )?;
+        }
+        let mut adam = new_optimiser(self.model.as_ref(), &stage)?;
+        adam.load_state(&self.resume_extra, self.state.adam_t)?;
+        let biases = self.model.bias_set();
+        let bias_names: Vec<String> = biases.iter().map(|h| h.param.clone()).collect();
+        if stage.kind == StageKind::Decay && self.state.rescales_done >= stage.rescales {
+            adam.freeze(&bias_names);
+        }
+        let loader = Loader::new(
+            self.data.train.clone(),
+            stage.batch_size,
+            true,
+            self.recipe.seed.wrapping_add(si as u64 * 7919),
+            self.recipe.data.prefetch,
+        );
+        if loader.batches_per_epoch() == 0 {
+            return Err(Error::input(format!(
+                "stage {si}: batch_size {} is larger than the training set ({} images)",
+                stage.batch_size,
+                self.data.train.len()
+            )));
+        }
+        let bar = if self.opts.quiet {
+            ProgressBar::hidden()
+        } else {
+            crate::report::progress::bar(
+                stage.total_steps() as u64,
+                &format!("{:?}", stage.kind).to_lowercase(),
+            )
+        };
+        bar.set_position(self.state.stage_step as u64);
+        Ok(StageRun {
+            si,
+            per_epoch: loader.batches_per_epoch(),
+            stage,
+            teacher,
+            adam,
+            biases,
+            bias_names,
+            loader,
+            bar,
+            window: Instant::now(),
+            window_images: 0,
+            ips: 0.0,
+        })
+    }
+
+    /// The teacher of a decay stage is the model as it entered the stage, kept on disk so
+    /// that a resumed run distils from the same network.
+    fn teacher(&mut self, si: usize, stage: &Stage) -> Result<Option<Box<dyn Classifier>>> {
+        if stage.kind != StageKind::Decay {
+            return Ok(None);
+        }
+        let path = self.run_dir.join(format!("teacher-stage{si}.safetensors"));
+        if !path.exists() {
+            save_checkpoint(
+                &path,
+                self.model.as_ref(),
+                None,
+                &self.state,
+                &format!("{}; teacher of stage {si}", self.provenance),
+            )?;
+        }
+        let teacher = models::load(&path, &self.device)?;
+        self.teacher_ckpt = Some(path);
+        Ok(Some(teacher))
+    }
+
+    /// One optimiser step on `batch`; None when the batch was skipped for a non-finite
+    /// loss or gradient. `next_position` is the data position after this batch.
+    fn step(
+        &mut self,
+        st: &mut StageRun,
+        batch: Batch,
+        next_position: usize,
+    ) -> Result<Option<Stepped>> {
+        let stage = &st.stage;
+        let x = Tensor::from_vec(
+            batch.pixels,
+            (batch.n, 3, batch.height, batch.width),
+            &self.device,
+        )?;
+        let labels = Tensor::from_vec(batch.labels.clone(), batch.n, &self.device)?;
+        let (loss, agreement) = match &st.teacher {
+            None => {
+                let train_bn = self.model.arch() == models::Arch::ResNet;
+                let logits = self.model.forward_ctx(&x, &mut Ctx::training(train_bn))?;
+                let loss = models::layers::cross_entropy(&logits, &labels)?;
+                (loss, f64::NAN)
+            }
+            Some(t) => {
+                let t_logits = t.forward(&x)?;
+                let s_logits = self.model.forward_ctx(&x, &mut Ctx::training(false))?;
+                let mut loss = loss::kd_loss(&s_logits, &t_logits, stage.temperature)?;
+                if stage.ce_weight > 0.0 {
+                    loss = (loss
+                        + (models::layers::cross_entropy(&s_logits, &labels)? * stage.ce_weight)?)?;
+                }
+                let a: Vec<u32> = s_logits.detach().argmax(1)?.to_vec1()?;
+                let b: Vec<u32> = t_logits.argmax(1)?.to_vec1()?;
+                let agree =
+                    a.iter().zip(&b).filter(|(p, q)| p == q).count() as f64 / a.len() as f64;
+                (loss, agree)
+            }
+        };
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        // A non-finite loss or gradient leaves the model untouched: the batch may be
+        // skipped. A non-finite weight from a finite gradient stops the run.
+        let (grad_norm, bad, skippable) = if loss_value.is_finite() {
+            let grads = loss.backward()?;
+            st.adam.lr = stage.lr_at(self.state.stage_step);
+            let report = st.adam.step(&grads)?;
+            match report.rejected {
+                None => (report.grad_norm, None, false),
+                Some(optim::Rejected::Gradient(m)) => (report.grad_norm, Some(m), true),
+                Some(optim::Rejected::Weight(m)) => (report.grad_norm, Some(m), false),
+            }
+        } else {
+            (
+                f64::NAN,
+                Some(format!("non-finite loss ({loss_value})")),
+                true,
+            )
+        };
+        if let Some(what) = bad {
+            self.skip_non_finite(st, what, skippable, next_position)?;
+            return Ok(None);
+        }
+        self.state.stage_step += 1;
+        self.state.data_position = Some(next_position);
+        self.state.global_step += 1;
+        self.state.adam_t = st.adam.t;
+        st.window_images += batch.n;
+        Ok(Some(Stepped {
+            loss: loss_value,
+            grad_norm,
+            agreement,
+        }))
+    }
+
+    /// Skips the batch of a non-finite loss or gradient while the stage's
+    /// `skip_non_finite` allows; otherwise stops the run.
+    fn skip_non_finite(
+        &mut self,
+        st: &StageRun,
+        what: String,
+        skippable: bool,
+        next_position: usize,
+    ) -> Result<()> {
+        let si = st.si;
+        let at = format!(
+            "stage {si} ({:?}) step {} (global step {})",
+            st.stage.kind,
+            self.state.stage_step + 1,
+            self.state.global_step + 1
+        );
+        if !(skippable && self.state.skipped_non_finite < st.stage.skip_non_finite) {
+            st.bar.abandon();
+            return Err(Error::Diverged(format!("{what} at {at}")));
+        }
+        self.state.skipped_non_finite += 1;
+        self.state.skipped_non_finite_total += 1;
+        self.state.data_position = Some(next_position);
+        // eprintln, not bar.println: a hidden bar (no terminal) prints nothing.
+        st.bar.suspend(|| {
+            eprintln!(
+                "warning: {what} at {at}: batch skipped ({} of at most {} in stage {si})",
+                self.state.skipped_non_finite, st.stage.skip_non_finite
+            )
+        });
+        self.tb.add_scalar(
+            "train/skipped_non_finite",
+            self.state.skipped_non_finite_total as f32,
+            self.state.global_step as i64,
+        )?;
+        Ok(())
+    }
+
+    /// A first stage whose loss stays at chance level re-initialises the model with the
+    /// next seed and starts over (true), up to `max_restarts` times.
+    fn restart_if_plateau(&mut self, st: &mut StageRun, loss: f64) -> Result<bool> {
+        let (si, stage) = (st.si, &st.stage);
+        if stage.restart_patience == 0 || self.state.stage_step > stage.restart_patience {
+            return Ok(false);
+        }
+        if self.state.stage_step + recipe::PLATEAU_WINDOW > stage.restart_patience {
+            self.state.plateau_loss += loss;
+        }
+        let mean = self.state.plateau_loss / recipe::PLATEAU_WINDOW as f64;
+        let classes = self.model.num_classes();
+        let chance = (classes as f64).ln();
+        if self.state.stage_step != stage.restart_patience
+            || mean <= recipe::PLATEAU_FRACTION * chance
+        {
+            return Ok(false);
+        }
+        if self.state.restarts >= stage.max_restarts {
+            st.bar.abandon();
+            return Err(Error::Training(format!(
+                "stage {si}: the training loss stayed at chance level ({mean:.3}, ln {classes} = {chance:.3}) for {} steps after each of {} initialisations; try a lower stage[{si}].lr or longer stage[{si}].warmup_steps",
+                stage.restart_patience,
+                self.state.restarts + 1
+            )));
+        }
+        self.state.restarts += 1;
+        // Through suspend: println prints nothing while the bar is hidden.
+        st.bar.suspend(|| eprintln!(
+            "stage {si}: mean loss {mean:.3} after {} steps is chance level (ln {classes} = {chance:.3}): re-initialising with seed {} (restart {} of at most {})",
+            stage.restart_patience,
+            init_seed(self.recipe.seed, self.state.restarts),
+            self.state.restarts,
+            stage.max_restarts
+        ));
+        self.tb.add_scalar(
+            "train/restarts",
+            self.state.restarts as f32,
+            self.state.global_step as i64,
+        )?;
+        self.model = build_model(
+            &self.recipe,
+            self.data.train.num_classes(),
+            self.state.restarts,
+            &self.device,
+        )?;
+        st.adam = new_optimiser(self.model.as_ref(), stage)?;
+        st.biases = self.model.bias_set();
+        self.state.begin_stage(si);
+        Ok(true)
+    }
+
+    /// The decay schedule after a step: rescale the bias handles when one is due (every
+    /// step with `smooth`), and zero and freeze them on the last rescale.
+    fn rescale(&mut self, st: &mut StageRun) -> Result<()> {
+        let stage = &st.stage;
+        let state = &mut self.state;
+        let schedule = stage.schedule.unwrap_or(Schedule::Exponential);
+        let decaying = stage.kind == StageKind::Decay && state.rescales_done < stage.rescales;
+        if decaying && stage.smooth {
+            let scale_at = |steps| {
+                schedule::smooth_scale(
+                    schedule,
+                    stage.factor,
+                    steps,
+                    stage.rescale_every,
+                    stage.rescales,
+                )
+            };
+            let (prev, next) = (scale_at(state.stage_step - 1), scale_at(state.stage_step));
+            if next > 0.0 {
+                st.biases.scale(next / prev)?;
+            }
+            state.rescales_done = state.stage_step / stage.rescale_every;
+            state.bias_scale = next;
+            if state.rescales_done == stage.rescales {
+                st.biases.zero()?;
+                st.adam.freeze(&st.bias_names);
+            }
+        } else if decaying && state.stage_step == (state.rescales_done + 1) * stage.rescale_every {
+            let k = state.rescales_done + 1;
+            st.biases.scale(schedule::step_factor(
+                schedule,
+                stage.factor,
+                k,
+                stage.rescales,
+            ))?;
+            state.rescales_done = k;
+            state.bias_scale = schedule::scale_after(schedule, stage.factor, k, stage.rescales);
+            if k == stage.rescales {
+                st.biases.zero()?;
+                st.adam.freeze(&st.bias_names);
+            }
+        }
+        Ok(())
+    }
+
+    /// TensorBoard scalars of a step and the progress bar's line.
+    fn log(&mut self, st: &mut StageRun, out: &Stepped) -> Result<()> {
+        let g = self.state.global_step as i64;
+        self.tb.add_scalar("train/loss", out.loss as f32, g)?;
+        self.tb
+            .add_scalar("train/grad_norm", out.grad_norm as f32, g)?;
+        self.tb.add_scalar("train/lr", st.adam.lr as f32, g)?;
+        self.tb
+            .add_scalar("train/bias_scale", self.state.bias_scale as f32, g)?;
+        if out.agreement.is_finite() {
+            self.tb
+                .add_scalar("train/teacher_agreement", out.agreement as f32, g)?;
+        }
+        let dt = st.window.elapsed().as_secs_f64();
+        if dt > 2.0 {
+            st.ips = st.window_images as f64 / dt;
+            self.tb
+                .add_scalar("train/images_per_second", st.ips as f32, g)?;
+            st.window = Instant::now();
+            st.window_images = 0;
+        }
+        st.bar.set_position(self.state.stage_step as u64);
+        st.bar.set_message(format!(
+            "loss {:.4}{} scale {:.3e} {:.0} img/s [{}/{} total]",
+            out.loss,
+            if out.agreement.is_finite() {
+                format!(" agree {:.2}", out.agreement)
+            } else {
+                String::new()
+            },
+            self.state.bias_scale,
+            st.ips,
+            self.state.global_step,
+            self.total_steps
+        ));
+        Ok(())
+    }
+
+    /// Validation top-1, the probe image's attribution panel and the bias histograms.
+    fn evaluate(&mut self, st: &StageRun) -> Result<()> {
+        let g = self.state.global_step as i64;
+        let top1 = evaluate_top1(
+            self.model.as_ref(),
+            &self.data.val,
+            self.recipe.data.val_limit,
+            &self.device,
+        )?;
+        self.tb.add_scalar("eval/top1", top1 as f32, g)?;
+        log_probe_panel(
+            &mut self.tb,
+            self.model.as_ref(),
+            &self.data.val,
+            &self.device,
+            g,
+        )?;
+        for (kind, _, _) in st.biases.count_by_kind() {
+            let values: Vec<f32> = st
+                .biases
+                .iter()
+                .filter(|h| h.kind == kind)
+                .flat_map(|h| {
+                    h.read()
+                        .flatten_all()
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .unwrap_or_default()
+                })
+                .collect();
+            self.tb.add_histogram(
+                &format!("bias/{}", kind.label().replace(' ', "_")),
+                &values,
+                g,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `step-XXXXXX.safetensors`: model, optimiser and progress.
+    fn checkpoint(&mut self, st: &StageRun) -> Result<()> {
+        self.state.seconds = self.base_seconds + self.started.elapsed().as_secs_f64();
+        let path = self
+            .run_dir
+            .join(format!("step-{:06}.safetensors", self.state.global_step));
+        save_checkpoint(
+            &path,
+            self.model.as_ref(),
+            Some(&st.adam),
+            &self.state,
+            &self.provenance,
+        )
+    }
+
+    /// The stage's closing evaluation: a train stage's model becomes the teacher; a decay
+    /// stage's is the student, compared with its teacher's biases set to zero outright.
+    fn end_stage(&mut self, st: StageRun) -> Result<()> {
+        let si = st.si;
+        st.bar.finish_and_clear();
+        if st.loader.skipped() > 0 {
+            eprintln!(
+                "stage {si}: skipped {} unreadable images",
+                st.loader.skipped()
+            );
+        }
+        let top1 = evaluate_top1(
+            self.model.as_ref(),
+            &self.data.val,
+            self.recipe.data.val_limit,
+            &self.device,
+        )?;
+        match st.stage.kind {
+            StageKind::Train => {
+                self.teacher_top1 = top1;
+                let path = self.run_dir.join(format!("stage{si}-trained.safetensors"));
+                save_checkpoint(
+                    &path,
+                    self.model.as_ref(),
+                    None,
+                    &self.state,
+                    &self.provenance,
+                )?;
+                self.teacher_ckpt = Some(path);
+            }
+            StageKind::Decay => {
+                self.student_top1 = top1;
+                if let Some(t) = &st.teacher {
+                    let set = t.bias_set();
+                    set.zero()?;
+                    self.brute_force = evaluate_top1(
+                        t.as_ref(),
+                        &self.data.val,
+                        self.recipe.data.val_limit,
+                        &self.device,
+                    )?;
+                }
+            }
+        }
+        eprintln!(
+            "stage {si} ({:?}) done: top-1 {:.2}%",
+            st.stage.kind,
+            100.0 * top1
+        );
+        // The rest is reset as the next stage begins: the final checkpoint keeps this
+        // stage's bias scale.
+        self.state.stage = si + 1;
+        self.state.stage_step = 0;
+        self.state.data_position = Some(0);
+        Ok(())
+    }
+
+    /// `final.safetensors` and `summary.json`.
+    fn finish(mut self) -> Result<Summary> {
+        if self.student_top1.is_nan() {
+            self.student_top1 = evaluate_top1(
+                self.model.as_ref(),
+                &self.data.val,
+                self.recipe.data.val_limit,
+                &self.device,
+            )?;
+        }
+        self.state.seconds = self.base_seconds + self.started.elapsed().as_secs_f64();
+        let final_path = self.run_dir.join("final.safetensors");
+        save_checkpoint(
+            &final_path,
+            self.model.as_ref(),
+            None,
+            &self.state,
+            &self.provenance,
+        )?;
+        let biases = self.model.bias_set();
+        let summary = Summary {
+            recipe: self.recipe.name.clone(),
+            run_dir: self.run_dir.clone(),
+            arch: self.model.name(),
+            teacher_top1: self.teacher_top1,
+            student_top1: self.student_top1,
+            brute_force_zero_top1: self.brute_force,
+            retention: self.student_top1 / self.teacher_top1,
+            teacher_checkpoint: self.teacher_ckpt.clone(),
+            final_checkpoint: final_path,
+            tensorboard_dir: self.tb_dir.clone(),
+            steps: self.state.global_step,
+            seconds: self.state.seconds,
+            bias_parameters: biases.numel(),
+            final_max_abs_bias: biases.max_abs()?,
+            completed: true,
+            skipped_non_finite: self.state.skipped_non_finite_total,
+        };
+        write_atomic(
+            &self.run_dir.join("summary.json"),
+            serde_json::to_string_pretty(&summary)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        Ok(summary)
+    }
+}
