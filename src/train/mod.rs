@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 pub use evaluate::evaluate_top1;
 pub use recipe::{Recipe, Schedule, Stage, StageKind};
 pub use run_dir::latest_checkpoint;
-pub use state::TrainState;
+pub use state::{CurvePoint, TrainState};
 pub use summary::{IncompleteRun, Summary};
 pub use trainer::RunOptions;
 

@@ -180,12 +180,29 @@ pub struct Stage {
     /// (the update is not applied) instead of stopping the run (0 = stop at the first).
     #[serde(default)]
     pub skip_non_finite: usize,
+    /// decay: at every rescale, the validation top-1 of the teacher with its biases set to
+    /// the current scale outright (no training) next to the student's (Supplementary
+    /// Fig. 6): TensorBoard `decay/*`, `summary.json`'s `decay_curve`, `decay_curve.png`.
+    #[serde(default = "default_true")]
+    pub decay_curve: bool,
+    /// decay: validation images of each of those two evaluations, at most; they run in
+    /// batches of 64, so a limit is rounded up to whole batches (0 = as many as
+    /// `data.val_limit`). Bounded by default: two evaluations per rescale.
+    #[serde(default = "default_decay_curve_images")]
+    pub decay_curve_images: usize,
 }
 
 /// Steps whose mean loss decides whether a stage is still on the chance plateau.
 pub const PLATEAU_WINDOW: usize = 100;
 /// A mean loss above this fraction of ln(classes) counts as the chance plateau.
 pub const PLATEAU_FRACTION: f64 = 0.9;
+
+fn default_true() -> bool {
+    true
+}
+fn default_decay_curve_images() -> usize {
+    1000
+}
 
 fn default_max_restarts() -> usize {
     3
@@ -620,6 +637,8 @@ const STAGE_FIELDS: Fields = &[
     ("max_restarts", Expect::Count, false),
     ("smooth", Expect::Flag, false),
     ("skip_non_finite", Expect::Count, false),
+    ("decay_curve", Expect::Flag, false),
+    ("decay_curve_images", Expect::Count, false),
 ];
 
 /// A value as the user wrote it (TOML syntax), or what kind of thing it is.

@@ -163,7 +163,12 @@ pub(super) fn check_run_dir(dir: &Path, recipe: &Recipe, resume: bool) -> Result
             inputs.push(crate::paths::Input::new("data.val", v));
         }
     }
-    crate::paths::check_output_dir("--run-dir", dir, &["safetensors", "toml", "json"], &inputs)
+    crate::paths::check_output_dir(
+        "--run-dir",
+        dir,
+        &["safetensors", "toml", "json", "png"],
+        &inputs,
+    )
 }
 
 /// `--resume` continues the run's own recipe: a different one (other than by `--force`)

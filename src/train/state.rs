@@ -31,6 +31,26 @@ pub struct TrainState {
     /// The same over all stages.
     #[serde(default)]
     pub skipped_non_finite_total: usize,
+    /// Top-1s measured at each rescale so far (`decay_curve`), kept here so that a resumed
+    /// run reports the whole curve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decay_curve: Vec<CurvePoint>,
+}
+
+/// One point of the decay curve (Supplementary Fig. 6), measured right after a rescale.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CurvePoint {
+    pub stage: usize,
+    /// Rescales of the stage done, this one included (1 = the first).
+    pub rescale: usize,
+    /// Global step after which the rescale happened.
+    pub step: usize,
+    /// Bias scale reached (0 on the last rescale).
+    pub scale: f64,
+    /// The stage's teacher with its biases set to `scale` times their values, untrained.
+    pub teacher_scaled_top1: f64,
+    /// The student, trained through the previous scales, with its biases just rescaled.
+    pub student_top1: f64,
 }
 
 impl TrainState {
@@ -45,6 +65,7 @@ impl TrainState {
         self.adam_t = 0;
         self.plateau_loss = 0.0;
         self.skipped_non_finite = 0;
+        self.decay_curve.retain(|p| p.stage != stage);
     }
 }
 
@@ -63,6 +84,7 @@ impl TrainState {
             plateau_loss: 0.0,
             skipped_non_finite: 0,
             skipped_non_finite_total: 0,
+            decay_curve: Vec::new(),
         }
     }
 }

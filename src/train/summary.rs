@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::run_dir::latest_checkpoint;
-use super::state::TrainState;
+use super::state::{CurvePoint, TrainState};
 use crate::error::{write_atomic, Error};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,6 +29,9 @@ pub struct Summary {
     /// Batches skipped for a non-finite loss or gradient (`skip_non_finite`), all stages.
     #[serde(default)]
     pub skipped_non_finite: usize,
+    /// Teacher with biases set to each scale vs the student, at every rescale.
+    #[serde(default)]
+    pub decay_curve: Vec<CurvePoint>,
 }
 
 /// `summary.json` of a run stopped by a non-finite loss, gradient, weight or result: no

@@ -16,13 +16,14 @@ use super::run_dir::{
     remove_orphaned_temporaries, save_checkpoint,
 };
 use super::setup::{build_model, init_seed, new_optimiser, open_data, parse_device, Data};
-use super::state::TrainState;
+use super::state::{CurvePoint, TrainState};
 use super::summary::{Progress, Summary};
 use super::{loss, optim, schedule};
 use crate::bias::BiasSet;
 use crate::data::{Batch, Loader};
 use crate::error::{write_atomic, Error, Result};
 use crate::models::{self, Classifier, Ctx};
+use crate::report::plot::{line_plot, save_png, LineSeries};
 use crate::report::tensorboard::EventWriter;
 
 pub struct RunOptions {
@@ -71,6 +72,8 @@ struct StageRun {
     stage: Stage,
     /// The frozen original of a decay stage.
     teacher: Option<Box<dyn Classifier>>,
+    /// A second copy of it whose biases are set to each scale for the decay curve.
+    curve_teacher: Option<Box<dyn Classifier>>,
     adam: optim::Adam,
     biases: BiasSet,
     bias_names: Vec<String>,
@@ -211,7 +214,9 @@ impl<'a> Trainer<'a> {
             if self.restart_if_plateau(st, out.loss)? {
                 return Ok(());
             }
-            self.rescale(st)?;
+            if self.rescale(st)? && st.curve_teacher.is_some() {
+                self.curve_point(st)?;
+            }
             self.log(st, &out)?;
             let last_step = self.state.stage_step == st.stage.total_steps();
             if self.state.stage_step.is_multiple_of(st.stage.eval_every) || last_step {
@@ -272,6 +277,12 @@ impl<'a> Trainer<'a> {
             self.resume_extra.clear();
         }
         let teacher = self.teacher(si, &stage)?;
+        let curve_teacher = match &self.teacher_ckpt {
+            Some(path) if teacher.is_some() && stage.decay_curve => {
+                Some(models::load(path, &self.device)?)
+            }
+            _ => None,
+        };
         if let Some(t) = &teacher {
             self.teacher_top1 = evaluate_top1(
                 t.as_ref(),
@@ -321,6 +332,7 @@ impl<'a> Trainer<'a> {
             per_epoch: loader.batches_per_epoch(),
             stage,
             teacher,
+            curve_teacher,
             adam,
             biases,
             bias_names,
@@ -516,10 +528,12 @@ impl<'a> Trainer<'a> {
     }
 
     /// The decay schedule after a step: rescale the bias handles when one is due (every
-    /// step with `smooth`), and zero and freeze them on the last rescale.
-    fn rescale(&mut self, st: &mut StageRun) -> Result<()> {
+    /// step with `smooth`), and zero and freeze them on the last rescale. True when the
+    /// count of rescales went up.
+    fn rescale(&mut self, st: &mut StageRun) -> Result<bool> {
         let stage = &st.stage;
         let state = &mut self.state;
+        let before = state.rescales_done;
         let schedule = stage.schedule.unwrap_or(Schedule::Exponential);
         let decaying = stage.kind == StageKind::Decay && state.rescales_done < stage.rescales;
         if decaying && stage.smooth {
@@ -557,6 +571,86 @@ impl<'a> Trainer<'a> {
                 st.adam.freeze(&st.bias_names);
             }
         }
+        Ok(state.rescales_done > before)
+    }
+
+    /// Supplementary Fig. 6: right after a rescale, the teacher with its biases set to the
+    /// new scale outright (no training) next to the student, on the same validation
+    /// images. Neither touches the training: the teacher is a separate copy, and an
+    /// evaluation draws on no training random stream.
+    fn curve_point(&mut self, st: &StageRun) -> Result<()> {
+        let (Some(teacher), Some(scaled)) = (&st.teacher, &st.curve_teacher) else {
+            return Ok(());
+        };
+        let scale = self.state.bias_scale;
+        for (original, h) in teacher.bias_set().iter().zip(scaled.bias_set().iter()) {
+            // Exactly the brute-force zeroing at the last rescale.
+            let value = if scale == 0.0 {
+                original.read().zeros_like()?
+            } else {
+                (original.read() * scale)?
+            };
+            h.var.set(&value)?;
+        }
+        let limit = match (self.recipe.data.val_limit, st.stage.decay_curve_images) {
+            (all, 0) => all,
+            (0, n) => n,
+            (all, n) => all.min(n),
+        };
+        let teacher_scaled_top1 =
+            evaluate_top1(scaled.as_ref(), &self.data.val, limit, &self.device)?;
+        let student_top1 = evaluate_top1(self.model.as_ref(), &self.data.val, limit, &self.device)?;
+        let g = self.state.global_step as i64;
+        self.tb
+            .add_scalar("decay/teacher_scaled_top1", teacher_scaled_top1 as f32, g)?;
+        self.tb
+            .add_scalar("decay/student_top1", student_top1 as f32, g)?;
+        self.tb.add_scalar("decay/scale", scale as f32, g)?;
+        self.state.decay_curve.push(CurvePoint {
+            stage: st.si,
+            rescale: self.state.rescales_done,
+            step: self.state.global_step,
+            scale,
+            teacher_scaled_top1,
+            student_top1,
+        });
+        Ok(())
+    }
+
+    /// `decay_curve.png`: the curve so far, against the rescale count.
+    fn plot_decay_curve(&self) -> Result<()> {
+        let points = &self.state.decay_curve;
+        let x: Vec<f64> = (1..=points.len()).map(|i| i as f64).collect();
+        let series = |name: &str, color: [u8; 3], y: Vec<f64>| LineSeries {
+            name: name.into(),
+            color,
+            x: x.clone(),
+            y,
+        };
+        let img = line_plot(
+            &[
+                series(
+                    "student (decayed by distillation)",
+                    [230, 120, 20],
+                    points.iter().map(|p| p.student_top1).collect(),
+                ),
+                series(
+                    "teacher, biases set to the scale",
+                    [40, 100, 200],
+                    points.iter().map(|p| p.teacher_scaled_top1).collect(),
+                ),
+                series(
+                    "bias scale",
+                    [150, 150, 150],
+                    points.iter().map(|p| p.scale).collect(),
+                ),
+            ],
+            false,
+            "Bias decay: validation top-1 at each rescale",
+            "rescale",
+            "top-1 / bias scale",
+        )?;
+        save_png(&img, &self.run_dir.join("decay_curve.png"))?;
         Ok(())
     }
 
@@ -693,6 +787,9 @@ impl<'a> Trainer<'a> {
                         &self.device,
                     )?;
                 }
+                if st.curve_teacher.is_some() && !self.state.decay_curve.is_empty() {
+                    self.plot_decay_curve()?;
+                }
             }
         }
         eprintln!(
@@ -745,6 +842,7 @@ impl<'a> Trainer<'a> {
             final_max_abs_bias: biases.max_abs()?,
             completed: true,
             skipped_non_finite: self.state.skipped_non_finite_total,
+            decay_curve: self.state.decay_curve.clone(),
         };
         write_atomic(
             &self.run_dir.join("summary.json"),
