@@ -267,3 +267,216 @@ fn box_layout(
     })?;
     Ok((img, mapping, centres))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approx(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    #[test]
+    fn box_statistics_match_numpy_linear() {
+        // numpy.percentile([1..9, 100], [25, 50, 75]) = [3.25, 5.5, 7.75]
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0];
+        let b = box_stats(&v).unwrap();
+        assert!(approx(b.q1, 3.25) && approx(b.median, 5.5) && approx(b.q3, 7.75));
+        // IQR 4.5 -> fences -3.5 and 14.5.
+        assert_eq!((b.whisker_lo, b.whisker_hi), (1.0, 9.0));
+        assert_eq!(b.outliers, vec![100.0]);
+        assert_eq!(b.n, 10);
+
+        // numpy.percentile([4, 1, 3, 2], [25, 50, 75]) = [1.75, 2.5, 3.25]; order and NaN don't matter.
+        let b = box_stats(&[4.0, f64::NAN, 1.0, 3.0, f64::INFINITY, 2.0]).unwrap();
+        assert!(approx(b.q1, 1.75) && approx(b.median, 2.5) && approx(b.q3, 3.25));
+        assert!(b.outliers.is_empty());
+        assert_eq!(b.n, 4);
+
+        // Low outlier: [-50, 0, 1, 2, 3]: q1 = 0, median 1, q3 = 2, fences -3 / 5.
+        let b = box_stats(&[-50.0, 0.0, 1.0, 2.0, 3.0]).unwrap();
+        assert_eq!((b.q1, b.median, b.q3), (0.0, 1.0, 2.0));
+        assert_eq!((b.whisker_lo, b.whisker_hi), (0.0, 3.0));
+        assert_eq!(b.outliers, vec![-50.0]);
+
+        let b = box_stats(&[7.0]).unwrap();
+        assert_eq!(
+            (b.q1, b.median, b.q3, b.whisker_lo, b.whisker_hi),
+            (7.0, 7.0, 7.0, 7.0, 7.0)
+        );
+        assert!(box_stats(&[]).is_none());
+        assert!(box_stats(&[f64::NAN]).is_none());
+        assert_eq!(quantile_sorted(&[0.0, 10.0], 0.3), Some(3.0));
+    }
+
+    #[test]
+    fn box_statistics_match_numpy_more_cases() {
+        // numpy.percentile([0.3, -1.2, 5.5, 2.25, 2.25, 8.0, -0.7, 40.0], [25, 50, 75])
+        //   = [0.04999999999999999, 2.25, 6.125]
+        let b = box_stats(&[0.3, -1.2, 5.5, 2.25, 2.25, 8.0, -0.7, 40.0]).unwrap();
+        assert!(approx(b.q1, 0.05) && approx(b.median, 2.25) && approx(b.q3, 6.125));
+        // IQR 6.075: fences -9.0625 and 15.2375.
+        assert_eq!((b.whisker_lo, b.whisker_hi), (-1.2, 8.0));
+        assert_eq!(b.outliers, vec![40.0]);
+        // numpy.percentile([10, 20, 30, 40, 50, 60], [25, 50, 75]) = [22.5, 35.0, 47.5]
+        let b = box_stats(&[60.0, 10.0, 30.0, 20.0, 50.0, 40.0]).unwrap();
+        assert!(approx(b.q1, 22.5) && approx(b.median, 35.0) && approx(b.q3, 47.5));
+    }
+
+    fn grey_levels(img: &RgbImage, x0: u32, y0: u32, x1: u32, y1: u32) -> (usize, usize) {
+        let (mut ink, mut grey) = (0, 0);
+        for y in y0..y1.min(img.height()) {
+            for x in x0..x1.min(img.width()) {
+                let p = img.get_pixel(x, y).0;
+                if p != [255, 255, 255] {
+                    ink += 1;
+                }
+                if p[0] == p[1] && p[1] == p[2] && (40..215).contains(&p[0]) {
+                    grey += 1;
+                }
+            }
+        }
+        (ink, grey)
+    }
+
+    fn two_series() -> (Vec<String>, BoxSeries, BoxSeries) {
+        let cats: Vec<String> = (1..=3).map(|i| i.to_string()).collect();
+        let act = BoxSeries {
+            name: "act".into(),
+            color: [31, 119, 180],
+            groups: vec![
+                vec![1.0, 2.0, 3.0, 4.0, 5.0],
+                vec![],
+                vec![-2.0, -1.0, 0.0, 1.0, 30.0],
+            ],
+        };
+        let bias = BoxSeries {
+            name: "bias".into(),
+            color: [255, 127, 14],
+            groups: vec![vec![-3.0, -2.0, -1.0], vec![0.5, 1.5], vec![2.0; 4]],
+        };
+        (cats, act, bias)
+    }
+
+    #[test]
+    fn box_plot_draws_boxes_at_their_quartiles() {
+        let (cats, act, bias) = two_series();
+        let (img, m, centres) =
+            box_layout(&cats, &[act.clone(), bias.clone()], "t", "layer", "value").unwrap();
+        assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
+        // Between q1 = 2 and median = 3 of act in category 1 the box is filled with the tint.
+        let (x, y) = m.px(centres[0][0], 2.5);
+        assert_eq!(img.get_pixel(x, y).0, tint(act.color));
+        // Above q3 (4) but below the whisker end (5): the whisker line at the centre.
+        let (x, y) = m.px(centres[0][0], 4.6);
+        assert_eq!(img.get_pixel(x, y).0, act.color);
+        // Bias box in category 1 (q1 = -2.5, q3 = -1.5) sits below zero.
+        let (x, y) = m.px(centres[0][1], -1.75);
+        assert_eq!(img.get_pixel(x, y).0, tint(bias.color));
+        // The empty act group in category 2 draws no series colour in its column.
+        let (x, _) = m.px(centres[1][0], 0.0);
+        for y in m.area.1.clone() {
+            let p = img.get_pixel(x, y as u32).0;
+            assert!(p != act.color && p != tint(act.color), "{p:?} at y={y}");
+        }
+        // The outlier 30 of act in category 3 is drawn as a dot.
+        let (x, y) = m.px(centres[2][0], 30.0);
+        assert_eq!(img.get_pixel(x, y).0, act.color);
+    }
+
+    #[test]
+    fn box_plot_text_is_drawn_and_anti_aliased() {
+        let (cats, act, bias) = two_series();
+        let (img, m, _) = box_layout(&cats, &[act, bias], "A title", "layer", "value").unwrap();
+        let top = m.area.1.start as u32;
+        // Title and legend above the plotting area: ink, with grey anti-aliasing levels.
+        let (ink, grey) = grey_levels(&img, 0, 0, img.width(), top);
+        assert!(ink > 200 && grey > 30, "ink {ink}, grey {grey}");
+        // Legend swatches carry the series colours.
+        let head = (0..top).flat_map(|y| (0..img.width()).map(move |x| (x, y)));
+        let colours: Vec<[u8; 3]> = head.map(|(x, y)| img.get_pixel(x, y).0).collect();
+        assert!(colours.contains(&[31, 119, 180]) && colours.contains(&[255, 127, 14]));
+        // Tick labels and the y label left of the plotting area, category labels below it.
+        let left = m.area.0.start as u32;
+        assert!(grey_levels(&img, 0, top, left - 6, img.height()).1 > 20);
+        let bottom = m.area.1.end as u32;
+        assert!(grey_levels(&img, left, bottom + 6, img.width(), img.height()).1 > 20);
+        // Without title and labels that space stays white.
+        let (cats, act, bias) = two_series();
+        let (img, m, _) = box_layout(&cats, &[act, bias], "", "", "").unwrap();
+        let top = m.area.1.start as u32;
+        let (ink, _) = grey_levels(&img, 0, 0, img.width(), top.saturating_sub(30));
+        assert_eq!(ink, 0);
+    }
+
+    #[test]
+    fn box_plot_refuses_non_finite_values() {
+        let (cats, act, mut bias) = two_series();
+        bias.groups[1] = vec![0.5, f64::NAN, 1.5];
+        let err = box_plot(&cats, &[act.clone(), bias], "", "", "").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PlotError::NonFinite(_)), "{msg}");
+        assert!(
+            msg.contains("'bias'") && msg.contains("'2'") && msg.contains("point 1"),
+            "{msg}"
+        );
+        let (_, _, mut bias) = two_series();
+        bias.groups[2][0] = f64::NEG_INFINITY;
+        assert!(matches!(
+            box_plot(&cats, &[act, bias], "", "", ""),
+            Err(PlotError::NonFinite(_))
+        ));
+    }
+
+    #[test]
+    fn box_plot_shape_and_empty_errors() {
+        let cats = vec!["1".to_string(), "2".to_string()];
+        let s = BoxSeries {
+            name: "bias".into(),
+            color: [0, 0, 0],
+            groups: vec![vec![1.0]],
+        };
+        let err = box_plot(&cats, &[s], "", "", "").unwrap_err();
+        assert!(matches!(err, PlotError::Shape(_)) && err.to_string().contains("bias"));
+        assert!(matches!(
+            box_plot(&[], &[], "", "", ""),
+            Err(PlotError::Empty(_))
+        ));
+        assert!(matches!(
+            box_plot(&cats, &[], "", "", ""),
+            Err(PlotError::Empty(_))
+        ));
+    }
+
+    #[test]
+    fn box_plot_all_empty_is_no_data() {
+        let cats = vec!["a".to_string()];
+        let s = BoxSeries {
+            name: "x".into(),
+            color: [0, 0, 0],
+            groups: vec![vec![]],
+        };
+        let (img, m, _) = box_layout(&cats, &[s], "t", "", "").unwrap();
+        assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
+        // "no data" is written in the middle of the plotting area.
+        let (cx, cy) = (
+            (m.area.0.start + m.area.0.end) / 2,
+            (m.area.1.start + m.area.1.end) / 2,
+        );
+        let (cx, cy) = (cx as u32, cy as u32);
+        let (ink, grey) = grey_levels(&img, cx - 40, cy - 12, cx + 40, cy + 12);
+        assert!(ink > 30 && grey > 10, "{ink} {grey}");
+    }
+
+    #[test]
+    fn box_plot_widens_and_thins_labels_for_many_categories() {
+        let cats: Vec<String> = (0..60).map(|i| format!("layer {i}")).collect();
+        let s = BoxSeries {
+            name: "x".into(),
+            color: [0, 0, 0],
+            groups: vec![vec![1.0]; 60],
+        };
+        let img = box_plot(&cats, &[s], "", "", "").unwrap();
+        assert!(img.width() > PLOT_WIDTH);
+    }
+}

@@ -742,3 +742,193 @@ pub(super) fn scatter_layout(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(name: &str, color: [u8; 3], x: Vec<f64>, y: Vec<f64>) -> LineSeries {
+        LineSeries {
+            name: name.into(),
+            color,
+            x,
+            y,
+        }
+    }
+
+    fn anti_aliased_ink(img: &RgbImage, xs: Range<u32>, ys: Range<u32>) -> (usize, usize) {
+        let (mut ink, mut grey) = (0, 0);
+        for y in ys {
+            for x in xs.clone() {
+                let p = img.get_pixel(x, y).0;
+                ink += usize::from(p != [255, 255, 255]);
+                grey += usize::from(p[0] == p[1] && p[1] == p[2] && (40..215).contains(&p[0]));
+            }
+        }
+        (ink, grey)
+    }
+
+    #[test]
+    fn line_plot_markers_at_points() {
+        let s = series(
+            "a",
+            [200, 0, 0],
+            vec![1.0, 10.0, 100.0],
+            vec![0.0, 1.0, 0.5],
+        );
+        for log_x in [false, true] {
+            let opts = ChartOptions {
+                log_x,
+                ..ChartOptions::default()
+            };
+            let (img, m) = line_layout(std::slice::from_ref(&s), &opts, "t", "x", "y").unwrap();
+            assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
+            for (x, y) in [(1.0, 0.0), (10.0, 1.0), (100.0, 0.5)] {
+                let (px, py) = m.px(x, y);
+                assert_eq!(
+                    img.get_pixel(px, py).0,
+                    [200, 0, 0],
+                    "log={log_x} ({x},{y})"
+                );
+            }
+            // On the log axis 10 sits half way between 1 and 100.
+            if log_x {
+                let (a, b, c) = (m.px(1.0, 0.0).0, m.px(10.0, 0.0).0, m.px(100.0, 0.0).0);
+                assert!((i64::from(b) * 2 - i64::from(a) - i64::from(c)).abs() <= 1);
+            }
+        }
+    }
+
+    #[test]
+    fn line_plot_log_y_and_size() {
+        let s = series("a", [0, 90, 0], vec![0.0, 1.0, 2.0], vec![1e-4, 1e-2, 1.0]);
+        let opts = ChartOptions {
+            log_y: true,
+            width: 640,
+            height: 400,
+            ..ChartOptions::default()
+        };
+        let (img, m) = line_layout(std::slice::from_ref(&s), &opts, "", "x", "y").unwrap();
+        assert_eq!((img.width(), img.height()), (640, 400));
+        let ys: Vec<u32> = [1e-4, 1e-2, 1.0].iter().map(|&y| m.px(0.0, y).1).collect();
+        assert!((i64::from(ys[1]) * 2 - i64::from(ys[0]) - i64::from(ys[2])).abs() <= 1);
+        let tiny = ChartOptions {
+            width: 50,
+            ..ChartOptions::default()
+        };
+        assert!(matches!(
+            line_plot_with(&[s], &tiny, "", "", ""),
+            Err(PlotError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn line_plot_refuses_what_it_cannot_draw() {
+        let nan = series(
+            "fullgrad",
+            [0; 3],
+            vec![1.0, 2.0, 3.0],
+            vec![0.1, f64::NAN, 0.3],
+        );
+        let err = line_plot(&[nan], false, "", "", "").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PlotError::NonFinite(_)), "{msg}");
+        assert!(msg.contains("'fullgrad'") && msg.contains("point 1") && msg.contains("y = NaN"));
+        let neg = series("scale", [0; 3], vec![1.0, -1.0], vec![0.1, 0.2]);
+        let msg = line_plot(std::slice::from_ref(&neg), true, "", "", "")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("log axis") && msg.contains("x = -1"), "{msg}");
+        // The same series is fine on a linear axis.
+        assert!(line_plot(&[neg], false, "", "", "").is_ok());
+    }
+
+    #[test]
+    fn line_plot_shape_and_empty_errors() {
+        let s = series("fullgrad", [0; 3], vec![1.0, 2.0], vec![1.0]);
+        let err = line_plot(&[s], false, "", "", "").unwrap_err();
+        assert!(matches!(err, PlotError::Shape(_)) && err.to_string().contains("fullgrad"));
+        assert!(matches!(
+            line_plot(&[], false, "", "", ""),
+            Err(PlotError::Empty(_))
+        ));
+        let empty = series("a", [0; 3], vec![], vec![]);
+        assert!(matches!(
+            line_plot(&[empty], false, "", "", ""),
+            Err(PlotError::Empty(_))
+        ));
+    }
+
+    #[test]
+    fn legend_and_labels_render_anti_aliased() {
+        let a = series("vanilla", [214, 96, 77], vec![0.0, 1.0], vec![0.2, 0.4]);
+        let b = series("zero-bias", [67, 147, 195], vec![0.0, 1.0], vec![0.3, 0.1]);
+        let opts = ChartOptions::default();
+        let (img, m) = line_layout(&[a, b], &opts, "Title", "x label", "y label").unwrap();
+        let (left, top) = (m.area.0.start as u32, m.area.1.start as u32);
+        let bottom = m.area.1.end as u32;
+        // Legend strip (between title and plot): names in grey-edged glyphs and both colours.
+        let (ink, grey) = anti_aliased_ink(&img, 0..PLOT_WIDTH, 30..top);
+        assert!(ink > 150 && grey > 20, "legend ink {ink} grey {grey}");
+        let strip: Vec<[u8; 3]> = (30..top)
+            .flat_map(|y| (0..PLOT_WIDTH).map(move |x| (x, y)))
+            .map(|(x, y)| img.get_pixel(x, y).0)
+            .collect();
+        assert!(strip.contains(&[214, 96, 77]) && strip.contains(&[67, 147, 195]));
+        // y tick labels and the turned y label left of the axis; x labels below it.
+        let (ink, grey) = anti_aliased_ink(&img, 0..left - 6, top..bottom);
+        assert!(ink > 100 && grey > 20, "y side ink {ink} grey {grey}");
+        let (ink, grey) = anti_aliased_ink(&img, left..PLOT_WIDTH, bottom + 7..PLOT_HEIGHT);
+        assert!(ink > 100 && grey > 20, "x side ink {ink} grey {grey}");
+    }
+
+    #[test]
+    fn scatter_points_and_fit() {
+        let x: Vec<f64> = (0..50).map(f64::from).collect();
+        let y: Vec<f64> = x.iter().map(|v| 2.0 * v + 1.0).collect();
+        let (img, m) = scatter_layout(&x, &y, Some((2.0, 1.0)), "t", "x", "y").unwrap();
+        assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
+        // The fit passes through every point, so fit red is at or next to each point centre.
+        let (px, py) = m.px(20.0, 41.0);
+        let near = (0..9).any(|k| img.get_pixel(px + k % 3 - 1, py + k / 3 - 1).0 == FIT_COLOR);
+        assert!(near);
+        let (img, m) = scatter_layout(&x, &y, None, "t", "x", "y").unwrap();
+        let (px, py) = m.px(20.0, 41.0);
+        assert_ne!(img.get_pixel(px, py).0, [255, 255, 255]);
+        assert!(!img.pixels().any(|p| p.0 == FIT_COLOR));
+        // An undefined fit is not drawn; the figure still renders.
+        let (img, _) = scatter_layout(&x, &y, Some((f64::NAN, 0.0)), "", "", "").unwrap();
+        assert!(!img.pixels().any(|p| p.0 == FIT_COLOR));
+    }
+
+    #[test]
+    fn scatter_refuses_non_finite_points() {
+        let err = scatter_plot(&[0.0, 1.0], &[1.0, f64::INFINITY], None, "", "", "").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PlotError::NonFinite(_)));
+        assert!(msg.contains("point 1") && msg.contains("y = inf"), "{msg}");
+        assert!(matches!(
+            scatter_plot(&[1.0], &[], None, "", "", ""),
+            Err(PlotError::Shape(_))
+        ));
+        assert!(matches!(
+            scatter_plot(&[], &[], None, "", "", ""),
+            Err(PlotError::Empty(_))
+        ));
+    }
+
+    #[test]
+    fn fit_line_is_clipped_to_the_box() {
+        let seg = clip_line(1e12, 0.0, (-1.0, 1.0), (-2.0, 2.0)).unwrap();
+        for (x, y) in seg {
+            assert!((-1.0..=1.0).contains(&x) && (-2.0 - 1e-9..=2.0 + 1e-9).contains(&y));
+        }
+        assert!(clip_line(0.0, 5.0, (0.0, 1.0), (0.0, 1.0)).is_none());
+        assert_eq!(
+            clip_line(1.0, 0.0, (0.0, 4.0), (0.0, 2.0)),
+            Some([(0.0, 0.0), (2.0, 2.0)])
+        );
+        let img = scatter_plot(&[0.0, 1.0], &[0.0, 1.0], Some((1e12, 0.0)), "", "", "").unwrap();
+        assert_eq!(img.height(), PLOT_HEIGHT);
+    }
+}

@@ -41,3 +41,33 @@ pub(super) fn mix(a: [u8; 3], b: [u8; 3], alpha: f32) -> [u8; 3] {
 pub(super) fn tint(c: [u8; 3]) -> [u8; 3] {
     mix(c, [255, 255, 255], 0.55)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diverging_endpoints() {
+        assert_eq!(diverging_rgb(2.0, 2.0), [255, 0, 0]);
+        assert_eq!(diverging_rgb(-2.0, 2.0), [0, 0, 255]);
+        assert_eq!(diverging_rgb(0.0, 2.0), [255, 255, 255]);
+        // Clamped beyond vmax; half way is a half-saturated tint.
+        assert_eq!(diverging_rgb(10.0, 2.0), [255, 0, 0]);
+        assert_eq!(diverging_rgb(1.0, 2.0), [255, 128, 128]);
+        assert_eq!(diverging_rgb(-1.0, 2.0), [128, 128, 255]);
+        // Degenerate inputs are "no signal".
+        assert_eq!(diverging_rgb(f32::NAN, 1.0), [255, 255, 255]);
+        assert_eq!(diverging_rgb(1.0, 0.0), [255, 255, 255]);
+        assert_eq!(diverging_rgb(1.0, f32::INFINITY), [255, 255, 255]);
+    }
+
+    #[test]
+    fn sequential_endpoints() {
+        assert_eq!(sequential_rgb(0.0), [0, 0, 128]);
+        assert_eq!(sequential_rgb(1.0), [128, 0, 0]);
+        assert_eq!(sequential_rgb(0.5), [128, 255, 128]);
+        assert_eq!(sequential_rgb(-3.0), sequential_rgb(0.0));
+        assert_eq!(sequential_rgb(7.0), sequential_rgb(1.0));
+        assert_eq!(sequential_rgb(f32::NAN), sequential_rgb(0.0));
+    }
+}

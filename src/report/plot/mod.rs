@@ -178,3 +178,44 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), PlotError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_png_round_trip_and_errors() {
+        let dir = std::env::temp_dir().join(format!("zerobias-plot-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fig.png");
+        let mut img = RgbImage::from_pixel(7, 5, image::Rgb([255, 255, 255]));
+        img.put_pixel(3, 2, image::Rgb([1, 2, 3]));
+        save_png(&img, &path).unwrap();
+        let back = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(back, img);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let missing = dir.join("no/such/dir/fig.png");
+        let err = save_png(&img, &missing).unwrap_err();
+        assert!(matches!(err, PlotError::Io { .. }));
+        assert!(err.to_string().contains("fig.png"), "{err}");
+    }
+
+    #[test]
+    fn map_checks_its_shape() {
+        assert!(matches!(
+            Map2::new(2, 3, vec![0.0; 5]),
+            Err(PlotError::Shape(_))
+        ));
+        assert!(matches!(Map2::new(0, 3, vec![]), Err(PlotError::Shape(_))));
+        let m = Map2::new(2, 3, vec![1.0, f32::NAN, -3.0, 0.5, 0.0, 2.0]).unwrap();
+        assert_eq!(m.max_abs(), 3.0);
+        assert_eq!(m.finite_sum(), 0.5);
+    }
+}

@@ -441,6 +441,12 @@ mod tests {
         // 3x3 upscaled to 48: one source pixel covers 16x16.
         assert!(count_color(&img, [0, 0, 255]) >= 2 * 16 * 16);
         assert!(img.width() >= 2 * 48 && img.height() >= 2 * 48);
+        // Title, row labels and sums are anti-aliased text: grey levels besides ink.
+        let greys = img
+            .pixels()
+            .filter(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2] && (40..215).contains(&p.0[0]))
+            .count();
+        assert!(greys > 50, "{greys}");
     }
 
     #[test]

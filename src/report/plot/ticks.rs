@@ -190,3 +190,88 @@ pub(super) fn padded_log(range: Option<(f64, f64)>, frac: f64) -> (f64, f64) {
         _ => (1.0, 10.0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approx(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    #[test]
+    fn nice_steps_are_1_2_5() {
+        assert!(approx(nice_step(0.8), 1.0));
+        assert!(approx(nice_step(1.0), 1.0));
+        assert!(approx(nice_step(1.3), 1.0));
+        assert!(approx(nice_step(0.2), 0.2));
+        assert!(approx(nice_step(2.9), 2.0));
+        assert!(approx(nice_step(3.0), 5.0));
+        assert!(approx(nice_step(7.0), 10.0));
+        assert!(approx(nice_step(0.013), 0.01));
+        assert!(approx(nice_step(420.0), 500.0));
+        assert!(approx(nice_step(f64::NAN), 1.0));
+        // Every step is 1, 2 or 5 times a power of ten.
+        for raw in [3e-7, 0.04, 0.9, 17.0, 6.6e5] {
+            let s = nice_step(raw);
+            let m = s / 10f64.powi(s.log10().floor() as i32);
+            assert!(
+                [1.0, 2.0, 5.0, 10.0].iter().any(|&n| approx(m, n)),
+                "{raw} -> {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn tick_selection() {
+        let (t, step) = nice_ticks(0.0, 1.0, 5);
+        assert!(approx(step, 0.2));
+        assert_eq!(t, vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+        let (t, step) = nice_ticks(-0.37, 1.2, 5);
+        assert!(approx(step, 0.5));
+        assert_eq!(t, vec![0.0, 0.5, 1.0]);
+        let (t, _) = nice_ticks(-13.0, 42.0, 5);
+        assert_eq!(t, vec![-10.0, 0.0, 10.0, 20.0, 30.0, 40.0]);
+        let (t, _) = nice_ticks(0.1, 0.35, 5);
+        assert_eq!(t, vec![0.1, 0.15, 0.2, 0.25, 0.3, 0.35]);
+        assert!(nice_ticks(1.0, 1.0, 5).0.is_empty());
+        assert!(nice_ticks(f64::NAN, 1.0, 5).0.is_empty());
+        // No "-0" tick.
+        let (t, _) = nice_ticks(-1.0, 1.0, 4);
+        assert!(t.iter().all(|v| v.to_bits() != (-0.0f64).to_bits()));
+    }
+
+    #[test]
+    fn tick_labels() {
+        assert_eq!(format_tick(0.30000000000000004, 0.1), "0.3");
+        assert_eq!(format_tick(20.0, 10.0), "20");
+        assert_eq!(format_tick(-0.05, 0.05), "-0.05");
+        assert_eq!(format_tick(1e-17, 0.1), "0.0");
+        assert_eq!(format_tick(0.0, 10.0), "0");
+        assert_eq!(format_tick(0.0, 1e-6), "0");
+        assert_eq!(format_tick(2e-5, 1e-5), "2e-5");
+        assert_eq!(format_tick(2.5e-5, 5e-6), "2.5e-5");
+        assert_eq!(format_tick(3e7, 1e7), "3e7");
+        assert_eq!(format_sci(0.123), "+1.23e-1");
+        assert_eq!(format_sci(-4560.0), "-4.56e3");
+        assert_eq!(format_sig(1.02345), "1.02");
+        assert_eq!(format_sig(0.0312), "0.0312");
+    }
+
+    #[test]
+    fn log_tick_selection() {
+        let (major, minor) = log_ticks(0.9e-3, 1.1e2);
+        assert_eq!(major, vec![1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]);
+        assert!(minor.contains(&0.02) && minor.contains(&50.0));
+        assert_eq!(
+            format_log_ticks(&major),
+            vec!["0.001", "0.01", "0.1", "1", "10", "100"]
+        );
+        let (major, _) = log_ticks(1.5, 40.0);
+        assert_eq!(major, vec![2.0, 5.0, 10.0, 20.0]);
+        assert_eq!(
+            format_log_ticks(&[1e-5, 1e-3, 1.0, 1e2]),
+            vec!["1e-5", "1e-3", "1e0", "1e2"]
+        );
+    }
+}
