@@ -5,8 +5,8 @@ use image::RgbImage;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
-use super::charts::{bad_value, render, rgb, Axis, Frame, LegendEntry, Mapping, Swatch};
 use super::colour::tint;
+use super::frame::{bad_value, render, rgb, Axis, Frame, LegendEntry, Mapping, Swatch};
 use super::text::{draw_err, text_size};
 use super::ticks::{finite_range, padded};
 use super::{PlotError, PLOT_HEIGHT, PLOT_WIDTH};

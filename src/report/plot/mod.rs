@@ -1,9 +1,10 @@
 //! Figures for the paper's plots.
 //!
-//! Box plots, line and scatter charts are drawn with `plotters` (bitmap backend) in
-//! [`charts`]; attribution panels and saliency overlays are image compositing of our own in
-//! [`panels`]. All text is DejaVu Sans, embedded in the binary and anti-aliased ([`text`]),
-//! so figures render identically on every machine without system fonts.
+//! Box plots, line and scatter charts are drawn with `plotters` (bitmap backend) in the
+//! `frame`, `boxes` and `charts` modules; attribution panels and saliency overlays are
+//! image compositing of our own (`panels`). All text is DejaVu Sans, embedded in the binary
+//! and anti-aliased (`text`), so figures render identically on every machine without system
+//! fonts.
 //!
 //! Conventions:
 //! * White background; charts default to [`PLOT_WIDTH`] x [`PLOT_HEIGHT`] pixels (box plots
@@ -30,6 +31,7 @@ use image::RgbImage;
 mod boxes;
 mod charts;
 mod colour;
+mod frame;
 mod panels;
 mod text;
 mod ticks;
