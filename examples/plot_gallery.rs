@@ -47,6 +47,24 @@ fn main() -> anyhow::Result<()> {
     ];
     let img = box_plot(&cats, &series, "VGG-16: δe⁻ per layer", "layer l", "δe⁻")?;
     save_png(&img, &out.join("box.png"))?;
+    // ResNet-50 has 50 layers: the canvas widens and labels thin out.
+    let cats: Vec<String> = (0..=50).map(|l| l.to_string()).collect();
+    let groups: Vec<Vec<f64>> = (0..=50)
+        .map(|l| group(&mut rand, 0.002 * l as f64 - 0.05))
+        .collect();
+    let diff = [BoxSeries {
+        name: "zero-bias − vanilla".into(),
+        color: [90, 174, 97],
+        groups,
+    }];
+    let img = box_plot(
+        &cats,
+        &diff,
+        "ResNet-50: δe⁻, zero-bias minus vanilla",
+        "layer l",
+        "difference in δe⁻",
+    )?;
+    save_png(&img, &out.join("box-wide.png"))?;
 
     let scales = [0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0, 1000.0];
     let curve = |drop: f64| -> Vec<f64> {
