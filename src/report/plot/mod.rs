@@ -1,0 +1,223 @@
+//! Figures for the paper's plots.
+//!
+//! Box plots, line and scatter charts are drawn with `plotters` (bitmap backend) in the
+//! `frame`, `boxes` and `charts` modules; attribution panels and saliency overlays are
+//! image compositing of our own (`panels`). All text is DejaVu Sans, embedded in the binary
+//! and anti-aliased (`text`), so figures render identically on every machine without system
+//! fonts.
+//!
+//! Conventions:
+//! * White background; charts default to [`PLOT_WIDTH`] x [`PLOT_HEIGHT`] pixels (box plots
+//!   widen when there are many categories).
+//! * Non-finite data values in charts are an error ([`PlotError::NonFinite`]) naming the
+//!   series and the point: a fault is never drawn as a silent gap. Non-positive x on a log
+//!   axis is an error too. A non-finite fitted line (`scatter_plot`'s `fit`, undefined for
+//!   fewer than two distinct x) is not drawn, and the legend says so.
+//! * Empty input policy: when there is nothing structural to lay out (no rows, no cells,
+//!   no series, no categories, zero-length point slices, a 0x0 image) the functions return
+//!   [`PlotError::Empty`]. When the structure exists but every box-plot group is empty, a
+//!   valid plot is returned with "no data" written in the plot area, so batch figure
+//!   generation keeps going.
+//! * Attribution maps are compositing input: a non-finite map pixel shows as "no signal"
+//!   (white, or the plain image in an overlay); the attribution code refuses non-finite maps
+//!   before they reach a figure.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+mod boxes;
+mod charts;
+mod colour;
+mod frame;
+mod panels;
+mod text;
+mod ticks;
+
+pub use boxes::{box_plot, box_stats, quantile_sorted, BoxSeries, BoxStats};
+pub use charts::{line_plot, line_plot_with, scatter_plot, ChartOptions, LineSeries};
+pub use colour::{diverging_rgb, sequential_rgb};
+pub use panels::{saliency_overlays, signed_panel, PanelRow};
+pub use ticks::{format_sci, format_tick, nice_step, nice_ticks};
+
+/// Default plot canvas width in pixels.
+pub const PLOT_WIDTH: u32 = 800;
+/// Default plot canvas height in pixels.
+pub const PLOT_HEIGHT: u32 = 500;
+
+/// Errors from building or writing a figure.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// Writing or renaming a file failed; `path` is the file that failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// File that failed (the temporary file for write errors).
+        path: PathBuf,
+        #[source]
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+    /// Inconsistent sizes (map dimensions, mismatched x/y lengths, ...).
+    #[error("shape error: {0}")]
+    Shape(String),
+    /// Nothing to lay out (see the module docs for the policy).
+    #[error("empty input: {0}")]
+    Empty(String),
+    /// A data value that cannot be drawn: NaN, infinite, or non-positive on a log axis.
+    #[error("cannot plot {0}")]
+    NonFinite(String),
+    /// The drawing library failed (a figure too small for its labels, say).
+    #[error("drawing failed: {0}")]
+    Draw(String),
+}
+
+/// A 2-D map, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Map2 {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// `height * width` values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl Map2 {
+    /// Builds a map, checking that `data` holds exactly `height * width` values.
+    pub fn new(height: usize, width: usize, data: Vec<f32>) -> Result<Self, PlotError> {
+        let m = Map2 {
+            height,
+            width,
+            data,
+        };
+        m.check("Map2::new")?;
+        Ok(m)
+    }
+
+    /// Validates the shape; `what` names the map in the error message.
+    fn check(&self, what: &str) -> Result<(), PlotError> {
+        if self.height == 0 || self.width == 0 {
+            return Err(PlotError::Shape(format!(
+                "{what}: map is {}x{} (height x width), both must be > 0",
+                self.height, self.width
+            )));
+        }
+        if self.height.checked_mul(self.width) != Some(self.data.len()) {
+            return Err(PlotError::Shape(format!(
+                "{what}: map is {}x{} (height x width) but has {} values",
+                self.height,
+                self.width,
+                self.data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn max_abs(&self) -> f32 {
+        self.data
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f32, |m, v| m.max(v.abs()))
+    }
+
+    /// Sum of the finite entries, accumulated in f64 so large maps don't lose digits.
+    fn finite_sum(&self) -> f64 {
+        self.data
+            .iter()
+            .filter(|v| v.is_finite())
+            .map(|&v| f64::from(v))
+            .sum()
+    }
+
+    /// Value at the source pixel that the nearest-neighbour upscale to
+    /// `out_h` x `out_w` puts at (`y`, `x`).
+    fn sample(&self, y: u32, x: u32, out_h: u32, out_w: u32) -> f32 {
+        let r = (y as usize * self.height / out_h as usize).min(self.height - 1);
+        let c = (x as usize * self.width / out_w as usize).min(self.width - 1);
+        self.data[r * self.width + c]
+    }
+}
+
+/// Atomic PNG write: encodes to `<path>.tmp-<pid>` in the same directory, syncs
+/// it, then renames over `path`, so readers never see a half-written figure.
+/// The temporary file is removed on failure. The parent directory must exist.
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), PlotError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    let io_err = |p: &Path, source: std::io::Error| PlotError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+
+    let write = || -> std::io::Result<()> {
+        let file = File::create(&tmp)?;
+        let mut w = BufWriter::new(file);
+        let enc = image::codecs::png::PngEncoder::new(&mut w);
+        image::ImageEncoder::write_image(
+            enc,
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| match e {
+            image::ImageError::IoError(io) => io,
+            other => std::io::Error::other(other),
+        })?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(&tmp, e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(path, e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_png_round_trip_and_errors() {
+        let dir = std::env::temp_dir().join(format!("zerobias-plot-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fig.png");
+        let mut img = RgbImage::from_pixel(7, 5, image::Rgb([255, 255, 255]));
+        img.put_pixel(3, 2, image::Rgb([1, 2, 3]));
+        save_png(&img, &path).unwrap();
+        let back = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(back, img);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let missing = dir.join("no/such/dir/fig.png");
+        let err = save_png(&img, &missing).unwrap_err();
+        assert!(matches!(err, PlotError::Io { .. }));
+        assert!(err.to_string().contains("fig.png"), "{err}");
+    }
+
+    #[test]
+    fn map_checks_its_shape() {
+        assert!(matches!(
+            Map2::new(2, 3, vec![0.0; 5]),
+            Err(PlotError::Shape(_))
+        ));
+        assert!(matches!(Map2::new(0, 3, vec![]), Err(PlotError::Shape(_))));
+        let m = Map2::new(2, 3, vec![1.0, f32::NAN, -3.0, 0.5, 0.0, 2.0]).unwrap();
+        assert_eq!(m.max_abs(), 3.0);
+        assert_eq!(m.finite_sum(), 0.5);
+    }
+}
