@@ -7,7 +7,7 @@ as far as a file exists (src/a/b.rs or src/a/b/mod.rs), so `crate::models::Ctx` 
 src/models/mod.rs, and `crate::models::vgg::Vgg` at src/models/vgg.rs. Declaring a child
 module (`mod vgg;`) is not an edge; a parent that names its child's items is.
 
-Usage: scripts/import-graph.py [--root src] [--edges]
+Usage: scripts/import-graph.py [--root src] [--edges] [--ignore REGEX]...
 Exit status 1 when there is a circle (each strongly connected set of files is printed with
 one cycle through it).
 """
@@ -70,6 +70,7 @@ def strip_code(text):
 
 def expand_use_tree(tree):
     """`a::{b, c::{d, e}}` -> ["a::b", "a::c::d", "a::c::e"]."""
+    tree = re.sub(r"\s+as\s+" + IDENT, "", tree)  # `a::b as c` names a::b
     tree = re.sub(r"\s+", "", tree)
     depth = 0
     for k, ch in enumerate(tree):
@@ -243,9 +244,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=os.path.join(os.path.dirname(__file__), "..", "src"))
     ap.add_argument("--edges", action="store_true", help="print every edge")
+    ap.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="leave out files whose path matches (e.g. files about to move out)",
+    )
     args = ap.parse_args()
     crate = Crate(os.path.normpath(args.root))
     graph = crate.edges()
+    skip = lambda p: any(re.search(r, p) for r in args.ignore)
+    graph = {a: {b for b in bs if not skip(b)} for a, bs in graph.items() if not skip(a)}
     rel = lambda p: os.path.relpath(p, os.path.dirname(crate.root))
     if args.edges:
         for a in sorted(graph):

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod inputs;
 pub mod labels;
 pub mod models;
+pub mod nn;
 pub mod paths;
 pub mod progress;
 pub mod report;
