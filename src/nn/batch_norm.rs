@@ -169,3 +169,160 @@ impl BnAddRelu {
         add_relu_tapped(&h, &r, ctx, &self.act)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    use super::{BatchNorm, BnAddRelu, Residual};
+    use crate::error::Result;
+    use crate::nn::conv::Conv2d;
+    use crate::nn::module::{Act, Module, Post};
+    use crate::taps::{record, Ctx, Recordable, Target};
+
+    /// Deterministic values spread over both signs, some exactly 0 after the ReLU.
+    fn values(shape: &[usize], seed: usize) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| (((i * 37 + seed * 11) % 101) as f32 - 50.0) * 0.02)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn var(shape: &[usize], seed: usize) -> Var {
+        Var::from_tensor(&values(shape, seed)).unwrap()
+    }
+
+    fn conv(name: &str, cin: usize, cout: usize, k: usize, bias: bool, seed: usize) -> Conv2d {
+        Conv2d {
+            name: name.into(),
+            weight: var(&[cout, cin, k, k], seed),
+            bias: bias.then(|| var(&[cout], seed + 1)),
+            stride: 1,
+            padding: k / 2,
+            post: Post::Identity,
+        }
+    }
+
+    fn bn(name: &str, c: usize, seed: usize) -> BatchNorm {
+        let positive = |s| Var::from_tensor(&(values(&[c], s).abs().unwrap() + 0.5).unwrap());
+        BatchNorm {
+            name: name.into(),
+            gamma: positive(seed).unwrap(),
+            beta: var(&[c], seed + 1),
+            running_mean: var(&[c], seed + 2),
+            running_var: positive(seed + 3).unwrap(),
+            eps: 1e-5,
+            momentum: 0.1,
+            post: Post::Identity,
+        }
+    }
+
+    /// A VGG-like layer and a residual block with a projection shortcut, then the mean over
+    /// H and W as the logits.
+    struct Net {
+        conv: Conv2d,
+        main: Conv2d,
+        bn3: BnAddRelu,
+        downsample: (Conv2d, BatchNorm),
+    }
+
+    struct Downsample<'a>(&'a (Conv2d, BatchNorm));
+
+    impl Module for Downsample<'_> {
+        fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+            let h = self.0 .0.forward(x, ctx)?;
+            self.0 .1.forward(&h, ctx)
+        }
+    }
+
+    impl Recordable for Net {
+        fn forward_recording(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+            let x = self.conv.forward(x, ctx)?;
+            let h = self.main.forward(&x, ctx)?;
+            let downsample = Downsample(&self.downsample);
+            let residual = Residual {
+                main: &h,
+                shortcut: &x,
+                downsample: Some(&downsample),
+            };
+            Ok(self.bn3.forward(residual, ctx)?.mean((2, 3))?)
+        }
+    }
+
+    fn net() -> Net {
+        Net {
+            conv: conv("features.0", 3, 4, 3, true, 1)
+                .then(Post::TappedRelu(Act::new(1, "features.1"))),
+            main: conv("layer1.0.conv3", 4, 5, 1, false, 5),
+            bn3: BnAddRelu::new(bn("layer1.0.bn3", 5, 7), Act::new(2, "layer1.0")),
+            downsample: (
+                conv("layer1.0.downsample.0", 4, 5, 1, false, 11),
+                bn("layer1.0.downsample.1", 5, 13),
+            ),
+        }
+    }
+
+    /// Value and input gradient of the target logits summed, through the fused ops (nothing
+    /// records).
+    fn fused(net: &Net, x: &Tensor, target: &[usize]) -> (Tensor, Tensor) {
+        let x = Var::from_tensor(x).unwrap();
+        let logits = net
+            .forward_recording(x.as_tensor(), &mut Ctx::input_gradient())
+            .unwrap();
+        let idx = Tensor::from_vec(
+            target.iter().map(|&c| c as u32).collect::<Vec<_>>(),
+            (target.len(), 1),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let picked = logits.gather(&idx, 1).unwrap().sum_all().unwrap();
+        let grad = picked
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .clone();
+        (logits, grad)
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    #[test]
+    fn fused_and_recorded_passes_agree_bit_for_bit() {
+        let net = net();
+        let x = values(&[2, 3, 6, 5], 3);
+        let target = vec![1, 4];
+        let rec = record(&net, &x, &Target::PerImage(target.clone())).unwrap();
+        let (logits, grad) = fused(&net, &x, &target);
+        assert_eq!(bits(&logits), bits(&rec.logits));
+        assert_eq!(bits(&grad), bits(&rec.input_grad));
+        let inference = net.forward_recording(&x, &mut Ctx::inference()).unwrap();
+        assert_eq!(bits(&inference), bits(&rec.logits));
+    }
+
+    #[test]
+    fn taps_come_in_the_order_of_the_separate_ops() {
+        let rec = record(&net(), &values(&[1, 3, 4, 4], 2), &Target::Class(0)).unwrap();
+        let acts: Vec<_> = rec
+            .acts
+            .iter()
+            .map(|a| (a.layer, a.name.as_str()))
+            .collect();
+        assert_eq!(acts, [(1, "features.1"), (2, "layer1.0")]);
+        // The block's BN output is recorded before its shortcut runs.
+        let modules: Vec<_> = rec.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            modules,
+            ["features.0", "layer1.0.bn3", "layer1.0.downsample.1"]
+        );
+    }
+}
