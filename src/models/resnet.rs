@@ -27,6 +27,43 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
+    /// Block `p` (`layer{stage}.{i}`) taking `in_c` channels, whose output is layer `l`.
+    fn read(r: &mut WeightReader, p: &str, in_c: usize, stride: usize, l: usize) -> Result<Self> {
+        let conv1 = r.conv(&format!("{p}.conv1"), in_c, 1, 0)?;
+        let width = conv1.out_channels();
+        let bn1 = r.batch_norm(&format!("{p}.bn1"), width)?.then(Post::Relu);
+        let conv2 = r.conv(&format!("{p}.conv2"), width, stride, 1)?;
+        let bn2 = r
+            .batch_norm(&format!("{p}.bn2"), conv2.out_channels())?
+            .then(Post::Relu);
+        let conv3 = r.conv(&format!("{p}.conv3"), conv2.out_channels(), 1, 0)?;
+        let out_c = conv3.out_channels();
+        let bn3 = r.batch_norm(&format!("{p}.bn3"), out_c)?;
+        let bn3 = BnAddRelu::new(bn3, Act::new(l, p));
+        let downsample = if r.has(&format!("{p}.downsample.0.weight")) {
+            let conv = r.conv(&format!("{p}.downsample.0"), in_c, stride, 0)?;
+            let bn = r.batch_norm(&format!("{p}.downsample.1"), conv.out_channels())?;
+            Some(Downsample { conv, bn })
+        } else {
+            if in_c != out_c || stride != 1 {
+                return Err(Error::Checkpoint {
+                    path: r.source.clone().into(),
+                    message: format!("missing key '{p}.downsample.0.weight' (block changes shape {in_c}->{out_c}, stride {stride})"),
+                });
+            }
+            None
+        };
+        Ok(Bottleneck {
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            conv3,
+            bn3,
+            downsample,
+        })
+    }
+
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let h = self.conv1.forward(x, ctx)?;
         let h = self.bn1.forward(&h, ctx)?;
@@ -104,39 +141,9 @@ impl ResNet {
             for i in 0..depth {
                 let p = format!("layer{stage}.{i}");
                 let stride = if stage > 1 && i == 0 { 2 } else { 1 };
-                let conv1 = r.conv(&format!("{p}.conv1"), in_c, 1, 0)?;
-                let width = conv1.out_channels();
-                let bn1 = r.batch_norm(&format!("{p}.bn1"), width)?.then(Post::Relu);
-                let conv2 = r.conv(&format!("{p}.conv2"), width, stride, 1)?;
-                let bn2 = r
-                    .batch_norm(&format!("{p}.bn2"), conv2.out_channels())?
-                    .then(Post::Relu);
-                let conv3 = r.conv(&format!("{p}.conv3"), conv2.out_channels(), 1, 0)?;
-                let out_c = conv3.out_channels();
-                let out = Act::new(layers.len() + 1, p.clone());
-                let bn3 = BnAddRelu::new(r.batch_norm(&format!("{p}.bn3"), out_c)?, out);
-                let downsample = if r.has(&format!("{p}.downsample.0.weight")) {
-                    let conv = r.conv(&format!("{p}.downsample.0"), in_c, stride, 0)?;
-                    let bn = r.batch_norm(&format!("{p}.downsample.1"), conv.out_channels())?;
-                    Some(Downsample { conv, bn })
-                } else {
-                    if in_c != out_c || stride != 1 {
-                        return Err(Error::Checkpoint {
-                            path: source.into(),
-                            message: format!("missing key '{p}.downsample.0.weight' (block changes shape {in_c}->{out_c}, stride {stride})"),
-                        });
-                    }
-                    None
-                };
-                blocks.push(Bottleneck {
-                    conv1,
-                    bn1,
-                    conv2,
-                    bn2,
-                    conv3,
-                    bn3,
-                    downsample,
-                });
+                let block = Bottleneck::read(&mut r, &p, in_c, stride, layers.len() + 1)?;
+                let out_c = block.conv3.out_channels();
+                blocks.push(block);
                 layers.push(LayerInfo {
                     index: layers.len() + 1,
                     name: p,
