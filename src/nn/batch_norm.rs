@@ -3,9 +3,9 @@
 
 use candle_core::{Tensor, Var};
 
+use super::kernels::{channel_affine, channel_affine_add_relu, channel_affine_relu};
 use super::module::{add_relu_tapped, Act, Module, Post};
 use crate::error::Result;
-use crate::models::affine::{channel_affine, channel_affine_add_relu, channel_affine_relu};
 use crate::taps::Ctx;
 
 /// BatchNorm over the channels of [N, C, H, W] followed by its [`Post`]: batch statistics

@@ -2,10 +2,9 @@
 
 use candle_core::{Tensor, Var};
 
+use super::kernels::{channel_affine, channel_affine_relu, conv2d};
 use super::module::{Module, Post};
 use crate::error::Result;
-use crate::models::affine::{channel_affine, channel_affine_relu};
-use crate::models::conv::conv2d;
 use crate::taps::Ctx;
 
 /// A convolution (PyTorch's `Conv2d`, square stride and padding) followed by its [`Post`].

@@ -2,9 +2,9 @@
 
 use candle_core::{Tensor, Var};
 
+use super::kernels::channel_affine;
 use super::module::{Module, Post};
 use crate::error::Result;
-use crate::models::affine::channel_affine;
 use crate::taps::Ctx;
 
 /// y = x·Wᵀ + b (PyTorch's `Linear`) followed by its [`Post`], applied as a separate op.

@@ -8,10 +8,11 @@
 //! pass's [`Ctx`](crate::taps::Ctx). A residual block's last BatchNorm, whose fused op needs
 //! the shortcut, is a [`BnAddRelu`] taking a [`Residual`].
 //!
-//! The CPU kernels are called from here only (`crate::models::{affine, conv, pool, relu}`).
+//! The CPU kernels are called from here only, their paths named once in `kernels.rs`.
 
 pub mod batch_norm;
 pub mod conv;
+mod kernels;
 pub mod linear;
 pub mod loss;
 pub mod module;

@@ -3,8 +3,8 @@
 
 use candle_core::Tensor;
 
+use super::kernels;
 use crate::error::Result;
-use crate::models::relu as kernel;
 use crate::taps::{Ctx, TapPoint};
 
 /// A layer run on one tensor. Each layer has this one `forward` and chooses inside it
@@ -55,7 +55,7 @@ impl Post {
             Post::Relu => relu(&h, ctx),
             Post::TappedRelu(act) => {
                 let point = ctx.tap_point();
-                let h = kernel::relu(&h, ctx.needs_graph(), &point)?;
+                let h = kernels::relu(&h, ctx.needs_graph(), &point)?;
                 ctx.tap_act(act.layer, &act.name, h, point)
             }
         }
@@ -65,12 +65,12 @@ impl Post {
 /// ReLU whose derivative at exactly 0 is 0, as in PyTorch (candle's `relu` uses 1 there,
 /// which matters once biases decay and many pre-activations sit at exactly 0).
 pub fn relu(x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-    kernel::relu(x, ctx.needs_graph(), &TapPoint::default())
+    kernels::relu(x, ctx.needs_graph(), &TapPoint::default())
 }
 
 /// relu(a + b), recorded as `act` (ResNet's block output).
 pub(crate) fn add_relu_tapped(a: &Tensor, b: &Tensor, ctx: &mut Ctx, act: &Act) -> Result<Tensor> {
     let point = ctx.tap_point();
-    let h = kernel::add_relu(a, b, ctx.needs_graph(), &point)?;
+    let h = kernels::add_relu(a, b, ctx.needs_graph(), &point)?;
     ctx.tap_act(act.layer, &act.name, h, point)
 }

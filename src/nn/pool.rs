@@ -2,8 +2,8 @@
 
 use candle_core::{DType, Tensor};
 
+use super::kernels::MaxPool;
 use crate::error::{Error, Result};
-use crate::models::pool::MaxPool;
 use crate::taps::Ctx;
 
 /// Max pooling with PyTorch's gradient: one winner per window (the first maximum in
