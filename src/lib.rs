@@ -1,7 +1,7 @@
 //! zerobias: bias parameters in image classifiers and the quality of visual explanations.
 //!
-//! Data flow: weights ([`hub`], [`checkpoint`]) → [`models`] → forward with [`taps`] → one
-//! backward → [`attribution`] methods → maps → [`eval`] (flip metric) → [`stats`] →
+//! Data flow: weights ([`hub`], [`checkpoint`]) → [`models`] (built from [`nn`] layers) →
+//! forward with [`taps`] → one backward → [`attribution`] methods → maps → [`eval`] (flip metric) → [`stats`] →
 //! [`report`]. The [`train`] module decays the [`bias`] handles to zero by distillation.
 
 pub mod attribution;
@@ -16,6 +16,7 @@ pub mod hub;
 pub mod inputs;
 pub mod labels;
 pub mod models;
+pub mod nn;
 pub mod paths;
 pub mod progress;
 pub mod report;

@@ -1,13 +1,16 @@
 //! Taps: the gradient at hidden tensors, so that one backward pass yields the gradient at
 //! every layer (candle drops gradients of non-`Var` nodes). On CPU our ReLU and affine ops
 //! store the gradient at their output; elsewhere a zero `Var` is added to the tensor.
+//!
+//! This module sits below the layers and models: [`Ctx`] is what every layer's `forward`
+//! takes, and [`record`] runs any [`Recordable`] model (every `Classifier` is one), so
+//! nothing here names the models.
 
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Shape, Tensor, Var};
 
 use crate::error::{Error, Result};
-use crate::models::{Classifier, Ctx};
 
 pub struct ActTap {
     pub layer: usize,
@@ -71,6 +74,101 @@ impl TapPoint {
                 let out = (h + var.as_tensor())?;
                 Ok((out, Probe::Var(var)))
             }
+        }
+    }
+}
+
+/// Per-forward settings: whether BN uses batch statistics (supervised training from
+/// scratch), whether parameters are tracked for gradients, and where taps go.
+pub struct Ctx<'a> {
+    pub train_bn: bool,
+    pub track_params: bool,
+    pub recorder: Option<&'a mut Recorder>,
+    /// A backward pass to the input follows (frozen parameters, no taps).
+    pub input_grad: bool,
+    /// Layer index l that the modules now running belong to (for grouping bias maps).
+    pub layer: usize,
+}
+
+impl<'a> Ctx<'a> {
+    /// Plain inference: no graph, no taps.
+    pub fn inference() -> Self {
+        Ctx {
+            train_bn: false,
+            track_params: false,
+            recorder: None,
+            input_grad: false,
+            layer: 0,
+        }
+    }
+    /// Gradient to the input only: frozen parameters, no taps, PyTorch's gradients.
+    pub fn input_gradient() -> Self {
+        Ctx {
+            input_grad: true,
+            ..Ctx::inference()
+        }
+    }
+    /// Training: parameters tracked; BN in eval mode unless `train_bn`.
+    pub fn training(train_bn: bool) -> Self {
+        Ctx {
+            train_bn,
+            track_params: true,
+            recorder: None,
+            input_grad: false,
+            layer: 0,
+        }
+    }
+    /// Attribution: frozen parameters, taps recorded.
+    pub fn recording(recorder: &'a mut Recorder) -> Self {
+        Ctx {
+            train_bn: false,
+            track_params: false,
+            recorder: Some(recorder),
+            input_grad: false,
+            layer: 0,
+        }
+    }
+
+    /// Whether a backward pass will follow (so ops must have PyTorch's gradients).
+    pub fn needs_graph(&self) -> bool {
+        self.track_params || self.recorder.is_some() || self.input_grad
+    }
+
+    /// The tensor of a parameter as this pass should see it: tracked for training,
+    /// detached (no weight gradients computed) otherwise.
+    pub fn param(&self, v: &Var) -> Tensor {
+        if self.track_params {
+            v.as_tensor().clone()
+        } else {
+            v.as_tensor().detach()
+        }
+    }
+
+    /// A tap point for the output of the op about to be built (see [`TapPoint`]).
+    pub fn tap_point(&self) -> TapPoint {
+        TapPoint::new(self.recorder.is_some())
+    }
+
+    /// Post-ReLU output of layer `l`, produced by the op `point` was offered to.
+    pub fn tap_act(&mut self, l: usize, name: &str, h: Tensor, point: TapPoint) -> Result<Tensor> {
+        match self.recorder.as_deref_mut() {
+            Some(r) => r.act(l, name, h, point),
+            None => Ok(h),
+        }
+    }
+
+    /// Output of a bias-carrying module, with its (effective) bias vector.
+    pub fn tap_module(
+        &mut self,
+        name: &str,
+        out: Tensor,
+        bias: &Tensor,
+        point: TapPoint,
+    ) -> Result<Tensor> {
+        let layer = self.layer;
+        match self.recorder.as_deref_mut() {
+            Some(r) => r.module(layer, name, out, bias, point),
+            None => Ok(out),
         }
     }
 }
@@ -174,15 +272,21 @@ pub enum Target {
     PerImage(Vec<usize>),
 }
 
+/// A model whose forward pass can be recorded: every `Classifier` (the models implement
+/// this for them), so that recording does not depend on the models.
+pub trait Recordable {
+    fn forward_recording(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor>;
+}
+
 /// One forward with taps, then one backward of the sum of the target logits (images are
 /// independent in eval mode, so each image's gradients are its own).
-pub fn record(model: &dyn Classifier, x: &Tensor, target: &Target) -> Result<Recorded> {
+pub fn record<M: Recordable + ?Sized>(model: &M, x: &Tensor, target: &Target) -> Result<Recorded> {
     let x = x.to_dtype(DType::F32)?;
     let input = Var::from_tensor(&x)?;
     let mut rec = Recorder::default();
     let logits = {
         let mut ctx = Ctx::recording(&mut rec);
-        model.forward_ctx(input.as_tensor(), &mut ctx)?
+        model.forward_recording(input.as_tensor(), &mut ctx)?
     };
     let (n, classes) = logits.dims2()?;
     let target: Vec<u32> = match target {

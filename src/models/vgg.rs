@@ -5,16 +5,26 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use super::layers::{
-    adaptive_avg_pool2d, max_pool2d, relu, window_out_len, Conv2d, Linear, WeightReader,
-};
-use super::{Arch, Classifier, Ctx, LayerInfo, ParamStore};
+use super::classifier::{check_input, Arch, Classifier, LayerInfo};
 use crate::error::{Error, Result};
+use crate::nn::{
+    adaptive_avg_pool2d, max_pool2d, window_out_len, Act, Conv2d, Linear, Module, ParamStore, Post,
+    WeightReader,
+};
+use crate::taps::Ctx;
+
+/// One entry of torchvision's `features`, as in its configuration lists (VGG-16: 64, 64,
+/// M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M).
+enum Feature {
+    /// A 3×3 convolution and its ReLU, whose output is a layer l of the paper.
+    Conv(Conv2d),
+    /// "M": a 2×2 max-pool, stride 2.
+    MaxPool,
+}
 
 pub struct Vgg {
-    convs: Vec<Conv2d>,
-    /// pool_after[i]: a 2×2 max-pool follows conv i.
-    pool_after: Vec<bool>,
+    features: Vec<Feature>,
+    /// fc → ReLU → fc → ReLU → fc (dropout is the identity in eval mode; not modelled).
     classifier: [Linear; 3],
     layers: Vec<LayerInfo>,
     store: ParamStore,
@@ -42,12 +52,14 @@ impl Vgg {
         // torchvision: conv at i, ReLU at i+1, then either the next conv at i+2 or a
         // pool at i+2 and the next conv at i+3; a pool always follows the last conv.
         let mut r = WeightReader::new(tensors, source);
-        let mut convs = Vec::new();
-        let mut pool_after = Vec::new();
+        let mut features = Vec::new();
         let mut layers = Vec::new();
         let mut in_c = 3;
         for (j, &i) in idx.iter().enumerate() {
-            let conv = r.conv(&format!("features.{i}"), in_c, 1, 1)?;
+            let relu = Act::new(j + 1, format!("features.{}", i + 1));
+            let conv = r
+                .conv(&format!("features.{i}"), in_c, 1, 1)?
+                .then(Post::TappedRelu(relu.clone()));
             let next = idx.get(j + 1).copied();
             let pool = match next {
                 None => true,
@@ -62,24 +74,25 @@ impl Vgg {
             };
             in_c = conv.out_channels();
             layers.push(LayerInfo {
-                index: j + 1,
-                name: format!("features.{}", i + 1),
+                index: relu.layer,
+                name: relu.name,
                 channels: in_c,
             });
-            convs.push(conv);
-            pool_after.push(pool);
+            features.push(Feature::Conv(conv));
+            if pool {
+                features.push(Feature::MaxPool);
+            }
         }
-        let fc0_in = in_c * 49;
-        let c0 = r.linear("classifier.0", fc0_in)?;
-        let h0 = c0.weight.dims()[0];
-        let c3 = r.linear("classifier.3", h0)?;
-        let h1 = c3.weight.dims()[0];
-        let c6 = r.linear("classifier.6", h1)?;
-        let classes = c6.weight.dims()[0];
+        // The adaptive pool to 7×7 flattens into the first fc.
+        let c0 = r.linear("classifier.0", in_c * 49)?.then(Post::Relu);
+        let c3 = r
+            .linear("classifier.3", c0.out_features())?
+            .then(Post::Relu);
+        let c6 = r.linear("classifier.6", c3.out_features())?;
+        let classes = c6.out_features();
         let store = r.finish()?;
         Ok(Self {
-            convs,
-            pool_after,
+            features,
             classifier: [c0, c3, c6],
             layers,
             store,
@@ -88,9 +101,18 @@ impl Vgg {
     }
 }
 
+impl Vgg {
+    fn convs(&self) -> impl Iterator<Item = &Conv2d> {
+        self.features.iter().filter_map(|f| match f {
+            Feature::Conv(conv) => Some(conv),
+            Feature::MaxPool => None,
+        })
+    }
+}
+
 impl Classifier for Vgg {
     fn name(&self) -> String {
-        format!("vgg{}", self.convs.len() + 3)
+        format!("vgg{}", self.layers.len() + 3)
     }
     fn arch(&self) -> Arch {
         Arch::Vgg
@@ -109,8 +131,7 @@ impl Classifier for Vgg {
     }
     fn bias_modules(&self) -> Vec<(String, usize)> {
         let l = self.layers.len();
-        self.convs
-            .iter()
+        self.convs()
             .enumerate()
             .filter(|(_, c)| c.bias.is_some())
             .map(|(j, c)| (c.name.clone(), j + 1))
@@ -124,14 +145,16 @@ impl Classifier for Vgg {
     }
 
     fn layer_lens(&self, len: usize, axis: usize) -> Option<Vec<usize>> {
-        let mut out = Vec::with_capacity(self.convs.len());
+        let mut out = Vec::with_capacity(self.layers.len());
         let mut len = len;
-        for (conv, &pool) in self.convs.iter().zip(&self.pool_after) {
-            len = conv.out_len(len, axis)?;
-            // The activation of layer l is taken after the ReLU, before the pool.
-            out.push(len);
-            if pool {
-                len = window_out_len(len, 2, 2, 0)?;
+        for f in &self.features {
+            match f {
+                Feature::Conv(conv) => {
+                    len = conv.out_len(len, axis)?;
+                    // The activation of layer l is taken after the ReLU, before the pool.
+                    out.push(len);
+                }
+                Feature::MaxPool => len = window_out_len(len, 2, 2, 0)?,
             }
         }
         Some(out)
@@ -140,30 +163,22 @@ impl Classifier for Vgg {
     fn forward_ctx(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         check_input(x, self)?;
         let mut h = x.clone();
-        for (j, conv) in self.convs.iter().enumerate() {
-            ctx.layer = j + 1;
-            h = conv.forward_relu_tapped(&h, ctx, j + 1, &self.layers[j].name)?;
-            if self.pool_after[j] {
-                h = max_pool2d(&h, 2, 2, 0, ctx)?;
+        let mut l = 0;
+        for f in &self.features {
+            match f {
+                Feature::Conv(conv) => {
+                    l += 1;
+                    ctx.layer = l;
+                    h = conv.forward(&h, ctx)?;
+                }
+                Feature::MaxPool => h = max_pool2d(&h, 2, 2, 0, ctx)?,
             }
         }
         ctx.layer = self.layers.len() + 1;
-        let h = adaptive_avg_pool2d(&h, 7, 7)?;
-        let h = h.flatten_from(1)?;
-        // Dropout is the identity in eval mode; it is not modelled.
-        let h = relu(&self.classifier[0].forward(&h, ctx)?, ctx)?;
-        let h = relu(&self.classifier[1].forward(&h, ctx)?, ctx)?;
-        self.classifier[2].forward(&h, ctx)
-    }
-}
-
-pub(crate) fn check_input(x: &Tensor, model: &dyn Classifier) -> Result<()> {
-    match x.dims() {
-        [_, 3, h, w] => super::check_input_size(model, *h, *w),
-        d => Err(Error::Shape {
-            what: "model input".into(),
-            expected: "[N, 3, H, W]".into(),
-            got: format!("{d:?}"),
-        }),
+        let mut h = adaptive_avg_pool2d(&h, 7, 7)?.flatten_from(1)?;
+        for fc in &self.classifier {
+            h = fc.forward(&h, ctx)?;
+        }
+        Ok(h)
     }
 }
