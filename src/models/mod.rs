@@ -1,14 +1,12 @@
 //! VGG and ResNet classifiers with explicit parameters, taps and bias handles.
 
-pub mod affine;
-pub mod conv;
 pub mod init;
 pub mod layers;
-pub mod pool;
-pub mod relu;
 pub mod resnet;
-pub mod sgemm;
 pub mod vgg;
+
+// The kernels live in their own crate; these paths keep the layers' calls readable.
+pub use zerobias_kernels::{affine, conv, pool, relu, sgemm};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,13 +16,6 @@ use candle_core::{Device, Tensor, Var};
 use crate::bias::{BiasHandle, BiasSet};
 use crate::error::{Error, Result};
 use crate::taps::{Recorder, TapPoint};
-
-/// Whether the environment variable `var` is `value`, read once into `cell`: the switches
-/// that send the CPU kernels down another path, so that benchmarks compare both in one
-/// binary.
-pub(crate) fn env_switch(cell: &'static std::sync::OnceLock<bool>, var: &str, value: &str) -> bool {
-    *cell.get_or_init(|| std::env::var(var).is_ok_and(|v| v == value))
-}
 
 /// What a parameter is, so that the trainer and the bias handles can select them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,6 +345,8 @@ fn too_small(model: &dyn Classifier, h: usize, w: usize) -> Error {
 
 /// Detect the architecture from the key names and build the model.
 pub fn build(tensors: &HashMap<String, Tensor>, source: &str) -> Result<Box<dyn Classifier>> {
+    // A kernel switch with a value it does not take must stop the run, not pick a path.
+    zerobias_kernels::check_env()?;
     if tensors.contains_key("features.0.weight") {
         return Ok(Box::new(vgg::Vgg::from_tensors(tensors, source)?));
     }

@@ -7,19 +7,20 @@
 //! with AVX-512, convolutions wider than 1×1 between at least 16 channels (forward, and the
 //! input gradient at stride 1) run as direct convolutions instead ([`direct`]), and the
 //! 3×3 ones with many channels on small maps as Winograd's ([`winograd`]).
-//! Other devices and dtypes use candle's built-in convolution.
+//! Other devices and dtypes, and the portable configuration, use candle's built-in
+//! convolution.
 
 use std::borrow::Cow;
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::relu::CHUNK;
-use super::sgemm::{
+use crate::error::{KernelError as Error, Result};
+use crate::sgemm::{
     avx512_kernel_runs, copy_panel_row, sgemm, sgemm_to, sgemm_with, transpose_rows, with_scratch,
     written, Lhs, Mat, Out, RhsPanels, Segmented, PANEL, ROW,
 };
-use crate::error::{Error, Result};
+use crate::storage::{dense, CHUNK};
 use std::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
@@ -29,8 +30,7 @@ mod winograd;
 
 /// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    if !x.device().is_cpu()
-        || x.dtype() != DType::F32
+    if !crate::storage::cpu_f32(x)
         || w.dtype() != DType::F32
         || x.elem_count() == 0
         || w.elem_count() == 0
@@ -46,9 +46,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<T
     Ok(x.apply_op2(&w, ConvOp(g))?)
 }
 
-/// Which kernel [`conv2d`] uses on the CPU: "candle" when forced, else "zerobias".
+/// Which kernel [`conv2d`] uses on the CPU: "candle" when forced or portable, else
+/// "zerobias".
 pub fn backend() -> &'static str {
-    if candle_conv_forced() {
+    if candle_conv_forced() || crate::config::config().portable() {
         "candle"
     } else {
         "zerobias"
@@ -58,8 +59,7 @@ pub fn backend() -> &'static str {
 /// `ZEROBIAS_CONV=candle` selects candle's built-in convolution, so that benchmarks can
 /// compare both kernels in one binary (and as an escape hatch should a result be doubted).
 fn candle_conv_forced() -> bool {
-    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    super::env_switch(&FORCED, "ZEROBIAS_CONV", "candle")
+    crate::config::config().candle_conv
 }
 
 /// Shapes of one convolution.
@@ -1066,22 +1066,6 @@ fn zeros_on_all_threads(len: usize) -> Vec<f32> {
                 }
             })
         })
-    }
-}
-
-/// The contiguous f32 data behind a CPU storage, for the custom ops of this module tree.
-pub(crate) fn dense<'a>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("{what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what} must be contiguous"),
     }
 }
 

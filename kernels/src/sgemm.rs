@@ -11,6 +11,8 @@
 
 use gemm::Parallelism;
 
+pub(crate) use crate::storage::written;
+
 /// Strided view of a dense f32 matrix: element (i, j) at ptr[i*rs + j*cs].
 #[derive(Clone, Copy)]
 pub(crate) struct Mat {
@@ -89,6 +91,12 @@ pub(crate) fn avx512_available() -> bool {
     avx512::available()
 }
 
+/// Whether this CPU runs AVX-512F code (never, off x86-64).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn avx512_available() -> bool {
+    false
+}
+
 /// Whether an m × n × k product runs on the AVX-512 kernel here (which reads
 /// [`RhsPanels::direct_rows`] operands in place; the other paths pack them).
 pub(crate) fn avx512_kernel_runs(m: usize, n: usize, k: usize) -> bool {
@@ -97,23 +105,6 @@ pub(crate) fn avx512_kernel_runs(m: usize, n: usize, k: usize) -> bool {
         return true;
     }
     false
-}
-
-/// A vector of `len` values that `fill` writes, every one, into the vector's spare
-/// capacity: outputs that are overwritten anyway skip the zero fill of `vec![0.0; len]`
-/// (a full memory pass, about 5% of a training step).
-///
-/// # Safety
-/// `fill` must write every element of the slice it is given.
-pub(crate) unsafe fn written(
-    len: usize,
-    fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    fill(&mut out.spare_capacity_mut()[..len]);
-    // SAFETY: all len elements are initialised (caller contract).
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// Runs `f` on a scratch buffer of `len` values kept per thread between calls: packing
@@ -571,8 +562,7 @@ fn own_kernel_applies(m: usize, n: usize, k: usize) -> bool {
 
 /// `ZEROBIAS_GEMM=crate` sends every product to the `gemm` crate (benchmarks compare both).
 fn own_kernel_disabled() -> bool {
-    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    super::env_switch(&DISABLED, "ZEROBIAS_GEMM", "crate")
+    !crate::config::config().own_gemm
 }
 
 /// Which kernel [`sgemm`] uses for large products on this machine.
