@@ -568,7 +568,7 @@ fn own_kernel_disabled() -> bool {
 /// Which kernel [`sgemm`] uses for large products on this machine.
 pub fn backend() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if !own_kernel_disabled() && avx512::available() {
+    if !own_kernel_disabled() && !crate::config::config().portable() && avx512::available() {
         return "avx512";
     }
     "gemm-crate"

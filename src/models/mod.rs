@@ -399,6 +399,16 @@ pub fn layer_shapes(model: &dyn Classifier, size: usize) -> Result<Vec<Vec<usize
         .collect())
 }
 
+/// The kernels that run on `device`: `portable` (the device-generic code, always so off
+/// the CPU) or the CPU kernel set, e.g. `cpu (conv direct+winograd+im2col, gemm avx512)`.
+pub fn kernels_in_use(device: &Device) -> String {
+    if device.is_cpu() {
+        zerobias_kernels::config().describe()
+    } else {
+        "portable".into()
+    }
+}
+
 /// A device from `cpu`, `cuda`, `cuda:N` or `metal`.
 pub fn parse_device(spec: &str) -> Result<Device> {
     let unavailable = |e: candle_core::Error| {
