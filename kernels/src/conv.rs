@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::error::{KernelError as Error, Result};
+use crate::error::Result;
 use crate::sgemm::{
     avx512_kernel_runs, sgemm, sgemm_to, sgemm_with, transpose_rows, with_scratch, written, Lhs,
     Mat, Out, RhsPanels, Segmented, PANEL,
@@ -23,11 +23,13 @@ use std::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
 mod direct;
+pub(crate) mod geom;
 mod im2col;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
-use im2col::{col2im, row_of, rows_to_weight, source, weight_to_rows, Im2col, Im2colT};
+use geom::{across_images, row_of, zeros_on_all_threads, Geom};
+use im2col::{col2im, rows_to_weight, source, weight_to_rows, Im2col, Im2colT};
 
 /// 2-D convolution of `x` [N, C, H, W] with `w` [O, C, kh, kw] (no groups, no dilation).
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
@@ -61,173 +63,6 @@ pub fn backend() -> &'static str {
 /// compare both kernels in one binary (and as an escape hatch should a result be doubted).
 fn candle_conv_forced() -> bool {
     crate::config::config().candle_conv
-}
-
-/// Shapes of one convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geom {
-    n: usize,
-    c_in: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    pad: usize,
-    oh: usize,
-    ow: usize,
-}
-
-impl Geom {
-    fn new(x: &[usize], w: &[usize], pad: usize, stride: usize) -> Result<Self> {
-        let (&[n, c_in, h, wi], &[c_out, wc, kh, kw]) = (x, w) else {
-            return Err(Error::Shape {
-                what: "conv2d operands".into(),
-                expected: "input [N, C, H, W] and weight [O, C, kh, kw]".into(),
-                got: format!("{x:?} and {w:?}"),
-            });
-        };
-        if wc != c_in || stride == 0 || kh == 0 || kw == 0 {
-            return Err(Error::Shape {
-                what: "conv2d weight".into(),
-                expected: format!("[O, {c_in}, kh>0, kw>0] with stride > 0"),
-                got: format!("{w:?} with stride {stride}"),
-            });
-        }
-        if h + 2 * pad < kh || wi + 2 * pad < kw {
-            return Err(Error::Shape {
-                what: "conv2d input".into(),
-                expected: format!("spatial size >= {kh}x{kw} after padding {pad}"),
-                got: format!("{h}x{wi}"),
-            });
-        }
-        Ok(Geom {
-            n,
-            c_in,
-            h,
-            w: wi,
-            c_out,
-            kh,
-            kw,
-            stride,
-            pad,
-            oh: (h + 2 * pad - kh) / stride + 1,
-            ow: (wi + 2 * pad - kw) / stride + 1,
-        })
-    }
-    fn kk(&self) -> usize {
-        self.kh * self.kw
-    }
-    /// Rows of the im2col matrix (its contraction length).
-    fn k_size(&self) -> usize {
-        self.c_in * self.kk()
-    }
-    fn hw(&self) -> usize {
-        self.h * self.w
-    }
-    fn ohw(&self) -> usize {
-        self.oh * self.ow
-    }
-    /// For a stride-1 convolution with a square kernel, the convolution
-    /// that maps its output gradient to its input gradient: O → C channels, padding
-    /// k − 1 − pad, output the input's size.
-    fn transposed(&self) -> Option<Geom> {
-        let square = self.kh == self.kw;
-        if self.stride != 1 || !square || self.pad >= self.kh {
-            return None;
-        }
-        Some(Geom {
-            n: self.n,
-            c_in: self.c_out,
-            h: self.oh,
-            w: self.ow,
-            c_out: self.c_in,
-            kh: self.kh,
-            kw: self.kw,
-            stride: 1,
-            pad: self.kh - 1 - self.pad,
-            oh: self.h,
-            ow: self.w,
-        })
-    }
-    /// Rows and columns of each plane of the [`source`] layout: the input's for stride 1,
-    /// else those of its stride phases.
-    fn phase_dims(&self) -> (usize, usize) {
-        (self.h.div_ceil(self.stride), self.w.div_ceil(self.stride))
-    }
-    /// The stride phases along one axis that the kernel reads: `count` consecutive
-    /// residues (mod stride) from `first` (all of them unless the kernel is narrower than
-    /// the stride, as for a 1×1 convolution with stride 2).
-    fn phases_along(&self, k: usize) -> (usize, usize) {
-        let s = self.stride;
-        ((s - self.pad % s) % s, k.min(s))
-    }
-    /// Index of residue `r` among the phases along an axis from the first one read (the
-    /// phase is read if the index is below their count).
-    fn phase_index(&self, k: usize, r: usize) -> usize {
-        (r + self.stride - self.phases_along(k).0) % self.stride
-    }
-    /// Values of one image in the [`source`] layout.
-    fn source_len(&self) -> usize {
-        let (hq, wq) = self.phase_dims();
-        self.c_in * self.phases_along(self.kh).1 * self.phases_along(self.kw).1 * hq * wq
-    }
-    /// Where im2col row r reads in the [`source`] layout: plane index, and the shift
-    /// (dy, dx) with which output pixel (oy, ox) reads the plane's pixel (oy + dy, ox + dx).
-    fn source_of(&self, r: usize) -> (usize, (isize, isize)) {
-        let (ci, ky, kx) = row_of(self, r);
-        let s = self.stride as isize;
-        let (ry, rx) = (
-            ky as isize - self.pad as isize,
-            kx as isize - self.pad as isize,
-        );
-        let (iy, ix) = (
-            self.phase_index(self.kh, ry.rem_euclid(s) as usize),
-            self.phase_index(self.kw, rx.rem_euclid(s) as usize),
-        );
-        let (ny, nx) = (self.phases_along(self.kh).1, self.phases_along(self.kw).1);
-        (
-            (ci * ny + iy) * nx + ix,
-            (ry.div_euclid(s), rx.div_euclid(s)),
-        )
-    }
-    /// 1×1, stride 1, no padding: the input image already is its im2col matrix.
-    fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
-    }
-    /// Output pixels per gemm tile: bounds the im2col buffer (≤ k_size × TILE floats)
-    /// while keeping the gemm wide enough to run at full speed.
-    fn tile(&self) -> usize {
-        const TILE: usize = 512;
-        TILE.min(self.ohw()).max(1)
-    }
-}
-
-/// Whether to parallelise across images (each image single-threaded) or inside each image
-/// (rayon in im2col/col2im, multi-threaded gemm). Across images has no synchronisation but
-/// needs at least one image per thread.
-fn across_images(n: usize) -> bool {
-    n >= rayon::current_num_threads()
-}
-
-/// Range [lo, hi) of output columns `ox` whose input column `ox*s + kx - pad` is inside
-/// the image.
-pub(super) fn valid_range(
-    out: usize,
-    inp: usize,
-    k: usize,
-    s: usize,
-    pad: usize,
-) -> (usize, usize) {
-    // ox*s + k >= pad  ⇔  ox >= ceil((pad - k) / s)
-    let lo = pad.saturating_sub(k).div_ceil(s).min(out);
-    // ox*s + k - pad <= inp - 1  ⇔  ox <= (inp - 1 + pad - k) / s
-    let hi = match (inp + pad).checked_sub(k + 1) {
-        Some(v) => (v / s + 1).min(out),
-        None => 0,
-    };
-    (lo, hi.max(lo))
 }
 
 /// Whether [`forward`] multiplies all images at once: when each image's map is too small to
@@ -675,22 +510,6 @@ fn weight_grad_batch(g: &Geom, x: &[f32], gr: &[f32]) -> Vec<f32> {
     // SAFETY: dw is O × k_size; the im2col view reads inside x.
     unsafe { sgemm_with(&lhs, ks, dw.as_mut_ptr(), ks, false, &rhs, true) };
     dw
-}
-
-/// A zeroed buffer, filled on every thread: `vec![0.0; len]` reuses freed memory (glibc
-/// keeps it, see `init_cpu_runtime` in runtime.rs) and zero-fills it on the calling thread
-/// while the others wait.
-fn zeros_on_all_threads(len: usize) -> Vec<f32> {
-    // SAFETY: the chunks cover every value.
-    unsafe {
-        written(len, |out| {
-            out.par_chunks_mut(CHUNK).for_each(|c| {
-                for v in c {
-                    v.write(0.0);
-                }
-            })
-        })
-    }
 }
 
 fn check_len(data: &[f32], want: usize, what: &str) -> candle_core::Result<()> {

@@ -128,7 +128,7 @@ impl MaxPool {
     fn runs(&self, w: usize, ow: usize) -> Vec<(usize, usize, usize, isize)> {
         (0..self.kernel)
             .map(|dx| {
-                let (lo, hi) = crate::conv::valid_range(ow, w, dx, self.stride, self.padding);
+                let (lo, hi) = crate::conv::geom::valid_range(ow, w, dx, self.stride, self.padding);
                 let (r, off) = self.phase_of(dx);
                 (lo, hi, r, off)
             })

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::{across_images, zeros_on_all_threads, Geom};
+use super::geom::{across_images, zeros_on_all_threads, Geom};
 use crate::sgemm::{
     avx512_available, transpose16 as registers_transposed, with_scratch, written, Dst,
 };

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::{valid_range, zeros_on_all_threads, Geom};
+use super::geom::{valid_range, zeros_on_all_threads, Geom};
 use crate::sgemm::{copy_panel_row, transpose_rows, with_scratch, RhsPanels, PANEL, ROW};
 
 /// The input in the layout the im2col rows read (see [`Geom::source_of`]): as it is for
@@ -329,14 +329,6 @@ pub(super) fn col2im_row(
         oy += 1;
         ox0 = 0;
     }
-}
-
-/// Row r of the im2col matrix is input channel `r % c_in` at kernel offset `r / c_in`
-/// (kernel-offset-major, as candle's kernel orders its contraction, so that forward sums
-/// are accumulated in the same order and come out bit-identical).
-pub(super) fn row_of(g: &Geom, r: usize) -> (usize, usize, usize) {
-    let (o, ci) = (r / g.c_in, r % g.c_in);
-    (ci, o / g.kw, o % g.kw)
 }
 
 /// dx_b += col2im(col) for output pixels p0..p0+t, col [k_size, t].

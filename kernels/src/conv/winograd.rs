@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::Geom;
+use super::geom::Geom;
 use crate::sgemm::{avx512_available, sgemm, sgemm_with, with_scratch, written, Dst, Lhs, Mat};
 
 /// Points of the 4×4 transform.
