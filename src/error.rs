@@ -66,6 +66,25 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl From<zerobias_kernels::KernelError> for Error {
+    fn from(e: zerobias_kernels::KernelError) -> Self {
+        use zerobias_kernels::KernelError as K;
+        match e {
+            K::Shape {
+                what,
+                expected,
+                got,
+            } => Error::Shape {
+                what,
+                expected,
+                got,
+            },
+            K::Candle(e) => Error::Candle(e),
+            config @ K::Config { .. } => Error::Input(config.to_string()),
+        }
+    }
+}
+
 impl Error {
     pub fn input(msg: impl Into<String>) -> Self {
         Error::Input(msg.into())

@@ -6,8 +6,6 @@
 //! takes, and [`record`] runs any [`Recordable`] model (every `Classifier` is one), so
 //! nothing here names the models.
 
-use std::sync::{Arc, Mutex};
-
 use candle_core::{DType, Shape, Tensor, Var};
 
 use crate::error::{Error, Result};
@@ -26,54 +24,20 @@ enum Probe {
     Slot(GradSlot),
 }
 
-/// Where an op stores the gradient arriving at its output during backward.
-#[derive(Clone, Default)]
-pub struct GradSlot(Arc<Mutex<Option<Tensor>>>);
-
-impl GradSlot {
-    pub(crate) fn store(&self, grad: &Tensor) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(grad.clone());
-        }
-    }
-    fn get(&self) -> Option<Tensor> {
-        self.0.lock().ok().and_then(|g| g.clone())
-    }
-}
-
 /// A tap prepared before the op whose output it taps. Our CPU ops (ReLU, per-channel affine)
-/// can store their output gradient themselves: they [`attach`](TapPoint::attach) the slot
-/// and the tap then costs nothing. Otherwise the recorder adds a zero `Var` after the op.
-#[derive(Default)]
-pub struct TapPoint {
-    slot: Option<GradSlot>,
-    attached: std::cell::Cell<bool>,
-}
+/// can store their output gradient themselves: they attach the hook's slot and the tap then
+/// costs nothing. Otherwise the recorder adds a zero `Var` after the op.
+pub use zerobias_kernels::GradHook as TapPoint;
+pub use zerobias_kernels::GradSlot;
 
-impl TapPoint {
-    /// A tap point that records (`true`) or a no-op one.
-    pub(crate) fn new(recording: bool) -> Self {
-        TapPoint {
-            slot: recording.then(GradSlot::default),
-            attached: Default::default(),
-        }
-    }
-    /// For an op that will store its output gradient: the slot to store it in (None when
-    /// nothing is being recorded).
-    pub(crate) fn attach(&self) -> Option<GradSlot> {
-        let slot = self.slot.clone()?;
-        self.attached.set(true);
-        Some(slot)
-    }
-    /// The probe for `h`: the attached slot, or a zero `Var` added to `h`.
-    fn probe(self, h: &Tensor) -> Result<(Tensor, Probe)> {
-        match self.slot {
-            Some(slot) if self.attached.get() => Ok((h.clone(), Probe::Slot(slot))),
-            _ => {
-                let var = Var::zeros(h.shape(), h.dtype(), h.device())?;
-                let out = (h + var.as_tensor())?;
-                Ok((out, Probe::Var(var)))
-            }
+/// The probe for `h`: the slot an op attached, or a zero `Var` added to `h`.
+fn probe(point: TapPoint, h: &Tensor) -> Result<(Tensor, Probe)> {
+    match point.attached() {
+        Some(slot) => Ok((h.clone(), Probe::Slot(slot))),
+        None => {
+            let var = Var::zeros(h.shape(), h.dtype(), h.device())?;
+            let out = (h + var.as_tensor())?;
+            Ok((out, Probe::Var(var)))
         }
     }
 }
@@ -199,7 +163,7 @@ impl Recorder {
     }
 
     pub fn act(&mut self, layer: usize, name: &str, h: Tensor, point: TapPoint) -> Result<Tensor> {
-        let (out, probe) = point.probe(&h)?;
+        let (out, probe) = probe(point, &h)?;
         self.acts.push(ActTap {
             layer,
             name: name.to_string(),
@@ -218,7 +182,7 @@ impl Recorder {
         point: TapPoint,
     ) -> Result<Tensor> {
         let shape = out.shape().clone();
-        let (tapped, probe) = point.probe(&out)?;
+        let (tapped, probe) = probe(point, &out)?;
         self.modules.push(ModuleTap {
             name: name.to_string(),
             layer,
@@ -247,7 +211,7 @@ pub struct ModuleRecord {
     pub bias: Tensor,
     pub grad: Tensor,
     /// One fused pass over the gradient, shared by bias maps, FullGrad and gross sums.
-    pub(crate) stats: std::sync::OnceLock<crate::attribution::kernels::ChannelStats>,
+    pub(crate) stats: std::sync::OnceLock<zerobias_kernels::reduce::ChannelStats>,
 }
 
 /// Everything one forward + one backward pass records.

@@ -8,7 +8,8 @@ mod bias;
 mod fullgrad;
 mod grad;
 mod gradcam;
-pub mod kernels;
+/// The fused per-module reductions, which live with the other kernels.
+pub use zerobias_kernels::reduce as kernels;
 
 pub use act::Activation;
 pub use aggregate::Aggregate;

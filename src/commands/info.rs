@@ -39,6 +39,8 @@ fn print_info(model: &dyn Classifier, size: usize) -> Result<()> {
         model.params().numel(),
         model.params().len()
     );
+    // Exactly `kernels: portable` on the device-generic path (scripts look for it).
+    println!("kernels: {}", models::kernels_in_use(&model.device()));
     println!("\nlayers (output shape for a {size}x{size} input):");
     println!("  {:>3}  {:<16}  shape", "l", "module");
     println!("  {:>3}  {:<16}  {:?}", 0, "input", [3, size, size]);

@@ -1,15 +1,13 @@
 //! VGG and ResNet classifiers built from the [`nn`](crate::nn) layers, with explicit
 //! parameters, taps and bias handles; [`build`] detects the architecture from the weights.
 
-pub mod affine;
 pub mod classifier;
-pub mod conv;
 pub mod init;
-pub mod pool;
-pub mod relu;
 pub mod resnet;
-pub mod sgemm;
 pub mod vgg;
+
+// The kernels live in their own crate; these paths keep the layers' calls readable.
+pub use zerobias_kernels::{affine, conv, pool, relu, sgemm};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,15 +24,10 @@ pub use classifier::{
     Classifier, LayerInfo, MAX_INPUT_SIDE,
 };
 
-/// Whether the environment variable `var` is `value`, read once into `cell`: the switches
-/// that send the CPU kernels down another path, so that benchmarks compare both in one
-/// binary.
-pub(crate) fn env_switch(cell: &'static std::sync::OnceLock<bool>, var: &str, value: &str) -> bool {
-    *cell.get_or_init(|| std::env::var(var).is_ok_and(|v| v == value))
-}
-
 /// Detect the architecture from the key names and build the model.
 pub fn build(tensors: &HashMap<String, Tensor>, source: &str) -> Result<Box<dyn Classifier>> {
+    // A kernel switch with a value it does not take must stop the run, not pick a path.
+    zerobias_kernels::check_env()?;
     if tensors.contains_key("features.0.weight") {
         return Ok(Box::new(vgg::Vgg::from_tensors(tensors, source)?));
     }
@@ -64,6 +57,16 @@ pub fn open(spec: &str, revision: Option<&str>, device: &Device) -> Result<Box<d
     let cfg = crate::hub::HubConfig::from_env();
     let path = crate::hub::resolve_model(&cfg, spec, revision)?;
     load(&path, device)
+}
+
+/// The kernels that run on `device`: `portable` (the device-generic code, always so off
+/// the CPU) or the CPU kernel set, e.g. `cpu (conv direct+winograd+im2col, gemm avx512)`.
+pub fn kernels_in_use(device: &Device) -> String {
+    if device.is_cpu() {
+        zerobias_kernels::config().describe()
+    } else {
+        "portable".into()
+    }
 }
 
 /// A device from `cpu`, `cuda`, `cuda:N` or `metal`.

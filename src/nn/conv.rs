@@ -47,7 +47,7 @@ impl Conv2d {
     /// The convolution without its bias.
     fn conv(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let w = ctx.param(&self.weight);
-        conv2d(x, &w, self.padding, self.stride)
+        Ok(conv2d(x, &w, self.padding, self.stride)?)
     }
 
     /// y plus the bias, if any, the sum tapped as this module's output.

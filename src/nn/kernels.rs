@@ -4,5 +4,5 @@ pub(crate) use crate::models::affine::{
     channel_affine, channel_affine_add_relu, channel_affine_relu,
 };
 pub(crate) use crate::models::conv::conv2d;
-pub(crate) use crate::models::pool::MaxPool;
+pub(crate) use crate::models::pool::max_pool2d as max_pool;
 pub(crate) use crate::models::relu::{add_relu, relu};

@@ -65,7 +65,7 @@ impl Post {
 /// ReLU whose derivative at exactly 0 is 0, as in PyTorch (candle's `relu` uses 1 there,
 /// which matters once biases decay and many pre-activations sit at exactly 0).
 pub fn relu(x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-    kernels::relu(x, ctx.needs_graph(), &TapPoint::default())
+    Ok(kernels::relu(x, ctx.needs_graph(), &TapPoint::default())?)
 }
 
 /// relu(a + b), recorded as `act` (ResNet's block output).

@@ -1,15 +1,14 @@
 //! Pooling: max pooling with PyTorch's gradient, adaptive and global average pooling.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
-use super::kernels::MaxPool;
-use crate::error::{Error, Result};
+use super::kernels::max_pool;
+use crate::error::Result;
 use crate::taps::Ctx;
 
 /// Max pooling with PyTorch's gradient: one winner per window (the first maximum in
-/// raster order), for any kernel, stride and padding. Built from strided views + argmax +
-/// gather because candle's max_pool2d has no backward unless kernel == stride and spreads
-/// the gradient over ties.
+/// raster order), for any kernel, stride and padding (see
+/// [`zerobias_kernels::pool::max_pool2d`]).
 pub fn max_pool2d(
     x: &Tensor,
     kernel: usize,
@@ -17,81 +16,7 @@ pub fn max_pool2d(
     padding: usize,
     ctx: &Ctx,
 ) -> Result<Tensor> {
-    let (_n, _c, h, w) = x.dims4()?;
-    if h + 2 * padding < kernel || w + 2 * padding < kernel {
-        return Err(Error::Shape {
-            what: "max-pool input".into(),
-            expected: format!("spatial size >= {} after padding", kernel),
-            got: format!("{h}x{w}"),
-        });
-    }
-    let ho = (h + 2 * padding - kernel) / stride + 1;
-    let wo = (w + 2 * padding - kernel) / stride + 1;
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        let op = MaxPool {
-            kernel,
-            stride,
-            padding,
-        };
-        let x = x.contiguous()?;
-        if !ctx.needs_graph() {
-            return Ok(x.apply_op1_no_bwd(&op)?);
-        }
-        return Ok(x.apply_op1(op)?);
-    }
-    if !ctx.needs_graph() && padding == 0 && kernel == stride {
-        // Inference: candle's kernel gives the max; it drops a NaN unless the NaN comes first
-        // in its window, so windows holding one are set to NaN after (PyTorch propagates it).
-        let y = x.max_pool2d_with_stride(kernel, stride)?;
-        let nan = x.ne(x)?.to_dtype(x.dtype())?;
-        let has_nan = nan.max_pool2d_with_stride(kernel, stride)?.gt(0f32)?;
-        let nans = Tensor::full(f32::NAN, y.shape(), y.device())?.to_dtype(y.dtype())?;
-        return Ok(has_nan.where_cond(&nans, &y)?);
-    }
-    // Edge padding is equivalent to -inf padding for a max: the padded value is a copy of
-    // an element already inside the window.
-    let need_h = (kernel - 1) + stride * ho;
-    let need_w = (kernel - 1) + stride * wo;
-    let extra_h = need_h.saturating_sub(h + padding);
-    let extra_w = need_w.saturating_sub(w + padding);
-    let xp = x
-        .pad_with_same(2, padding, extra_h)?
-        .pad_with_same(3, padding, extra_w)?;
-    let mut views = Vec::with_capacity(kernel * kernel);
-    for dy in 0..kernel {
-        let rows = strided(&xp, 2, dy, stride, ho)?;
-        for dx in 0..kernel {
-            views.push(strided(&rows, 3, dx, stride, wo)?);
-        }
-    }
-    let stacked = Tensor::stack(&views, 0)?;
-    let idx = stacked.detach().argmax_keepdim(0)?;
-    // As ATen, a NaN wins its window and the last NaN in raster order (the order of the
-    // views) wins over earlier ones; argmax's choice among NaNs is unspecified. The rank of
-    // view v is v + 1 where it holds NaN, else 0; the largest rank is the last NaN.
-    let stacked_d = stacked.detach();
-    let ranks = Tensor::arange(1u32, (kernel * kernel) as u32 + 1, x.device())?
-        .to_dtype(x.dtype())?
-        .reshape((kernel * kernel, 1, 1, 1, 1))?;
-    let rank = stacked_d
-        .ne(&stacked_d)?
-        .to_dtype(x.dtype())?
-        .broadcast_mul(&ranks)?;
-    let has_nan = rank.max_keepdim(0)?.gt(0f32)?;
-    let idx = has_nan.where_cond(&rank.argmax_keepdim(0)?, &idx)?;
-    Ok(stacked.gather(&idx, 0)?.squeeze(0)?)
-}
-
-/// Elements start, start+step, ..., `count` of them, along `dim`.
-fn strided(x: &Tensor, dim: usize, start: usize, step: usize, count: usize) -> Result<Tensor> {
-    let t = x.narrow(dim, start, step * count)?;
-    if step == 1 {
-        return Ok(t);
-    }
-    let mut shape = t.dims().to_vec();
-    shape[dim] = count;
-    shape.insert(dim + 1, step);
-    Ok(t.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)?)
+    Ok(max_pool(x, kernel, stride, padding, ctx.needs_graph())?)
 }
 
 /// PyTorch's AdaptiveAvgPool2d: bin i covers [floor(i·H/O), ceil((i+1)·H/O)), bins overlap

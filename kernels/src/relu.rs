@@ -5,13 +5,12 @@
 
 use std::mem::MaybeUninit;
 
-use super::conv::dense;
-use super::sgemm::written;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::taps::{GradSlot, TapPoint};
+use crate::hook::{GradHook, GradSlot};
+use crate::storage::{cpu_f32, dense, written, CHUNK};
 
 /// ReLU, storing the gradient at its output in the slot if one is attached (a tap).
 struct Relu(Option<GradSlot>);
@@ -38,10 +37,6 @@ impl CustomOp1 for Relu {
         Ok(Some(grad.apply_op2_no_bwd(&res.contiguous()?, &ReluGrad)?))
     }
 }
-
-/// Values per task of an element-wise pass (and below which it runs on one thread): large
-/// enough to amortise scheduling, small enough to split a 14×14 map across both threads.
-pub(super) const CHUNK: usize = 1 << 14;
 
 type Pair<'a> = (&'a [f32], &'a [f32]);
 
@@ -77,7 +72,7 @@ fn zip_values(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -
 /// NaN passes through as in PyTorch (`f32::max` would drop it); -0 gives +0 as before. The
 /// compare-and-mask form vectorises to fewer instructions than `max`.
 #[inline(always)]
-pub(super) fn relu_value(v: f32) -> f32 {
+pub(crate) fn relu_value(v: f32) -> f32 {
     if v <= 0.0 {
         0.0
     } else {
@@ -88,7 +83,7 @@ pub(super) fn relu_value(v: f32) -> f32 {
 /// The gradient a ReLU passes back, from its output y: 0 where y ≤ 0 (derivative 0 at
 /// exactly 0), else g, NaN outputs included: PyTorch's `threshold_backward`.
 #[inline(always)]
-pub(super) fn relu_grad(g: f32, y: f32) -> f32 {
+pub(crate) fn relu_grad(g: f32, y: f32) -> f32 {
     if y <= 0.0 {
         0.0
     } else {
@@ -171,13 +166,8 @@ impl CustomOp2 for AddRelu {
     }
 }
 
-/// Whether a tensor can be an operand of the CPU custom ops (CPU, f32).
-pub(super) fn cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
-}
-
 /// relu(a + b) with PyTorch's gradient (see [`relu`]).
-pub fn add_relu(a: &Tensor, b: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
+pub fn add_relu(a: &Tensor, b: &Tensor, graph: bool, tap: &GradHook) -> Result<Tensor> {
     if !(cpu_f32(a) && cpu_f32(b)) {
         return relu(&(a + b)?, graph, tap);
     }
@@ -189,8 +179,8 @@ pub fn add_relu(a: &Tensor, b: &Tensor, graph: bool, tap: &TapPoint) -> Result<T
 }
 
 /// ReLU with PyTorch's gradient; `graph` says whether a backward pass will follow. On CPU
-/// the op itself serves the tap at its output.
-pub fn relu(x: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
+/// the op itself fills the hook with the gradient at its output.
+pub fn relu(x: &Tensor, graph: bool, tap: &GradHook) -> Result<Tensor> {
     if cpu_f32(x) {
         let x = x.contiguous()?;
         if !graph {
@@ -208,6 +198,7 @@ pub fn relu(x: &Tensor, graph: bool, tap: &TapPoint) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
     use candle_core::{Device, Var};
 
     /// Values with exact zeros, sums at exactly 0 and both signs, over more than one chunk.
@@ -244,7 +235,7 @@ mod tests {
             .unwrap()
             .reshape(a.shape())
             .unwrap();
-        let none = TapPoint::default();
+        let none = GradHook::default();
         let fused = add_relu(a.as_tensor(), b.as_tensor(), true, &none).unwrap();
         let plain = relu(&(a.as_tensor() + b.as_tensor()).unwrap(), true, &none).unwrap();
         assert_eq!(bits(&fused), bits(&plain));
@@ -298,7 +289,7 @@ mod tests {
         ];
         let want = [f32::NAN, f32::INFINITY, 0.0, 0.0, 0.0, 0.0, 3.0];
         let want_grad = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
-        let none = TapPoint::default();
+        let none = GradHook::default();
         for dtype in [DType::F32, DType::F64] {
             let x = Tensor::new(&xs, &Device::Cpu)
                 .unwrap()
@@ -340,7 +331,7 @@ mod tests {
     fn add_relu_rejects_mismatched_shapes() {
         let a = Tensor::zeros((1, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
         let b = Tensor::zeros((1, 2, 3, 4), DType::F32, &Device::Cpu).unwrap();
-        let err = add_relu(&a, &b, false, &TapPoint::default()).unwrap_err();
+        let err = add_relu(&a, &b, false, &GradHook::default()).unwrap_err();
         assert!(err.to_string().contains("residual join"), "{err}");
     }
 }

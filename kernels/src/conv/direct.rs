@@ -15,8 +15,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::{across_images, zeros_on_all_threads, Geom};
-use crate::models::sgemm::{
+use super::geom::{across_images, zeros_on_all_threads, Geom};
+use crate::sgemm::{
     avx512_available, transpose16 as registers_transposed, with_scratch, written, Dst,
 };
 
@@ -41,8 +41,7 @@ pub(super) fn applies(g: &Geom) -> bool {
 /// `ZEROBIAS_DIRECT_CONV=0` sends these convolutions back to im2col + gemm (to compare
 /// both paths in one binary).
 fn disabled() -> bool {
-    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    crate::models::env_switch(&DISABLED, "ZEROBIAS_DIRECT_CONV", "0")
+    !crate::config::config().direct_conv
 }
 
 /// The kernel packed for [`forward`]: per panel of NR output channels, k_size rows of NR

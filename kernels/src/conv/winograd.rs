@@ -18,10 +18,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::Geom;
-use crate::models::sgemm::{
-    avx512_available, sgemm, sgemm_with, with_scratch, written, Dst, Lhs, Mat,
-};
+use super::geom::Geom;
+use crate::sgemm::{avx512_available, sgemm, sgemm_with, with_scratch, written, Dst, Lhs, Mat};
 
 /// Points of the 4×4 transform.
 const POINTS: usize = 16;
@@ -82,8 +80,7 @@ pub(super) fn input_grad_tap<'w>(
 }
 
 fn disabled() -> bool {
-    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    crate::models::env_switch(&DISABLED, "ZEROBIAS_WINOGRAD", "0")
+    !crate::config::config().winograd
 }
 
 /// Tile rows and columns of the output.

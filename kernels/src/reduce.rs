@@ -17,7 +17,7 @@ pub struct ChannelStats {
 
 /// Run `f` on the contiguous f32 data of a CPU tensor, or return None.
 fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    if !t.device().is_cpu() || t.dtype() != DType::F32 {
+    if !crate::storage::cpu_f32(t) {
         return None;
     }
     let (storage, layout) = t.storage_and_layout();

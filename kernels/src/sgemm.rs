@@ -4,12 +4,14 @@
 //! `gemm` crate. The AVX-512 kernel sums in exactly the order of the `gemm` crate's AVX2
 //! (FMA) kernel: the depth is cut into the same blocks (`kc`), each block is one FMA chain
 //! per output element starting from zero, and the blocks are added to the destination in
-//! order. Results are therefore bit-identical to the portable path (and to candle's own
+//! order. Results are therefore bit-identical to the `gemm` crate's (and to candle's own
 //! convolution, which also uses the `gemm` crate), while running at twice the vector
 //! width. Shapes the `gemm` crate treats specially (vectors, depth ≤ 2, tiny outputs) go
 //! to the `gemm` crate.
 
 use gemm::Parallelism;
+
+pub(crate) use crate::storage::written;
 
 /// Strided view of a dense f32 matrix: element (i, j) at ptr[i*rs + j*cs].
 #[derive(Clone, Copy)]
@@ -89,6 +91,12 @@ pub(crate) fn avx512_available() -> bool {
     avx512::available()
 }
 
+/// Whether this CPU runs AVX-512F code (never, off x86-64).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn avx512_available() -> bool {
+    false
+}
+
 /// Whether an m × n × k product runs on the AVX-512 kernel here (which reads
 /// [`RhsPanels::direct_rows`] operands in place; the other paths pack them).
 pub(crate) fn avx512_kernel_runs(m: usize, n: usize, k: usize) -> bool {
@@ -97,23 +105,6 @@ pub(crate) fn avx512_kernel_runs(m: usize, n: usize, k: usize) -> bool {
         return true;
     }
     false
-}
-
-/// A vector of `len` values that `fill` writes, every one, into the vector's spare
-/// capacity: outputs that are overwritten anyway skip the zero fill of `vec![0.0; len]`
-/// (a full memory pass, about 5% of a training step).
-///
-/// # Safety
-/// `fill` must write every element of the slice it is given.
-pub(crate) unsafe fn written(
-    len: usize,
-    fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    fill(&mut out.spare_capacity_mut()[..len]);
-    // SAFETY: all len elements are initialised (caller contract).
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// Runs `f` on a scratch buffer of `len` values kept per thread between calls: packing
@@ -571,14 +562,13 @@ fn own_kernel_applies(m: usize, n: usize, k: usize) -> bool {
 
 /// `ZEROBIAS_GEMM=crate` sends every product to the `gemm` crate (benchmarks compare both).
 fn own_kernel_disabled() -> bool {
-    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    super::env_switch(&DISABLED, "ZEROBIAS_GEMM", "crate")
+    !crate::config::config().own_gemm
 }
 
 /// Which kernel [`sgemm`] uses for large products on this machine.
 pub fn backend() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if !own_kernel_disabled() && avx512::available() {
+    if !own_kernel_disabled() && !crate::config::config().portable() && avx512::available() {
         return "avx512";
     }
     "gemm-crate"
@@ -1110,202 +1100,4 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn transpose_rows_transposes() {
-        let data: Vec<f32> = (0..PANEL * 70).map(|i| i as f32).collect();
-        for (pixels, live) in [(64, 32), (63, 32), (17, 5), (16, 16), (1, 31), (40, 0)] {
-            let sources: Vec<&[f32]> = data.chunks(70).take(live).collect();
-            let mut rows = vec![-1f32; pixels * PANEL];
-            transpose_rows(&sources, &mut rows);
-            for p in 0..pixels {
-                for q in 0..PANEL {
-                    let want = if q < live { data[q * 70 + p] } else { 0.0 };
-                    assert_eq!(rows[p * PANEL + q], want, "{pixels} {live} {p} {q}");
-                }
-            }
-        }
-    }
-
-    /// The defined order, written plainly: per depth block one FMA chain from zero, then
-    /// added to the destination.
-    fn reference(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], acc: bool) {
-        let kc = depth_block(m, n, k);
-        for i in 0..m {
-            for j in 0..n {
-                let mut out = if acc { c[i * n + j] } else { 0.0 };
-                let mut k0 = 0;
-                while k0 < k {
-                    let mut s = 0f32;
-                    for p in k0..(k0 + kc).min(k) {
-                        s = a[i * k + p].mul_add(b[p * n + j], s);
-                    }
-                    out = if k0 == 0 && !acc { s } else { out + s };
-                    k0 += kc;
-                }
-                c[i * n + j] = out;
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn product(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[f32],
-        b: &[f32],
-        c: &mut [f32],
-        acc: bool,
-        par: bool,
-        b_transposed: bool,
-    ) {
-        let rhs = if b_transposed {
-            Mat {
-                ptr: b.as_ptr(),
-                rs: 1,
-                cs: k as isize,
-            }
-        } else {
-            Mat {
-                ptr: b.as_ptr(),
-                rs: n as isize,
-                cs: 1,
-            }
-        };
-        let lhs = Mat {
-            ptr: a.as_ptr(),
-            rs: k as isize,
-            cs: 1,
-        };
-        // SAFETY: buffers sized m×k, k×n, m×n.
-        unsafe { sgemm(m, n, k, c.as_mut_ptr(), n, acc, lhs, &rhs, par) }
-    }
-
-    #[test]
-    fn matches_the_defined_summation_order_bit_for_bit() {
-        let shapes = [
-            (64, 512, 576),
-            (13, 100, 1200),
-            (300, 49, 4608),
-            (65, 33, 3),
-            (100, 17, 2049),
-            (20, 20, 700),
-            (512, 196, 2304),
-            // Last row panels of 4 and 5 rows (the 4- and 8-row tiles at their edges).
-            (18, 40, 300),
-            (33, 70, 129),
-        ];
-        for (s, &(m, n, k)) in shapes.iter().enumerate() {
-            let a = random(m * k, 3 * s as u64 + 1);
-            let b = random(k * n, 3 * s as u64 + 2);
-            let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
-            let c0 = random(m * n, 3 * s as u64 + 3);
-            for acc in [false, true] {
-                let mut want = c0.clone();
-                reference(m, n, k, &a, &b, &mut want, acc);
-                for (par, transposed) in [(false, false), (true, false), (false, true)] {
-                    let mut got = c0.clone();
-                    let rhs = if transposed { &bt } else { &b };
-                    product(m, n, k, &a, rhs, &mut got, acc, par, transposed);
-                    let bad = got
-                        .iter()
-                        .zip(&want)
-                        .position(|(x, y)| x.to_bits() != y.to_bits());
-                    if let Some(q) = bad {
-                        eprintln!(
-                            "first mismatch at {q}: {} vs {}, count {}",
-                            got[q],
-                            want[q],
-                            got.iter()
-                                .zip(&want)
-                                .filter(|(x, y)| x.to_bits() != y.to_bits())
-                                .count()
-                        );
-                    }
-                    let same = bad.is_none();
-                    assert!(
-                        same,
-                        "{m}x{n}x{k} acc={acc} par={par} transposed={transposed} ({})",
-                        backend()
-                    );
-                }
-            }
-        }
-    }
-
-    /// A product written in blocks of columns (images of a batch) gives the plain product's
-    /// values, bit for bit, at the block layout's places, and leaves every other value of the
-    /// destination alone: blocks narrower than a vector, straddling tiles, and the last
-    /// partial tile, overwriting and accumulating.
-    #[test]
-    fn blocked_output_places_the_plain_product() {
-        for (s, &(m, n, k, block)) in [
-            (30, 196, 300, 49),
-            (70, 100, 64, 5),
-            (13, 64, 40, 1),
-            (40, 90, 33, 45),
-            (25, 40, 20, 16),
-            (3, 20, 5, 4), // too small for the AVX-512 kernel: the portable path
-        ]
-        .iter()
-        .enumerate()
-        {
-            let a = random(m * k, 7 * s as u64 + 1);
-            let b = random(k * n, 7 * s as u64 + 2);
-            let blocks = n.div_ceil(block);
-            // Each block [m, block] with a gap of 3 values after it, which must stay as is.
-            let block_stride = m * block + 3;
-            let out = Out {
-                rs: block,
-                block,
-                block_stride,
-            };
-            let c0 = random(blocks * block_stride, 7 * s as u64 + 3);
-            for acc in [false, true] {
-                let mut plain: Vec<f32> =
-                    (0..m * n).map(|q| c0[out.offset(q / n, q % n)]).collect();
-                product(m, n, k, &a, &b, &mut plain, acc, true, false);
-                let lhs = Mat {
-                    ptr: a.as_ptr(),
-                    rs: k as isize,
-                    cs: 1,
-                };
-                // SAFETY: a is m × k and outlives lhs.
-                let lhs = unsafe { Lhs::new(lhs, m, k) };
-                let rhs = Mat {
-                    ptr: b.as_ptr(),
-                    rs: n as isize,
-                    cs: 1,
-                };
-                let mut got = c0.clone();
-                // SAFETY: `out` addresses inside got for m rows and n columns.
-                unsafe { sgemm_to(&lhs, n, got.as_mut_ptr(), out, acc, &rhs, true) };
-                let mut want = c0.clone();
-                for (q, &v) in plain.iter().enumerate() {
-                    want[out.offset(q / n, q % n)] = v;
-                }
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&got),
-                    bits(&want),
-                    "{m}x{n}x{k} block {block} acc={acc}"
-                );
-            }
-        }
-    }
-}
+mod tests;

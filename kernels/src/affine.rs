@@ -11,25 +11,25 @@ use std::iter::StepBy;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::conv::dense;
-use super::relu::{cpu_f32, relu_grad, relu_value};
-use super::sgemm::written;
+use crate::relu::{relu_grad, relu_value};
+use crate::storage::{cpu_f32, dense, written};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::taps::{GradSlot, TapPoint};
+use crate::hook::{GradHook, GradSlot};
 
 /// Work below this many elements stays on the calling thread.
 const PARALLEL_MIN: usize = 1 << 15;
 
 /// y = x·scale[c] + shift[c] for x of shape [N, C, …], scale and shift of shape [C].
-/// `scale = None` is the plain bias add. On CPU the op itself serves the tap at its output.
+/// `scale = None` is the plain bias add. On CPU the op itself fills the hook with the
+/// gradient at its output.
 pub fn channel_affine(
     x: &Tensor,
     scale: Option<&Tensor>,
     shift: &Tensor,
-    tap: &TapPoint,
+    tap: &GradHook,
 ) -> Result<Tensor> {
     if let Some((x, scale, shift)) = op_operands(x, scale, shift)? {
         return Ok(x.apply_op3(&scale, &shift, ChannelAffine(tap.attach()))?);
@@ -871,9 +871,9 @@ mod tests {
             let c = shape[1];
             let x = values(&shape, 1);
             let (scale, shift) = (values(&[c], 2), values(&[c], 3));
-            let ours = channel_affine(&x, Some(&scale), &shift, &TapPoint::default()).unwrap();
+            let ours = channel_affine(&x, Some(&scale), &shift, &GradHook::default()).unwrap();
             assert_eq!(max_diff(&ours, &reference(&x, &scale, &shift)), 0.0);
-            let plain = channel_affine(&x, None, &shift, &TapPoint::default()).unwrap();
+            let plain = channel_affine(&x, None, &shift, &GradHook::default()).unwrap();
             let mut b = vec![1usize; x.rank()];
             b[1] = c;
             let want = x
@@ -890,7 +890,7 @@ mod tests {
         let shift = Var::from_tensor(&values(&[4], 6)).unwrap();
         let r = values(&[3, 4, 6, 5], 7);
         let loss = |y: Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let ours = loss(channel_affine(&x, Some(&scale), &shift, &TapPoint::default()).unwrap());
+        let ours = loss(channel_affine(&x, Some(&scale), &shift, &GradHook::default()).unwrap());
         let theirs = loss(reference(&x, &scale, &shift));
         for v in [&x, &scale, &shift] {
             let (a, b) = (ours.get(v).unwrap(), theirs.get(v).unwrap());
@@ -979,9 +979,9 @@ mod tests {
             for with_scale in [true, false] {
                 let s = with_scale.then_some(scale.as_tensor());
                 let fused = channel_affine_relu(&x, s, &shift, true).unwrap().unwrap();
-                let tap = TapPoint::default();
+                let tap = GradHook::default();
                 let pre = channel_affine(&x, s, &shift, &tap).unwrap();
-                let apart = crate::models::relu::relu(&pre, true, &tap).unwrap();
+                let apart = crate::relu::relu(&pre, true, &tap).unwrap();
                 assert_eq!(bits(&fused), bits(&apart));
                 let loss = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 let (gf, ga) = (loss(&fused), loss(&apart));
@@ -1038,7 +1038,7 @@ mod tests {
             let shift = Var::from_tensor(&Tensor::new(sh, &Device::Cpu).unwrap()).unwrap();
             let w = values(&shape, 45);
             let loss = |y: &Tensor| (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
-            let tap = TapPoint::default();
+            let tap = GradHook::default();
             for tracked in [
                 [true; 4],
                 [true, false, false, true],
@@ -1056,7 +1056,7 @@ mod tests {
                     .unwrap()
                     .unwrap();
                 let pre = channel_affine(&xt, Some(&st), &bt, &tap).unwrap();
-                let apart = crate::models::relu::add_relu(&pre, &rt, true, &tap).unwrap();
+                let apart = crate::relu::add_relu(&pre, &rt, true, &tap).unwrap();
                 assert_eq!(bits(&fused), bits(&apart));
                 let (gf, ga) = (loss(&fused), loss(&apart));
                 for (i, v) in [&xt, &st, &bt, &rt].into_iter().enumerate() {
@@ -1074,7 +1074,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
             let pre = channel_affine(&x, Some(&scale), &shift, &tap).unwrap();
-            let apart = crate::models::relu::add_relu(&pre, &r, false, &tap).unwrap();
+            let apart = crate::relu::add_relu(&pre, &r, false, &tap).unwrap();
             assert_eq!(bits(&no_graph), bits(&apart));
         }
     }
@@ -1084,7 +1084,7 @@ mod tests {
         let x = Var::from_tensor(&values(&[2, 3, 4, 4], 8)).unwrap();
         let scale = values(&[3], 9);
         let shift = values(&[3], 10);
-        let g = channel_affine(&x, Some(&scale), &shift, &TapPoint::default())
+        let g = channel_affine(&x, Some(&scale), &shift, &GradHook::default())
             .unwrap()
             .sum_all()
             .unwrap()
@@ -1101,10 +1101,10 @@ mod tests {
             &x,
             Some(&values(&[4], 2)),
             &values(&[3], 3),
-            &TapPoint::default()
+            &GradHook::default()
         )
         .is_err());
-        assert!(channel_affine(&x, None, &values(&[2], 3), &TapPoint::default()).is_err());
+        assert!(channel_affine(&x, None, &values(&[2], 3), &GradHook::default()).is_err());
     }
 }
 

@@ -1,11 +1,103 @@
-//! Max pooling as a custom op on CPU: one pass forward, one pass backward, PyTorch's rule
+//! Max pooling with PyTorch's gradient. On CPU a custom op: one pass forward, one pass
+//! backward, PyTorch's rule
 //! (the first maximum of each window in raster order wins, except that any NaN wins and
 //! the last NaN wins over earlier ones: ATen's `(val > maxval) || isnan(val)`; padding
 //! never wins).
 
-use super::conv::dense;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::error::{KernelError, Result};
+use crate::storage::{cpu_f32, dense};
+
+/// Max pooling with PyTorch's gradient: one winner per window (the first maximum in
+/// raster order), for any kernel, stride and padding; `graph` says whether a backward pass
+/// will follow. CPU f32 tensors take [`MaxPool`]; the generic path is built from strided
+/// views + argmax + gather because candle's max_pool2d has no backward unless
+/// kernel == stride and spreads the gradient over ties.
+pub fn max_pool2d(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    graph: bool,
+) -> Result<Tensor> {
+    let (_n, _c, h, w) = x.dims4()?;
+    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+        return Err(KernelError::Shape {
+            what: "max-pool input".into(),
+            expected: format!("spatial size >= {} after padding", kernel),
+            got: format!("{h}x{w}"),
+        });
+    }
+    let ho = (h + 2 * padding - kernel) / stride + 1;
+    let wo = (w + 2 * padding - kernel) / stride + 1;
+    if cpu_f32(x) {
+        let op = MaxPool {
+            kernel,
+            stride,
+            padding,
+        };
+        let x = x.contiguous()?;
+        if !graph {
+            return Ok(x.apply_op1_no_bwd(&op)?);
+        }
+        return Ok(x.apply_op1(op)?);
+    }
+    if !graph && padding == 0 && kernel == stride {
+        // Inference: candle's kernel gives the max; it drops a NaN unless the NaN comes first
+        // in its window, so windows holding one are set to NaN after (PyTorch propagates it).
+        let y = x.max_pool2d_with_stride(kernel, stride)?;
+        let nan = x.ne(x)?.to_dtype(x.dtype())?;
+        let has_nan = nan.max_pool2d_with_stride(kernel, stride)?.gt(0f32)?;
+        let nans = Tensor::full(f32::NAN, y.shape(), y.device())?.to_dtype(y.dtype())?;
+        return Ok(has_nan.where_cond(&nans, &y)?);
+    }
+    // Edge padding is equivalent to -inf padding for a max: the padded value is a copy of
+    // an element already inside the window.
+    let need_h = (kernel - 1) + stride * ho;
+    let need_w = (kernel - 1) + stride * wo;
+    let extra_h = need_h.saturating_sub(h + padding);
+    let extra_w = need_w.saturating_sub(w + padding);
+    let xp = x
+        .pad_with_same(2, padding, extra_h)?
+        .pad_with_same(3, padding, extra_w)?;
+    let mut views = Vec::with_capacity(kernel * kernel);
+    for dy in 0..kernel {
+        let rows = strided(&xp, 2, dy, stride, ho)?;
+        for dx in 0..kernel {
+            views.push(strided(&rows, 3, dx, stride, wo)?);
+        }
+    }
+    let stacked = Tensor::stack(&views, 0)?;
+    let idx = stacked.detach().argmax_keepdim(0)?;
+    // As ATen, a NaN wins its window and the last NaN in raster order (the order of the
+    // views) wins over earlier ones; argmax's choice among NaNs is unspecified. The rank of
+    // view v is v + 1 where it holds NaN, else 0; the largest rank is the last NaN.
+    let stacked_d = stacked.detach();
+    let ranks = Tensor::arange(1u32, (kernel * kernel) as u32 + 1, x.device())?
+        .to_dtype(x.dtype())?
+        .reshape((kernel * kernel, 1, 1, 1, 1))?;
+    let rank = stacked_d
+        .ne(&stacked_d)?
+        .to_dtype(x.dtype())?
+        .broadcast_mul(&ranks)?;
+    let has_nan = rank.max_keepdim(0)?.gt(0f32)?;
+    let idx = has_nan.where_cond(&rank.argmax_keepdim(0)?, &idx)?;
+    Ok(stacked.gather(&idx, 0)?.squeeze(0)?)
+}
+
+/// Elements start, start+step, ..., `count` of them, along `dim`.
+fn strided(x: &Tensor, dim: usize, start: usize, step: usize, count: usize) -> Result<Tensor> {
+    let t = x.narrow(dim, start, step * count)?;
+    if step == 1 {
+        return Ok(t);
+    }
+    let mut shape = t.dims().to_vec();
+    shape[dim] = count;
+    shape.insert(dim + 1, step);
+    Ok(t.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)?)
+}
 
 #[derive(Clone, Copy)]
 pub struct MaxPool {
@@ -36,7 +128,7 @@ impl MaxPool {
     fn runs(&self, w: usize, ow: usize) -> Vec<(usize, usize, usize, isize)> {
         (0..self.kernel)
             .map(|dx| {
-                let (lo, hi) = super::conv::valid_range(ow, w, dx, self.stride, self.padding);
+                let (lo, hi) = crate::conv::geom::valid_range(ow, w, dx, self.stride, self.padding);
                 let (r, off) = self.phase_of(dx);
                 (lo, hi, r, off)
             })
@@ -273,7 +365,6 @@ impl CustomOp2 for MaxPoolGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::Ctx;
     use candle_core::{DType, Device, Var};
 
     /// ATen's results for one 2×2 window [1, NaN; 3, NaN] and one [-inf, 5; 2, 4] (stride 2):
@@ -298,8 +389,8 @@ mod tests {
                 .to_dtype(dtype)
                 .unwrap();
             let x = Var::from_tensor(&x).unwrap();
-            for ctx in [Ctx::inference(), Ctx::input_gradient()] {
-                let y = crate::models::layers::max_pool2d(x.as_tensor(), 2, 2, 0, &ctx).unwrap();
+            for graph in [false, true] {
+                let y = max_pool2d(x.as_tensor(), 2, 2, 0, graph).unwrap();
                 let v: Vec<f32> = y
                     .to_dtype(DType::F32)
                     .unwrap()
@@ -309,8 +400,7 @@ mod tests {
                     .unwrap();
                 assert!(v[0].is_nan() && v[1] == 5.0, "{dtype:?}: {v:?}");
             }
-            let ctx = Ctx::input_gradient();
-            let y = crate::models::layers::max_pool2d(x.as_tensor(), 2, 2, 0, &ctx).unwrap();
+            let y = max_pool2d(x.as_tensor(), 2, 2, 0, true).unwrap();
             let g = y.sum_all().unwrap().backward().unwrap();
             let dx: Vec<f32> = g
                 .get(x.as_tensor())
@@ -323,8 +413,8 @@ mod tests {
                 .unwrap();
             assert_eq!(dx, [0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0], "{dtype:?}");
             // 3×3 stride 2 pad 1 (ResNet's stem): every window touching a NaN is NaN.
-            for ctx in [Ctx::inference(), Ctx::input_gradient()] {
-                let y = crate::models::layers::max_pool2d(x.as_tensor(), 3, 2, 1, &ctx).unwrap();
+            for graph in [false, true] {
+                let y = max_pool2d(x.as_tensor(), 3, 2, 1, graph).unwrap();
                 let v: Vec<f32> = y
                     .to_dtype(DType::F32)
                     .unwrap()
