@@ -7,7 +7,7 @@ use anyhow::Result;
 use candle_core::Device;
 
 use super::args::{check_results_out, load_inputs, model_labels, positive_batch};
-use zerobias::eval::run::{read_maps, EvalConfig, EvaluateJob};
+use zerobias::eval::run::{read_maps, EvalConfig, EvalOptions, EvaluateJob, NoiseUnit};
 use zerobias::models::{self, Classifier};
 use zerobias::report::eval_plots;
 
@@ -44,6 +44,10 @@ pub struct Args {
     /// Rank pixels by the signed map (the attribution-map variant) instead of |map|.
     #[arg(long)]
     signed: bool,
+    /// Statistical unit of the δ metrics: `pair` (one value per image × noise map, the
+    /// paper's) or `image` (noise maps averaged per image).
+    #[arg(long, default_value = "pair", value_parser = ["pair", "image"])]
+    noise_unit: String,
     #[arg(long)]
     out: PathBuf,
 }
@@ -61,8 +65,12 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         seed,
         batch,
         signed,
+        noise_unit,
         out,
     } = args;
+    let options = EvalOptions {
+        noise_unit: NoiseUnit::parse(&noise_unit)?,
+    };
     let model_paths: Vec<PathBuf> = specs.iter().map(PathBuf::from).collect();
     let mut ins: Vec<(&str, &Path)> = model_paths
         .iter()
@@ -99,7 +107,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         },
         out: out.clone(),
     };
-    let report = zerobias::eval::run::run(&job)?;
+    let report = zerobias::eval::run::run_with(&job, &options)?;
     let mut files = report.files;
     files.extend(eval_plots::figures(&job.models, &report.rows, &job.out)?);
     println!(
