@@ -265,7 +265,7 @@ pub fn write_tables(
         // A noise.csv of an earlier run in the same folder would not describe this one.
         match std::fs::remove_file(dir.join("noise.csv")) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io(&dir.join("noise.csv"), e))
+                return Err(Error::io(dir.join("noise.csv"), e))
             }
             _ => {}
         }
