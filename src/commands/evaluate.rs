@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use candle_core::Device;
 
-use super::args::{check_results_out, load_inputs, model_labels, positive_batch};
+use super::args::{check_results_out, load_inputs, model_labels, positive_batch, Preprocessing};
 use zerobias::eval::run::{read_maps, EvalConfig, EvalOptions, EvaluateJob, NoiseUnit};
 use zerobias::models::{self, Classifier};
 use zerobias::report::eval_plots;
@@ -48,6 +48,8 @@ pub struct Args {
     /// paper's) or `image` (noise maps averaged per image).
     #[arg(long, default_value = "pair", value_parser = ["pair", "image"])]
     noise_unit: String,
+    #[command(flatten)]
+    preprocessing: Preprocessing,
     #[arg(long)]
     out: PathBuf,
 }
@@ -66,6 +68,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         batch,
         signed,
         noise_unit,
+        preprocessing,
         out,
     } = args;
     let options = EvalOptions {
@@ -80,7 +83,14 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     ins.extend(data.as_deref().map(|p| ("--data", p)));
     ins.extend(maps.as_deref().map(|p| ("--maps", p)));
     check_results_out(&out, data.as_deref(), &ins)?;
-    let (batch_in, _) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, dev)?;
+    let (batch_in, _) = load_inputs(
+        input.as_deref(),
+        data.as_deref(),
+        limit,
+        seed,
+        &preprocessing,
+        dev,
+    )?;
     let loaded: Vec<Box<dyn Classifier>> = specs
         .iter()
         .map(|s| models::open(s, None, dev))
