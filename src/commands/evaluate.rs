@@ -7,7 +7,7 @@ use anyhow::Result;
 use candle_core::Device;
 
 use super::args::{check_results_out, load_inputs, model_labels, positive_batch, Preprocessing};
-use zerobias::eval::run::{read_maps, EvalConfig, EvalOptions, EvaluateJob, NoiseUnit};
+use zerobias::eval::run::{read_maps, EvalConfig, EvalOptions, EvaluateJob, NoiseUnit, Upsample};
 use zerobias::models::{self, Classifier};
 use zerobias::report::eval_plots;
 
@@ -48,6 +48,10 @@ pub struct Args {
     /// paper's) or `image` (noise maps averaged per image).
     #[arg(long, default_value = "pair", value_parser = ["pair", "image"])]
     noise_unit: String,
+    /// How Ψ brings maps to the input size: `bilinear` (align_corners = False), `nearest`,
+    /// or `linear` (align_corners = True; Supplementary Fig. 12).
+    #[arg(long, default_value = "bilinear", value_parser = ["bilinear", "nearest", "linear"])]
+    upsample: String,
     #[command(flatten)]
     preprocessing: Preprocessing,
     #[arg(long)]
@@ -68,11 +72,13 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         batch,
         signed,
         noise_unit,
+        upsample,
         preprocessing,
         out,
     } = args;
     let options = EvalOptions {
         noise_unit: NoiseUnit::parse(&noise_unit)?,
+        upsample: Upsample::parse(&upsample)?,
     };
     let model_paths: Vec<PathBuf> = specs.iter().map(PathBuf::from).collect();
     let mut ins: Vec<(&str, &Path)> = model_paths

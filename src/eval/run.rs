@@ -36,6 +36,34 @@ pub struct EvalConfig {
 pub struct EvalOptions {
     /// Statistical unit of the δ metrics in summary.csv and tests.csv.
     pub noise_unit: NoiseUnit,
+    /// How Ψ brings a map to the input size.
+    pub upsample: Upsample,
+}
+
+/// The resampling of Ψ (Supplementary Fig. 12 compares linear with bilinear).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Upsample {
+    /// Bilinear with align_corners = False (PyTorch's default; the paper's main figures).
+    #[default]
+    Bilinear,
+    /// Nearest neighbour (each map cell becomes a block).
+    Nearest,
+    /// Bilinear with align_corners = True: linear between the corner-aligned cell centres,
+    /// as the official FullGrad code upsamples.
+    Linear,
+}
+
+impl Upsample {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "bilinear" => Ok(Upsample::Bilinear),
+            "nearest" => Ok(Upsample::Nearest),
+            "linear" => Ok(Upsample::Linear),
+            _ => Err(Error::input(format!(
+                "unknown upsampling '{s}': expected 'bilinear', 'nearest' or 'linear'"
+            ))),
+        }
+    }
 }
 
 /// Expand method patterns against the names a model produces. Maps that are not spatial
@@ -90,8 +118,23 @@ pub fn spatial_methods(model: &dyn Classifier) -> Vec<String> {
 
 /// Saliency maps [N, H, W] (Ψ: bilinear upsampling of |map|, or of the map with `signed`).
 pub fn psi(map: &Tensor, h: usize, w: usize, signed: bool) -> Result<Tensor> {
+    psi_with(map, h, w, signed, Upsample::Bilinear)
+}
+
+/// [`psi`] with the resampling chosen.
+pub fn psi_with(map: &Tensor, h: usize, w: usize, signed: bool, how: Upsample) -> Result<Tensor> {
     let m = if signed { map.clone() } else { map.abs()? };
-    upsample(&m, h, w, false)
+    match how {
+        Upsample::Bilinear => upsample(&m, h, w, false),
+        Upsample::Linear => upsample(&m, h, w, true),
+        Upsample::Nearest => {
+            let (_, mh, mw) = m.dims3()?;
+            if (mh, mw) == (h, w) {
+                return Ok(m);
+            }
+            Ok(m.unsqueeze(1)?.interpolate2d(h, w)?.squeeze(1)?)
+        }
+    }
 }
 
 /// Attribution maps for all images (kept at their native resolution), in batches.
@@ -139,6 +182,7 @@ pub fn evaluate_model(
     x: &Tensor,
     maps: &Maps,
     cfg: &EvalConfig,
+    upsampling: Upsample,
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Row>> {
     let (n, c, h, w) = x.dims4()?;
@@ -183,7 +227,7 @@ pub fn evaluate_model(
         let _ = (mh, mw);
         let what = format!("saliency map '{name}' (model {label})");
         crate::finite::check_result(map, &what, |i| format!("image {i}"))?;
-        let sal = psi(map, h, w, cfg.signed)?;
+        let sal = psi_with(map, h, w, cfg.signed, upsampling)?;
         let sal: Vec<Vec<f32>> = (0..n)
             .map(|i| sal.get(i)?.flatten_all()?.to_vec1::<f32>())
             .collect::<candle_core::Result<_>>()?;
@@ -412,6 +456,7 @@ pub fn run_with(job: &EvaluateJob, options: &EvalOptions) -> Result<EvaluateRepo
             &job.inputs,
             &maps,
             &cfg,
+            options.upsample,
             &bar,
         )?);
         bar.finish_and_clear();
@@ -442,6 +487,48 @@ pub fn run_with(job: &EvaluateJob, options: &EvalOptions) -> Result<EvaluateRepo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upsampling_modes() {
+        let m = Tensor::new(&[[[1f32, 2.0], [3.0, -4.0]]], &candle_core::Device::Cpu).unwrap();
+        let get = |how| -> Vec<Vec<f32>> {
+            psi_with(&m, 4, 4, false, how)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap()
+        };
+        // Nearest: each cell a 2×2 block of |m|.
+        let n = get(Upsample::Nearest);
+        assert_eq!(n[0], [1.0, 1.0, 2.0, 2.0]);
+        assert_eq!(n[3], [3.0, 3.0, 4.0, 4.0]);
+        // Linear (align_corners = True): the corners are the cells, the middle interpolates.
+        let l = get(Upsample::Linear);
+        assert_eq!((l[0][0], l[0][3], l[3][0], l[3][3]), (1.0, 2.0, 3.0, 4.0));
+        assert!((l[0][1] - (1.0 + 1.0 / 3.0)).abs() < 1e-6, "{l:?}");
+        // Bilinear (align_corners = False): the default, what `psi` does.
+        let b = get(Upsample::Bilinear);
+        let want: Vec<Vec<f32>> = psi(&m, 4, 4, false)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(b, want);
+        assert!((b[0][1] - 1.25).abs() < 1e-6, "{b:?}");
+        // At the input size every mode is |m| itself.
+        for how in [Upsample::Bilinear, Upsample::Nearest, Upsample::Linear] {
+            let same: Vec<Vec<f32>> = psi_with(&m, 2, 2, true, how)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            assert_eq!(same, [[1.0, 2.0], [3.0, -4.0]]);
+        }
+        assert!(Upsample::parse("cubic").is_err());
+    }
 
     #[test]
     fn noise_draws_depend_on_seed_and_image_only() {
