@@ -194,3 +194,107 @@ fn resize_zero_is_refused_with_its_name() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--resize 0"), "{err}");
 }
+
+/// A recipe's `data.resize`/`data.augment` reach the run: recorded in its recipe.toml, and
+/// the teacher's top-1 on the validation folder is what `survey --size --resize` measures
+/// on the same folder with the same preprocessing.
+#[test]
+fn recipe_resize_is_recorded_and_matches_survey() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(8);
+    for split in ["train", "val"] {
+        for class in ["a", "b"] {
+            let d = dir.path().join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for k in 0..4 {
+                // Larger than the crop and not square, so the resize step matters.
+                let img = image::RgbImage::from_fn(40, 48, |_, _| {
+                    image::Rgb([
+                        rng.below(256) as u8,
+                        rng.below(256) as u8,
+                        rng.below(256) as u8,
+                    ])
+                });
+                img.save(d.join(format!("{k}.png"))).unwrap();
+            }
+        }
+    }
+    let t = zerobias::models::init::vgg16(2, 8, 2, 1, &Device::Cpu).unwrap();
+    let mut named: Vec<(String, candle_core::Tensor)> = t.into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let teacher = dir.path().join("teacher.safetensors");
+    zerobias::checkpoint::save(&teacher, &named, Default::default()).unwrap();
+    let recipe = format!(
+        r#"
+name = "resize"
+seed = 1
+[model]
+source = "{}"
+[data]
+kind = "imagefolder"
+train = "{}"
+val = "{}"
+size = 32
+resize = 32
+augment = "none"
+prefetch = 1
+[[stage]]
+kind = "decay"
+schedule = "linear"
+rescales = 1
+rescale_every = 1
+zero_steps = 1
+lr = 1e-4
+batch_size = 4
+"#,
+        teacher.display(),
+        dir.path().join("train").display(),
+        dir.path().join("val").display()
+    );
+    let rp = dir.path().join("r.toml");
+    std::fs::write(&rp, recipe).unwrap();
+    let run_dir = dir.path().join("run");
+    let o = Command::new(env!("CARGO_BIN_EXE_zerobias"))
+        .arg("decay")
+        .arg(&rp)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let recorded = std::fs::read_to_string(run_dir.join("recipe.toml")).unwrap();
+    assert!(
+        recorded.contains("resize = 32") && recorded.contains("augment = \"none\""),
+        "{recorded}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    let teacher_top1 = summary["teacher_top1"].as_f64().unwrap();
+
+    let out = dir.path().join("survey");
+    let o = Command::new(env!("CARGO_BIN_EXE_zerobias"))
+        .args(["survey", "--model"])
+        .arg(&teacher)
+        .arg("--data")
+        .arg(dir.path().join("val"))
+        .args(["--size", "32", "--resize", "32", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let acc = std::fs::read_to_string(out.join("accuracy.csv")).unwrap();
+    let vanilla: f64 = acc
+        .lines()
+        .find(|l| l.contains(",vanilla,"))
+        .unwrap()
+        .split(',')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (vanilla - teacher_top1).abs() < 1e-6,
+        "survey {vanilla} vs run {teacher_top1}\n{acc}"
+    );
+}
