@@ -131,14 +131,19 @@ pub fn tests_csv(rows: &[Row], unit: NoiseUnit) -> String {
             }
         }
     }
+    // Image index → row, per group, so pairing is a lookup.
+    let by_image: Vec<std::collections::HashMap<usize, &Row>> = groups
+        .iter()
+        .map(|(_, rs)| rs.iter().rev().map(|r| (r.image, *r)).collect())
+        .collect();
     for metric in METRICS {
         for &(i, j) in &pairs {
             let (ka, ra) = &groups[i];
-            let (kb, rb) = &groups[j];
+            let (kb, _) = &groups[j];
             let mut a = Vec::new();
             let mut b = Vec::new();
             for r in ra {
-                let Some(o) = rb.iter().find(|o| o.image == r.image) else {
+                let Some(&o) = by_image[j].get(&r.image) else {
                     continue;
                 };
                 // Common random numbers make the noise maps of both sides come from the
