@@ -17,9 +17,49 @@ pub struct InputBatch {
 pub const RESIZE: u32 = 256;
 pub const CROP: u32 = 224;
 
+/// Eval preprocessing of image files: torchvision's `Resize(resize)` (shorter side) then
+/// `CenterCrop(crop)`. The default is ImageNet's 256 / 224.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preprocess {
+    pub resize: u32,
+    pub crop: u32,
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Preprocess {
+            resize: RESIZE,
+            crop: CROP,
+        }
+    }
+}
+
+impl Preprocess {
+    /// `--size` (crop) and `--resize` (shorter side, default round(crop·256/224)).
+    pub fn new(crop: Option<u32>, resize: Option<u32>) -> Result<Self> {
+        let crop = crop.unwrap_or(CROP);
+        if crop == 0 {
+            return Err(Error::input("--size 0: expected the crop side in pixels"));
+        }
+        let resize = resize.unwrap_or_else(|| crate::data::default_resize(crop));
+        if resize == 0 {
+            return Err(Error::input(
+                "--resize 0: expected the shorter side in pixels before the centre crop",
+            ));
+        }
+        Ok(Preprocess { resize, crop })
+    }
+}
+
 /// The list of sources behind an `--input` argument (one entry per image file, or the
 /// safetensors file).
 pub fn load(path: &Path, device: &Device) -> Result<InputBatch> {
+    load_with(path, Preprocess::default(), device)
+}
+
+/// [`load`] with the preprocessing of image files given (a `.safetensors` batch is used as
+/// it is).
+pub fn load_with(path: &Path, pre: Preprocess, device: &Device) -> Result<InputBatch> {
     if !path.exists() {
         return Err(Error::file(path, "input not found (expected an image file, a directory of images, or a .safetensors file with tensor 'input')"));
     }
@@ -31,7 +71,7 @@ pub fn load(path: &Path, device: &Device) -> Result<InputBatch> {
                 "directory contains no .png/.jpg/.jpeg images",
             ));
         }
-        return load_images(&files, device);
+        return load_images_with(&files, pre, device);
     }
     if path
         .extension()
@@ -41,16 +81,22 @@ pub fn load(path: &Path, device: &Device) -> Result<InputBatch> {
     {
         return load_safetensors(path, device);
     }
-    load_images(&[path.to_path_buf()], device).map_err(|e| pickle_or(path, e))
+    load_images_with(&[path.to_path_buf()], pre, device).map_err(|e| pickle_or(path, e))
 }
 
 pub fn load_images(files: &[PathBuf], device: &Device) -> Result<InputBatch> {
-    let mut data = Vec::with_capacity(files.len() * 3 * (CROP * CROP) as usize);
+    load_images_with(files, Preprocess::default(), device)
+}
+
+/// [`load_images`] with the preprocessing given.
+pub fn load_images_with(files: &[PathBuf], pre: Preprocess, device: &Device) -> Result<InputBatch> {
+    let crop = pre.crop as usize;
+    let mut data = Vec::with_capacity(files.len() * 3 * crop * crop);
     for f in files {
-        data.extend(crate::data::load_image_file(f, RESIZE, CROP)?);
+        data.extend(crate::data::load_image_file(f, pre.resize, pre.crop)?);
     }
     let n = files.len();
-    let tensor = Tensor::from_vec(data, (n, 3, CROP as usize, CROP as usize), device)?;
+    let tensor = Tensor::from_vec(data, (n, 3, crop, crop), device)?;
     // Decoded pixels are finite; checked all the same, as every input tensor is.
     if let Some((i, c)) = crate::finite::per_item(&tensor)?.first() {
         return Err(Error::file(
@@ -139,6 +185,17 @@ pub fn load_data_dir(
     seed: u64,
     device: &Device,
 ) -> Result<(InputBatch, Option<Vec<u32>>)> {
+    load_data_dir_with(dir, limit, seed, Preprocess::default(), device)
+}
+
+/// [`load_data_dir`] with the preprocessing given.
+pub fn load_data_dir_with(
+    dir: &Path,
+    limit: usize,
+    seed: u64,
+    pre: Preprocess,
+    device: &Device,
+) -> Result<(InputBatch, Option<Vec<u32>>)> {
     if !dir.is_dir() {
         return Err(Error::file(
             dir,
@@ -150,7 +207,7 @@ pub fn load_data_dir(
         .flatten()
         .any(|e| e.path().is_dir());
     let (files, labels): (Vec<PathBuf>, Option<Vec<u32>>) = if has_classes {
-        let folder = crate::data::ImageFolder::open(dir, CROP)?;
+        let folder = crate::data::ImageFolder::open(dir, pre.crop)?;
         let mut samples = folder.samples().to_vec();
         pick(&mut samples, limit, seed);
         let labels = samples.iter().map(|(_, l)| *l).collect();
@@ -163,7 +220,7 @@ pub fn load_data_dir(
     if files.is_empty() {
         return Err(Error::file(dir, "no .png/.jpg/.jpeg images found"));
     }
-    Ok((load_images(&files, device)?, labels))
+    Ok((load_images_with(&files, pre, device)?, labels))
 }
 
 fn pick<T>(items: &mut Vec<T>, limit: usize, seed: u64) {

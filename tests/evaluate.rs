@@ -97,7 +97,7 @@ fn evaluate_two_models_writes_tables_and_figures() {
     assert_eq!(corr.lines().count(), 1 + 14, "{corr}");
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     assert!(
-        summary.contains("vanilla,grad,delta_e_minus,4,"),
+        summary.contains("vanilla,grad,delta_e_minus,8,"),
         "{summary}"
     );
     for f in [

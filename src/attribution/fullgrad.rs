@@ -1,5 +1,7 @@
 use candle_core::Tensor;
 
+use super::act::input_times_grad;
+use super::bias::module_map;
 use super::{rescale_per_sample, upsample, Maps, Method};
 use crate::error::Result;
 use crate::models::Classifier;
@@ -43,6 +45,66 @@ impl Method for FullGrad {
             cam = (cam + upsample(&t, h, w, true)?)?;
         }
         out.insert("fullgrad", cam);
+        Ok(())
+    }
+}
+
+/// The paper's own "FullGrad" (§2.4, Fig. 6): bias attributions aggregated per layer
+/// rather than per feature, with the aggregate's Ψ = bilinear ∘ rescale ∘ abs:
+/// mean of Ψ(a^{h,0}) and Ψ(a^{b,l}) over the layers l with conv/BN biases, where a^{b,l}
+/// is the channel-summed b ⊙ ∂f/∂out of the layer's modules (`bias.{module}` maps). A
+/// ResNet layer whose modules differ in resolution (the first block of a stage) has its
+/// maps upsampled bilinearly to the largest of them before summing. Linear-layer biases
+/// have no spatial map and stay out, as in the official FullGrad.
+pub struct FullGradLayers;
+
+impl Method for FullGradLayers {
+    fn outputs(&self, _model: &dyn Classifier) -> Vec<String> {
+        vec!["fullgrad.layers".into()]
+    }
+    fn compute(&self, rec: &Recorded, out: &mut Maps) -> Result<()> {
+        let (_, _, h, w) = rec.input.dims4()?;
+        let input = input_times_grad(rec)?.abs()?;
+        let mut sum = upsample(&rescale_per_sample(&input, 0.0)?, h, w, false)?;
+        let mut terms = 1usize;
+        let mut layers: Vec<usize> = rec
+            .modules
+            .iter()
+            .filter(|m| m.grad.rank() == 4)
+            .map(|m| m.layer)
+            .collect();
+        layers.sort_unstable();
+        layers.dedup();
+        for l in layers {
+            let mut maps = Vec::new();
+            for m in rec
+                .modules
+                .iter()
+                .filter(|m| m.layer == l && m.grad.rank() == 4)
+            {
+                maps.push(module_map(m)?);
+            }
+            let (mut mh, mut mw) = (0, 0);
+            for m in &maps {
+                let (_, a, b) = m.dims3()?;
+                if a * b > mh * mw {
+                    (mh, mw) = (a, b);
+                }
+            }
+            let mut acc: Option<Tensor> = None;
+            for m in maps {
+                let m = upsample(&m, mh, mw, false)?;
+                acc = Some(match acc {
+                    None => m,
+                    Some(a) => (a + m)?,
+                });
+            }
+            let Some(acc) = acc else { continue };
+            let psi = upsample(&rescale_per_sample(&acc.abs()?, 0.0)?, h, w, false)?;
+            sum = (sum + psi)?;
+            terms += 1;
+        }
+        out.insert("fullgrad.layers", (sum / terms as f64)?);
         Ok(())
     }
 }

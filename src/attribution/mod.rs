@@ -14,7 +14,7 @@ pub use zerobias_kernels::reduce as kernels;
 pub use act::Activation;
 pub use aggregate::Aggregate;
 pub use bias::BiasAttribution;
-pub use fullgrad::FullGrad;
+pub use fullgrad::{FullGrad, FullGradLayers};
 pub use grad::Gradient;
 pub use gradcam::GradCam;
 
@@ -73,6 +73,7 @@ pub fn all_methods(model: &dyn Classifier) -> Vec<Box<dyn Method>> {
         Box::new(Gradient),
         Box::new(GradCam),
         Box::new(FullGrad),
+        Box::new(FullGradLayers),
         Box::new(Aggregate::all(model)),
     ]
 }

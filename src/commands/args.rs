@@ -80,6 +80,18 @@ pub fn check_results_out(out: &Path, data: Option<&Path>, ins: &[(&str, &Path)])
     Ok(())
 }
 
+/// Eval preprocessing of image files (`--input` images, `--data`): as `data.size` and
+/// `data.resize` of a recipe.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Preprocessing {
+    /// Centre crop side in pixels [default: 224].
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Shorter side in pixels before the centre crop [default: round(size·256/224)].
+    #[arg(long)]
+    pub resize: Option<u32>,
+}
+
 /// The images of `--input X` or `--data DIR` (exactly one of them), with the labels of a
 /// labelled folder.
 pub fn load_inputs(
@@ -87,11 +99,25 @@ pub fn load_inputs(
     data: Option<&Path>,
     limit: usize,
     seed: u64,
+    pre: &Preprocessing,
     dev: &Device,
 ) -> Result<(zerobias::inputs::InputBatch, Option<Vec<u32>>)> {
+    let p = zerobias::inputs::Preprocess::new(pre.size, pre.resize)?;
+    if let Some(i) = input {
+        let batch = i
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.eq_ignore_ascii_case("safetensors"))
+            == Some(true);
+        if batch && (pre.size.is_some() || pre.resize.is_some()) {
+            eprintln!("warning: --size/--resize apply to image files; {} is an already-preprocessed batch, used as it is", i.display());
+        }
+    }
     match (input, data) {
-        (Some(i), None) => Ok((zerobias::inputs::load(i, dev)?, None)),
-        (None, Some(d)) => Ok(zerobias::inputs::load_data_dir(d, limit, seed, dev)?),
+        (Some(i), None) => Ok((zerobias::inputs::load_with(i, p, dev)?, None)),
+        (None, Some(d)) => Ok(zerobias::inputs::load_data_dir_with(
+            d, limit, seed, p, dev,
+        )?),
         _ => bail!("give exactly one of --input X or --data DIR"),
     }
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use candle_core::Device;
 
-use super::args::{check_results_out, load_inputs, model_labels, positive_batch};
-use zerobias::eval::run::{read_maps, EvalConfig, EvaluateJob};
+use super::args::{check_results_out, load_inputs, model_labels, positive_batch, Preprocessing};
+use zerobias::eval::run::{read_maps, EvalConfig, EvalOptions, EvaluateJob, NoiseUnit, Upsample};
 use zerobias::models::{self, Classifier};
 use zerobias::report::eval_plots;
 
@@ -44,6 +44,16 @@ pub struct Args {
     /// Rank pixels by the signed map (the attribution-map variant) instead of |map|.
     #[arg(long)]
     signed: bool,
+    /// Statistical unit of the δ metrics: `pair` (one value per image × noise map, the
+    /// paper's) or `image` (noise maps averaged per image).
+    #[arg(long, default_value = "pair", value_parser = ["pair", "image"])]
+    noise_unit: String,
+    /// How Ψ brings maps to the input size: `bilinear` (align_corners = False), `nearest`,
+    /// or `linear` (align_corners = True; Supplementary Fig. 12).
+    #[arg(long, default_value = "bilinear", value_parser = ["bilinear", "nearest", "linear"])]
+    upsample: String,
+    #[command(flatten)]
+    preprocessing: Preprocessing,
     #[arg(long)]
     out: PathBuf,
 }
@@ -61,8 +71,15 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         seed,
         batch,
         signed,
+        noise_unit,
+        upsample,
+        preprocessing,
         out,
     } = args;
+    let options = EvalOptions {
+        noise_unit: NoiseUnit::parse(&noise_unit)?,
+        upsample: Upsample::parse(&upsample)?,
+    };
     let model_paths: Vec<PathBuf> = specs.iter().map(PathBuf::from).collect();
     let mut ins: Vec<(&str, &Path)> = model_paths
         .iter()
@@ -72,7 +89,14 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     ins.extend(data.as_deref().map(|p| ("--data", p)));
     ins.extend(maps.as_deref().map(|p| ("--maps", p)));
     check_results_out(&out, data.as_deref(), &ins)?;
-    let (batch_in, _) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, dev)?;
+    let (batch_in, _) = load_inputs(
+        input.as_deref(),
+        data.as_deref(),
+        limit,
+        seed,
+        &preprocessing,
+        dev,
+    )?;
     let loaded: Vec<Box<dyn Classifier>> = specs
         .iter()
         .map(|s| models::open(s, None, dev))
@@ -99,7 +123,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         },
         out: out.clone(),
     };
-    let report = zerobias::eval::run::run(&job)?;
+    let report = zerobias::eval::run::run_with(&job, &options)?;
     let mut files = report.files;
     files.extend(eval_plots::figures(&job.models, &report.rows, &job.out)?);
     println!(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use candle_core::Device;
 
-use super::args::{check_results_out, load_inputs, model_labels, positive_batch};
+use super::args::{check_results_out, load_inputs, model_labels, positive_batch, Preprocessing};
 use zerobias::models;
 use zerobias::report::survey_plots;
 
@@ -24,6 +24,8 @@ pub struct Args {
     seed: u64,
     #[arg(long, default_value_t = 16, value_parser = positive_batch)]
     batch: usize,
+    #[command(flatten)]
+    preprocessing: Preprocessing,
     #[arg(long)]
     out: PathBuf,
 }
@@ -36,6 +38,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         limit,
         seed,
         batch,
+        preprocessing,
         out,
     } = args;
     let m = PathBuf::from(&model);
@@ -43,7 +46,14 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     ins.extend(input.as_deref().map(|p| ("--input", p)));
     ins.extend(data.as_deref().map(|p| ("--data", p)));
     check_results_out(&out, data.as_deref(), &ins)?;
-    let (batch_in, labels) = load_inputs(input.as_deref(), data.as_deref(), limit, seed, dev)?;
+    let (batch_in, labels) = load_inputs(
+        input.as_deref(),
+        data.as_deref(),
+        limit,
+        seed,
+        &preprocessing,
+        dev,
+    )?;
     let m = models::open(&model, None, dev)?;
     let label = model_labels(std::slice::from_ref(&model)).remove(0);
     let r = zerobias::eval::survey::run(

@@ -9,7 +9,7 @@ use image::{DynamicImage, ImageFormat};
 use super::dataset::{Dataset, Sample};
 use super::error::DataError;
 use super::rng::Rng;
-use super::transforms::{augment_train, preprocess_eval};
+use super::transforms::{augment_with, preprocess_eval, Augment};
 
 /// Directory depth [`ImageFolder`] descends below a class folder (guards symlink loops).
 const MAX_WALK_DEPTH: usize = 8;
@@ -112,6 +112,12 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
         .collect())
 }
 
+/// torchvision's ImageNet ratio: the shorter side `round(size·256/224)` before a centre
+/// crop of `size`.
+pub fn default_resize(size: u32) -> u32 {
+    (f64::from(size) * 256.0 / 224.0).round() as u32
+}
+
 /// ImageNet layout `root/class_name/**/*.{png,jpg,jpeg}` like torchvision's `ImageFolder`:
 /// classes are the sorted sub-directory names, label = position, files walked recursively in
 /// torchvision's order.
@@ -119,6 +125,7 @@ pub struct ImageFolder {
     root: PathBuf,
     size: u32,
     resize: u32,
+    augment: Augment,
     classes: Vec<String>,
     samples: Vec<(PathBuf, u32)>,
 }
@@ -173,14 +180,28 @@ impl ImageFolder {
                 path: root.to_path_buf(),
             });
         }
-        let resize = (f64::from(size) * 256.0 / 224.0).round() as u32;
         Ok(ImageFolder {
             root: root.to_path_buf(),
             size,
-            resize,
+            resize: default_resize(size),
+            augment: Augment::default(),
             classes,
             samples,
         })
+    }
+
+    /// The preprocessing as configured: `resize`, the shorter side before the eval centre
+    /// crop (and before the crop of [`Augment::Flip`] / [`Augment::None`]), and the training
+    /// augmentation.
+    pub fn with_preprocessing(mut self, resize: u32, augment: Augment) -> Result<Self, DataError> {
+        if resize == 0 {
+            return Err(DataError::Invalid(
+                "resize (the shorter side before the centre crop) must be > 0".into(),
+            ));
+        }
+        self.resize = resize;
+        self.augment = augment;
+        Ok(self)
     }
 
     pub fn root(&self) -> &Path {
@@ -299,7 +320,7 @@ impl Dataset for ImageFolder {
         })?;
         let img = decode_image_file(path)?;
         let pixels = if train {
-            augment_train(&img, self.size, rng)
+            augment_with(&img, self.augment, self.resize, self.size, rng)
         } else {
             preprocess_eval(&img, self.resize, self.size)
         };

@@ -33,11 +33,13 @@ pub mod transforms;
 pub use dataset::{Dataset, Sample};
 pub use error::DataError;
 pub use image_folder::{
-    check_splits, decode_image_file, list_images, load_image_file, ImageFolder,
+    check_splits, decode_image_file, default_resize, list_images, load_image_file, ImageFolder,
 };
 pub use loader::{Batch, EpochIter, Loader, MAX_SKIP_MESSAGES};
 pub use normalise::{denormalise_chw, normalise_hwc, IMAGENET_MEAN, IMAGENET_STD};
 pub use resample::{resize_rgb8, resized_dims};
 pub use rng::{mix_seed, Rng};
 pub use synthetic::{Synthetic, SYNTHETIC_CLASSES};
-pub use transforms::{augment_train, preprocess_eval, random_resized_crop_params};
+pub use transforms::{
+    augment_train, augment_with, preprocess_eval, random_resized_crop_params, Augment,
+};

@@ -131,6 +131,60 @@ pub fn augment_train(img: &DynamicImage, size: u32, rng: &mut Rng) -> Vec<f32> {
     normalise_hwc(&out, s, s)
 }
 
+/// The training augmentation of an ImageFolder (`data.augment`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Augment {
+    /// torchvision's `RandomResizedCrop(size)` + `RandomHorizontalFlip()`.
+    #[default]
+    ImageNet,
+    /// The eval pipeline (`Resize` + `CenterCrop`) + `RandomHorizontalFlip()`.
+    Flip,
+    /// The eval pipeline only.
+    None,
+}
+
+impl Augment {
+    pub const NAMES: [&'static str; 3] = ["imagenet", "flip", "none"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "imagenet" => Some(Augment::ImageNet),
+            "flip" => Some(Augment::Flip),
+            "none" => Some(Augment::None),
+            _ => None,
+        }
+    }
+}
+
+/// A training sample under `augment`: `resize` is the shorter side of the eval pipeline,
+/// `size` the crop. Deterministic given `rng`.
+pub fn augment_with(
+    img: &DynamicImage,
+    augment: Augment,
+    resize: u32,
+    size: u32,
+    rng: &mut Rng,
+) -> Vec<f32> {
+    match augment {
+        Augment::ImageNet => augment_train(img, size, rng),
+        Augment::Flip => {
+            let flip = rng.uniform() < 0.5;
+            let mut out = preprocess_eval(img, resize, size);
+            if flip {
+                // CHW floats: mirror every row of every channel.
+                let s = size as usize;
+                if s > 0 {
+                    for row in out.chunks_exact_mut(s) {
+                        row.reverse();
+                    }
+                }
+            }
+            out
+        }
+        Augment::None => preprocess_eval(img, resize, size),
+    }
+}
+
 /// Mirror each row of an RGB8 HWC image of the given width.
 fn flip_rows_rgb(rgb: &mut [u8], width: usize) {
     if width == 0 {
@@ -175,6 +229,58 @@ mod tests {
         assert_eq!(preprocess_eval(&img, 256, 0).len(), 0);
         assert_eq!(resized_dims(500, 375, 256), (341, 256));
         assert_eq!(resized_dims(375, 500, 256), (256, 341));
+    }
+
+    #[test]
+    fn augment_modes() {
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x + y) * 3) as u8])
+        }));
+        let eval = preprocess_eval(&img, 24, 16);
+        assert_eq!(
+            augment_with(&img, Augment::None, 24, 16, &mut Rng::new(1)),
+            eval
+        );
+        // Flip draws once per sample: across seeds both the plain and the mirrored crop occur.
+        let mirrored: Vec<f32> = eval
+            .chunks_exact(16)
+            .flat_map(|r| r.iter().rev().copied())
+            .collect();
+        let (mut plain, mut flipped) = (0, 0);
+        for seed in 0..32 {
+            let out = augment_with(&img, Augment::Flip, 24, 16, &mut Rng::new(seed));
+            if out == eval {
+                plain += 1;
+            } else {
+                assert_eq!(out, mirrored, "seed {seed}");
+                flipped += 1;
+            }
+        }
+        assert!(plain > 0 && flipped > 0, "{plain} plain, {flipped} flipped");
+        assert_eq!(
+            augment_with(&img, Augment::ImageNet, 24, 16, &mut Rng::new(5)),
+            augment_train(&img, 16, &mut Rng::new(5))
+        );
+        assert_eq!(Augment::parse("flip"), Some(Augment::Flip));
+        assert_eq!(Augment::parse("random"), None);
+    }
+
+    #[test]
+    fn resize_to_the_same_size_is_the_identity() {
+        // torchvision's Resize(64) leaves a 64-px shorter side as it is (PIL returns a copy),
+        // and CenterCrop(64) then cuts the middle of the longer side.
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(80, 64, |x, y| {
+            image::Rgb([(x * 3) as u8, (y * 4) as u8, ((x * y) % 251) as u8])
+        }));
+        let out = preprocess_eval(&img, 64, 64);
+        let rgb = img.to_rgb8();
+        let mut crop = Vec::new();
+        for y in 0..64 {
+            for x in 8..72 {
+                crop.extend_from_slice(&rgb.get_pixel(x, y).0);
+            }
+        }
+        assert_eq!(out, crate::data::normalise_hwc(&crop, 64, 64));
     }
 
     #[test]

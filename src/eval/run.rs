@@ -8,8 +8,10 @@ use std::path::Path;
 use candle_core::Tensor;
 
 use super::flip::{FlipEvaluator, Order};
-pub use super::rows::{Row, METRICS};
-pub use super::tables::{correlations_csv, per_image_csv, summary_csv, tests_csv, write_tables};
+pub use super::rows::{NoiseUnit, Row, METRICS};
+pub use super::tables::{
+    correlations_csv, noise_csv, per_image_csv, summary_csv, tests_csv, write_tables,
+};
 use crate::attribution::{all_methods, attribute, upsample, Maps};
 use crate::data::Rng;
 use crate::error::{Error, Result};
@@ -26,6 +28,42 @@ pub struct EvalConfig {
     pub batch: usize,
     /// Rank by the signed map instead of its absolute value.
     pub signed: bool,
+}
+
+/// Options of an evaluation beyond [`EvalConfig`] (kept apart so that code building an
+/// `EvalConfig` literally keeps compiling); the defaults are the paper's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EvalOptions {
+    /// Statistical unit of the δ metrics in summary.csv and tests.csv.
+    pub noise_unit: NoiseUnit,
+    /// How Ψ brings a map to the input size.
+    pub upsample: Upsample,
+}
+
+/// The resampling of Ψ (Supplementary Fig. 12 compares linear with bilinear).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Upsample {
+    /// Bilinear with align_corners = False (PyTorch's default; the paper's main figures).
+    #[default]
+    Bilinear,
+    /// Nearest neighbour (each map cell becomes a block).
+    Nearest,
+    /// Bilinear with align_corners = True: linear between the corner-aligned cell centres,
+    /// as the official FullGrad code upsamples.
+    Linear,
+}
+
+impl Upsample {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "bilinear" => Ok(Upsample::Bilinear),
+            "nearest" => Ok(Upsample::Nearest),
+            "linear" => Ok(Upsample::Linear),
+            _ => Err(Error::input(format!(
+                "unknown upsampling '{s}': expected 'bilinear', 'nearest' or 'linear'"
+            ))),
+        }
+    }
 }
 
 /// Expand method patterns against the names a model produces. Maps that are not spatial
@@ -80,8 +118,23 @@ pub fn spatial_methods(model: &dyn Classifier) -> Vec<String> {
 
 /// Saliency maps [N, H, W] (Ψ: bilinear upsampling of |map|, or of the map with `signed`).
 pub fn psi(map: &Tensor, h: usize, w: usize, signed: bool) -> Result<Tensor> {
+    psi_with(map, h, w, signed, Upsample::Bilinear)
+}
+
+/// [`psi`] with the resampling chosen.
+pub fn psi_with(map: &Tensor, h: usize, w: usize, signed: bool, how: Upsample) -> Result<Tensor> {
     let m = if signed { map.clone() } else { map.abs()? };
-    upsample(&m, h, w, false)
+    match how {
+        Upsample::Bilinear => upsample(&m, h, w, false),
+        Upsample::Linear => upsample(&m, h, w, true),
+        Upsample::Nearest => {
+            let (_, mh, mw) = m.dims3()?;
+            if (mh, mw) == (h, w) {
+                return Ok(m);
+            }
+            Ok(m.unsqueeze(1)?.interpolate2d(h, w)?.squeeze(1)?)
+        }
+    }
 }
 
 /// Attribution maps for all images (kept at their native resolution), in batches.
@@ -129,6 +182,7 @@ pub fn evaluate_model(
     x: &Tensor,
     maps: &Maps,
     cfg: &EvalConfig,
+    upsampling: Upsample,
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Row>> {
     let (n, c, h, w) = x.dims4()?;
@@ -173,29 +227,31 @@ pub fn evaluate_model(
         let _ = (mh, mw);
         let what = format!("saliency map '{name}' (model {label})");
         crate::finite::check_result(map, &what, |i| format!("image {i}"))?;
-        let sal = psi(map, h, w, cfg.signed)?;
+        let sal = psi_with(map, h, w, cfg.signed, upsampling)?;
         let sal: Vec<Vec<f32>> = (0..n)
             .map(|i| sal.get(i)?.flatten_all()?.to_vec1::<f32>())
             .collect::<candle_core::Result<_>>()?;
-        let mut rng = Rng::new(cfg.seed ^ hash(name));
         for i in 0..n {
             let minus = evaluator.scan(&images[i], h, w, clean[i], &sal[i], Order::Minus)?;
             let plus = evaluator.scan(&images[i], h, w, clean[i], &sal[i], Order::Plus)?;
             let mut forwards = minus.forwards + plus.forwards;
-            let (mut nm, mut np) = (0.0, 0.0);
-            let others = noise_indices(i, n, cfg.noise_samples, &mut rng);
+            let others = noise_indices(i, n, cfg.noise_samples, cfg.seed);
+            let (mut noise_minus, mut noise_plus) = (Vec::new(), Vec::new());
             for &j in &others {
                 let a = evaluator.scan(&images[i], h, w, clean[i], &sal[j], Order::Minus)?;
                 let b = evaluator.scan(&images[i], h, w, clean[i], &sal[j], Order::Plus)?;
-                nm += a.e;
-                np += b.e;
+                noise_minus.push(a.e);
+                noise_plus.push(b.e);
                 forwards += a.forwards + b.forwards;
             }
-            let s = others.len().max(1) as f64;
             let (nm, np) = if others.is_empty() {
                 (f64::NAN, f64::NAN)
             } else {
-                (nm / s, np / s)
+                let s = others.len() as f64;
+                (
+                    noise_minus.iter().sum::<f64>() / s,
+                    noise_plus.iter().sum::<f64>() / s,
+                )
             };
             rows.push(Row {
                 model: label.to_string(),
@@ -210,6 +266,9 @@ pub fn evaluate_model(
                 e_minus_noise: nm,
                 e_plus_noise: np,
                 forwards,
+                noise_images: others,
+                noise_minus,
+                noise_plus,
             });
             progress.inc(1);
         }
@@ -217,18 +276,18 @@ pub fn evaluate_model(
     Ok(rows)
 }
 
-fn hash(s: &str) -> u64 {
-    // FNV-1a: a stable per-method stream of noise draws.
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
-}
+/// Stream identifier of the noise draws (ASCII "noise").
+const NOISE_STREAM: u64 = 0x6e6f697365;
 
-/// `samples` other images for image i: without replacement while possible.
-fn noise_indices(i: usize, n: usize, samples: usize, rng: &mut Rng) -> Vec<usize> {
+/// `samples` other images for image i, without replacement while possible. The draw
+/// depends on the run seed, the image index and N only: every method and model of a run
+/// perturbs image i with maps of the same images (common random numbers), so comparisons
+/// between methods are paired on the noise maps too.
+pub fn noise_indices(i: usize, n: usize, samples: usize, seed: u64) -> Vec<usize> {
     if samples == 0 || n < 2 {
         return Vec::new();
     }
+    let mut rng = Rng::derive(seed, &[NOISE_STREAM, i as u64]);
     let mut pool: Vec<usize> = (0..n).filter(|&j| j != i).collect();
     rng.shuffle(&mut pool);
     (0..samples).map(|k| pool[k % pool.len()]).collect()
@@ -315,8 +374,13 @@ pub fn clamp_config(cfg: &EvalConfig, n: usize, h: usize, w: usize) -> (EvalConf
     (out, warnings)
 }
 
-/// Evaluate every model of `job` and write the tables into `job.out`; the report lists them.
+/// Evaluate every model of `job` with the default options (the paper's).
 pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
+    run_with(job, &EvalOptions::default())
+}
+
+/// Evaluate every model of `job` and write the tables into `job.out`; the report lists them.
+pub fn run_with(job: &EvaluateJob, options: &EvalOptions) -> Result<EvaluateReport> {
     let (n, _, h, w) = job.inputs.dims4()?;
     if job.config.steps == 0 {
         return Err(Error::input(
@@ -392,6 +456,7 @@ pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
             &job.inputs,
             &maps,
             &cfg,
+            options.upsample,
             &bar,
         )?);
         bar.finish_and_clear();
@@ -408,12 +473,8 @@ pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
     } else {
         None
     };
-    write_tables(&job.out, &rows, correlations.clone())?;
-    for f in ["per_image.csv", "summary.csv", "tests.csv"] {
+    for f in write_tables(&job.out, &rows, correlations, options.noise_unit)? {
         files.push(job.out.join(f));
-    }
-    if correlations.is_some() {
-        files.push(job.out.join("correlations.csv"));
     }
     let forwards = rows.iter().map(|r| r.forwards).sum();
     Ok(EvaluateReport {
@@ -421,4 +482,69 @@ pub fn run(job: &EvaluateJob) -> Result<EvaluateReport> {
         forwards,
         files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsampling_modes() {
+        let m = Tensor::new(&[[[1f32, 2.0], [3.0, -4.0]]], &candle_core::Device::Cpu).unwrap();
+        let get = |how| -> Vec<Vec<f32>> {
+            psi_with(&m, 4, 4, false, how)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap()
+        };
+        // Nearest: each cell a 2×2 block of |m|.
+        let n = get(Upsample::Nearest);
+        assert_eq!(n[0], [1.0, 1.0, 2.0, 2.0]);
+        assert_eq!(n[3], [3.0, 3.0, 4.0, 4.0]);
+        // Linear (align_corners = True): the corners are the cells, the middle interpolates.
+        let l = get(Upsample::Linear);
+        assert_eq!((l[0][0], l[0][3], l[3][0], l[3][3]), (1.0, 2.0, 3.0, 4.0));
+        assert!((l[0][1] - (1.0 + 1.0 / 3.0)).abs() < 1e-6, "{l:?}");
+        // Bilinear (align_corners = False): the default, what `psi` does.
+        let b = get(Upsample::Bilinear);
+        let want: Vec<Vec<f32>> = psi(&m, 4, 4, false)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(b, want);
+        assert!((b[0][1] - 1.25).abs() < 1e-6, "{b:?}");
+        // At the input size every mode is |m| itself.
+        for how in [Upsample::Bilinear, Upsample::Nearest, Upsample::Linear] {
+            let same: Vec<Vec<f32>> = psi_with(&m, 2, 2, true, how)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            assert_eq!(same, [[1.0, 2.0], [3.0, -4.0]]);
+        }
+        assert!(Upsample::parse("cubic").is_err());
+    }
+
+    #[test]
+    fn noise_draws_depend_on_seed_and_image_only() {
+        for i in 0..6 {
+            let a = noise_indices(i, 6, 5, 7);
+            // Same draw whatever was drawn before (another method or model first).
+            let _ = noise_indices(3, 6, 5, 7);
+            assert_eq!(a, noise_indices(i, 6, 5, 7));
+            assert!(!a.contains(&i), "image {i} drew itself: {a:?}");
+            let mut s = a.clone();
+            s.sort();
+            s.dedup();
+            assert_eq!(s.len(), 5, "without replacement while possible: {a:?}");
+        }
+        assert_ne!(noise_indices(0, 50, 5, 7), noise_indices(0, 50, 5, 8));
+        assert_eq!(noise_indices(0, 3, 4, 1).len(), 4);
+        assert!(noise_indices(0, 1, 4, 1).is_empty());
+    }
 }

@@ -10,9 +10,35 @@ use crate::error::{write_atomic, Error, Result};
 use crate::models::Classifier;
 use crate::stats;
 
-/// Input scalings and shifts (fractions of the input value range) of part (c).
+/// Part (c), as the paper's Supplementary Figs 1–2: factors multiplying the raw pixel
+/// values (0.001× to 1000×), and shifts added to them as fractions of the full value range
+/// (±1 on [0, 1] pixels = ±255 in 8-bit terms), both before normalisation.
 pub const SCALES: [f64; 7] = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0];
-pub const SHIFTS: [f64; 9] = [-0.5, -0.25, -0.1, -0.05, 0.0, 0.05, 0.1, 0.25, 0.5];
+pub const SHIFTS: [f64; 9] = [-1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0];
+
+/// A change of the raw pixel values p ∈ [0, 1] before normalisation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RawTransform {
+    /// p ↦ s · p
+    Scale(f64),
+    /// p ↦ p + f (f = 1 is a full value range, +255 in 8-bit terms)
+    Shift(f64),
+}
+
+/// Apply `t` to the raw pixels of normalised inputs x = (p − mean)/std (ImageNet mean and
+/// std, as every input of zerobias): x' = (t(x·std + mean) − mean)/std.
+pub fn raw_transform(x: &Tensor, t: RawTransform) -> Result<Tensor> {
+    use crate::data::normalise::{IMAGENET_MEAN, IMAGENET_STD};
+    let dev = x.device();
+    let mean = Tensor::new(&IMAGENET_MEAN, dev)?.reshape((1, 3, 1, 1))?;
+    let std = Tensor::new(&IMAGENET_STD, dev)?.reshape((1, 3, 1, 1))?;
+    let raw = x.broadcast_mul(&std)?.broadcast_add(&mean)?;
+    let changed = match t {
+        RawTransform::Scale(s) => (raw * s)?,
+        RawTransform::Shift(f) => (raw + f)?,
+    };
+    Ok(changed.broadcast_sub(&mean)?.broadcast_div(&std)?)
+}
 
 pub struct SurveyReport {
     pub top1_vanilla: f64,
@@ -124,68 +150,13 @@ pub fn run(
     let result = (|| -> Result<_> {
         let zero = zero?;
         let mut curves: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
-        let (min, max) = (
-            x.min_all()?.to_scalar::<f32>()? as f64,
-            x.max_all()?.to_scalar::<f32>()? as f64,
-        );
-        let range = (max - min).max(f64::MIN_POSITIVE);
-        let mut zero_scale = Vec::new();
-        let mut zero_shift = Vec::new();
-        for s in SCALES {
-            zero_scale.push(topk_accuracy(
-                &logits_batched(
-                    model,
-                    &(x * s)?,
-                    batch,
-                    &format!("all biases zero, input × {s}"),
-                )?,
-                &reference,
-                1,
-            ));
-        }
-        for f in SHIFTS {
-            zero_shift.push(topk_accuracy(
-                &logits_batched(
-                    model,
-                    &(x + f * range)?,
-                    batch,
-                    &format!("all biases zero, input + {f} × range"),
-                )?,
-                &reference,
-                1,
-            ));
-        }
+        let (zero_scale, zero_shift) = robustness(model, x, &reference, batch, "all biases zero")?;
         curves.push(("zero-bias".into(), zero_scale, zero_shift));
-        Ok((zero, curves, range))
+        Ok((zero, curves))
     })();
     biases.restore(&saved)?;
-    let (zero, mut curves, range) = result?;
-    let mut van_scale = Vec::new();
-    let mut van_shift = Vec::new();
-    for s in SCALES {
-        van_scale.push(topk_accuracy(
-            &logits_batched(
-                model,
-                &(x * s)?,
-                batch,
-                &format!("vanilla model, input × {s}"),
-            )?,
-            &reference,
-            1,
-        ));
-    }
-    for f in SHIFTS {
-        van_shift.push(topk_accuracy(
-            &logits_batched(
-                model,
-                &(x + f * range)?,
-                batch,
-                &format!("vanilla model, input + {f} × range"),
-            )?,
-            &reference,
-            1,
-        ));
-    }
+    let (zero, mut curves) = result?;
+    let (van_scale, van_shift) = robustness(model, x, &reference, batch, "vanilla model")?;
     curves.insert(0, ("vanilla".into(), van_scale, van_shift));
 
     let k5 = 5.min(model.num_classes());
@@ -225,14 +196,23 @@ pub fn run(
     let g: Vec<f64> = zero.iter().flatten().map(|&a| a as f64).collect();
     let fit = linear_fit(&f, &g);
 
-    // (c) robustness to input scaling and shifts.
-    let mut rob = String::from("variant,transform,value,top1\n");
+    // (c) robustness to scaling and shifting the raw pixels; `relative` is the change of
+    // top-1 against the untransformed inputs (the paper's colour scale).
+    let mut rob = String::from("variant,transform,value,top1,relative\n");
     for (name, sc, sh) in &curves {
+        let clean = sc[SCALES.iter().position(|&s| s == 1.0).expect("1 in SCALES")];
+        let rel = |a: f64| {
+            if clean > 0.0 {
+                format!("{:.6}", a / clean - 1.0)
+            } else {
+                String::new()
+            }
+        };
         for (s, a) in SCALES.iter().zip(sc) {
-            rob.push_str(&format!("{name},scale,{s},{a:.6}\n"));
+            rob.push_str(&format!("{name},scale,{s},{a:.6},{}\n", rel(*a)));
         }
         for (s, a) in SHIFTS.iter().zip(sh) {
-            rob.push_str(&format!("{name},shift,{s},{a:.6}\n"));
+            rob.push_str(&format!("{name},shift,{s},{a:.6},{}\n", rel(*a)));
         }
     }
     write_atomic(&out.join("robustness.csv"), rob.as_bytes())?;
@@ -250,6 +230,43 @@ pub fn run(
         fit,
         curves,
     })
+}
+
+/// Top-1 against `reference` under each of [`SCALES`] and [`SHIFTS`] of the raw pixels.
+fn robustness(
+    model: &dyn Classifier,
+    x: &Tensor,
+    reference: &[u32],
+    batch: usize,
+    variant: &str,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let top1 = |t: RawTransform, what: String| -> Result<f64> {
+        let xt = raw_transform(x, t)?;
+        Ok(topk_accuracy(
+            &logits_batched(model, &xt, batch, &what)?,
+            reference,
+            1,
+        ))
+    };
+    let scale = SCALES
+        .iter()
+        .map(|&s| {
+            top1(
+                RawTransform::Scale(s),
+                format!("{variant}, raw pixels × {s}"),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shift = SHIFTS
+        .iter()
+        .map(|&f| {
+            top1(
+                RawTransform::Shift(f),
+                format!("{variant}, raw pixels + {f} × range"),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((scale, shift))
 }
 
 /// Least squares y = a x + b.
@@ -272,6 +289,63 @@ fn linear_fit(x: &[f64], y: &[f64]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transforms_act_on_raw_pixels() {
+        use crate::data::normalise::normalise_hwc;
+        // A 2×2 image of raw bytes, normalised as every input is.
+        let rgb: Vec<u8> = (0..12).map(|i| (i * 21) as u8).collect();
+        let x = Tensor::from_vec(
+            normalise_hwc(&rgb, 2, 2),
+            (1, 3, 2, 2),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let raw = |c: usize, i: usize| rgb[i * 3 + c] as f64 / 255.0;
+        for t in [
+            RawTransform::Scale(0.001),
+            RawTransform::Scale(1000.0),
+            RawTransform::Shift(-1.0),
+            RawTransform::Shift(0.25),
+        ] {
+            let y: Vec<f32> = raw_transform(&x, t)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for c in 0..3 {
+                let (m, s) = (
+                    crate::data::normalise::IMAGENET_MEAN[c] as f64,
+                    crate::data::normalise::IMAGENET_STD[c] as f64,
+                );
+                for i in 0..4 {
+                    let p = match t {
+                        RawTransform::Scale(k) => k * raw(c, i),
+                        RawTransform::Shift(f) => raw(c, i) + f,
+                    };
+                    let want = (p - m) / s;
+                    let got = y[c * 4 + i] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "{t:?} c{c} i{i}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+        // The identity transforms change nothing (up to rounding).
+        for t in [RawTransform::Scale(1.0), RawTransform::Shift(0.0)] {
+            let d = (raw_transform(&x, t).unwrap() - &x)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+        }
+        assert_eq!((SHIFTS[0], SHIFTS[SHIFTS.len() - 1]), (-1.0, 1.0));
+        assert_eq!((SCALES[0], SCALES[SCALES.len() - 1]), (0.001, 1000.0));
+    }
 
     #[test]
     fn fit_and_topk() {

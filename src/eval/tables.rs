@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::rows::{Row, METRICS};
+use super::rows::{is_delta, NoiseUnit, Row, METRICS};
 use crate::attribution::Maps;
 use crate::error::{write_atomic, Error, Result};
 use crate::stats;
@@ -55,13 +55,24 @@ fn grouped(rows: &[Row]) -> Vec<((String, String), Vec<&Row>)> {
     out
 }
 
-pub fn summary_csv(rows: &[Row]) -> Result<String> {
+/// Full precision (shortest round-trip form), so that a reader recomputes the exact
+/// differences the tests ranked.
+fn exact(v: f64) -> String {
+    if v.is_nan() {
+        String::new()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Medians and quartiles per model × method × metric; δ metrics in the unit `unit`.
+pub fn summary_csv(rows: &[Row], unit: NoiseUnit) -> Result<String> {
     let mut s = String::from("model,method,metric,n,median,q25,q75\n");
     for ((model, method), rs) in grouped(rows) {
         for metric in METRICS {
             let v: Vec<f64> = rs
                 .iter()
-                .map(|r| r.metric(metric))
+                .flat_map(|r| r.samples(metric, unit))
                 .filter(|v| v.is_finite())
                 .collect();
             if v.is_empty() {
@@ -79,11 +90,37 @@ pub fn summary_csv(rows: &[Row]) -> Result<String> {
     Ok(s)
 }
 
+/// The per-pair values behind the δ statistics: one line per model × method × image ×
+/// noise map, at full precision.
+pub fn noise_csv(rows: &[Row]) -> String {
+    let mut s = String::from("model,method,image,noise,noise_image,e_minus_noise,e_plus_noise,delta_e_minus,delta_e_plus,delta_e_delta\n");
+    for r in rows {
+        for (k, j) in r.noise_images.iter().enumerate() {
+            s.push_str(&format!(
+                "{},{},{},{k},{j},{},{},{},{},{}\n",
+                r.model,
+                r.method,
+                r.image,
+                exact(r.noise_minus[k]),
+                exact(r.noise_plus[k]),
+                exact(r.pair_metric("delta_e_minus", k)),
+                exact(r.pair_metric("delta_e_plus", k)),
+                exact(r.pair_metric("delta_e_delta", k)),
+            ));
+        }
+    }
+    s
+}
+
 /// Paired Wilcoxon tests: each method against every other within a model, and each method
-/// across models, for every metric.
-pub fn tests_csv(rows: &[Row]) -> String {
+/// across models, for every metric. Pairs are matched by image, and for δ metrics under
+/// [`NoiseUnit::Pair`] also by noise map (the same ξ source image on both sides).
+pub fn tests_csv(rows: &[Row], unit: NoiseUnit) -> String {
     let groups = grouped(rows);
-    let mut s = String::from("metric,a,b,n,statistic,p_value,log10_p,median_diff\n");
+    // n: the pairs compared; n_nonzero: those with a non-zero difference (the ones
+    // ranked: scipy's zero_method='wilcox'); p_method: exact or normal approximation.
+    let mut s =
+        String::from("metric,a,b,n,statistic,p_value,log10_p,median_diff,n_nonzero,p_method\n");
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     for i in 0..groups.len() {
         for j in i + 1..groups.len() {
@@ -94,16 +131,31 @@ pub fn tests_csv(rows: &[Row]) -> String {
             }
         }
     }
+    // Image index → row, per group, so pairing is a lookup.
+    let by_image: Vec<std::collections::HashMap<usize, &Row>> = groups
+        .iter()
+        .map(|(_, rs)| rs.iter().rev().map(|r| (r.image, *r)).collect())
+        .collect();
     for metric in METRICS {
         for &(i, j) in &pairs {
             let (ka, ra) = &groups[i];
-            let (kb, rb) = &groups[j];
-            // Pair by image index.
+            let (kb, _) = &groups[j];
             let mut a = Vec::new();
             let mut b = Vec::new();
             for r in ra {
-                if let Some(o) = rb.iter().find(|o| o.image == r.image) {
-                    let (x, y) = (r.metric(metric), o.metric(metric));
+                let Some(&o) = by_image[j].get(&r.image) else {
+                    continue;
+                };
+                // Common random numbers make the noise maps of both sides come from the
+                // same images; anything else is not a paired comparison.
+                if unit == NoiseUnit::Pair && is_delta(metric) && r.noise_images != o.noise_images {
+                    continue;
+                }
+                for (x, y) in r
+                    .samples(metric, unit)
+                    .into_iter()
+                    .zip(o.samples(metric, unit))
+                {
                     if x.is_finite() && y.is_finite() {
                         a.push(x);
                         b.push(y);
@@ -113,14 +165,19 @@ pub fn tests_csv(rows: &[Row]) -> String {
             let name = |k: &(String, String)| format!("{}:{}", k.0, k.1);
             match stats::wilcoxon_signed_rank(&a, &b) {
                 Ok(t) => s.push_str(&format!(
-                    "{metric},{},{},{},{},{:e},{},{}\n",
+                    "{metric},{},{},{},{},{:e},{},{},{},{}\n",
                     name(ka),
                     name(kb),
-                    t.n,
+                    a.len(),
                     t.statistic,
                     t.p_value,
                     fmt(t.log10_p),
-                    fmt(t.median_diff)
+                    fmt(t.median_diff),
+                    t.n,
+                    match t.method {
+                        stats::WilcoxonMethod::Exact => "exact",
+                        stats::WilcoxonMethod::Normal => "normal",
+                    }
                 )),
                 Err(_) => {
                     let md = if a.is_empty() {
@@ -130,7 +187,7 @@ pub fn tests_csv(rows: &[Row]) -> String {
                             .unwrap_or(f64::NAN)
                     };
                     s.push_str(&format!(
-                        "{metric},{},{},{},,,,{}\n",
+                        "{metric},{},{},{},,,,{},0,\n",
                         name(ka),
                         name(kb),
                         a.len(),
@@ -190,14 +247,37 @@ pub fn correlations_csv(a: &Maps, b: &Maps, layers: usize) -> Result<String> {
     Ok(s)
 }
 
-/// Write the tables of an evaluation into `dir`, each file atomically.
-pub fn write_tables(dir: &Path, rows: &[Row], correlations: Option<String>) -> Result<()> {
+/// Write the tables of an evaluation into `dir`, each file atomically; noise.csv only when
+/// there is a noise baseline. Returns the names written.
+pub fn write_tables(
+    dir: &Path,
+    rows: &[Row],
+    correlations: Option<String>,
+    unit: NoiseUnit,
+) -> Result<Vec<&'static str>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut names = vec!["per_image.csv", "summary.csv", "tests.csv"];
     write_atomic(&dir.join("per_image.csv"), per_image_csv(rows).as_bytes())?;
-    write_atomic(&dir.join("summary.csv"), summary_csv(rows)?.as_bytes())?;
-    write_atomic(&dir.join("tests.csv"), tests_csv(rows).as_bytes())?;
+    write_atomic(
+        &dir.join("summary.csv"),
+        summary_csv(rows, unit)?.as_bytes(),
+    )?;
+    write_atomic(&dir.join("tests.csv"), tests_csv(rows, unit).as_bytes())?;
+    if rows.iter().any(|r| !r.noise_images.is_empty()) {
+        write_atomic(&dir.join("noise.csv"), noise_csv(rows).as_bytes())?;
+        names.push("noise.csv");
+    } else {
+        // A noise.csv of an earlier run in the same folder would not describe this one.
+        match std::fs::remove_file(dir.join("noise.csv")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(dir.join("noise.csv"), e))
+            }
+            _ => {}
+        }
+    }
     if let Some(c) = correlations {
         write_atomic(&dir.join("correlations.csv"), c.as_bytes())?;
+        names.push("correlations.csv");
     }
-    Ok(())
+    Ok(names)
 }

@@ -60,6 +60,15 @@ pub struct DataSpec {
     /// Image side in pixels (imagefolder: crop size).
     #[serde(default = "default_size")]
     pub size: usize,
+    /// imagefolder: shorter side before the centre crop (eval, and training with
+    /// `augment` = "flip" or "none"). Default round(size·256/224), filled in on parsing so
+    /// that the run's recipe.toml records it.
+    #[serde(default)]
+    pub resize: Option<usize>,
+    /// imagefolder training augmentation: "imagenet" (RandomResizedCrop + flip), "flip"
+    /// (resize, centre crop, flip) or "none" (resize, centre crop).
+    #[serde(default = "default_augment")]
+    pub augment: String,
     /// synthetic: number of classes (default 10). ImageFolder data takes its classes from
     /// the folders; a value given here that disagrees is warned about.
     #[serde(default)]
@@ -80,6 +89,9 @@ pub struct DataSpec {
 fn default_size() -> usize {
     64
 }
+fn default_augment() -> String {
+    "imagenet".into()
+}
 fn default_train_len() -> usize {
     4000
 }
@@ -91,6 +103,12 @@ fn default_prefetch() -> usize {
 }
 
 impl DataSpec {
+    /// Shorter side before the centre crop (see `resize`).
+    pub fn resize_or_default(&self) -> usize {
+        self.resize
+            .unwrap_or_else(|| crate::data::default_resize(self.size as u32) as usize)
+    }
+
     /// Classes of the synthetic dataset.
     pub fn synthetic_classes(&self) -> usize {
         self.classes.unwrap_or(10)
@@ -304,6 +322,10 @@ impl Recipe {
             from_set(Error::recipe(field, e.message().to_string()))
         })?;
         recipe.validate().map_err(from_set)?;
+        let mut recipe = recipe;
+        if recipe.data.kind == "imagefolder" {
+            recipe.data.resize = Some(recipe.data.resize_or_default());
+        }
         Ok(recipe)
     }
 
@@ -377,6 +399,21 @@ impl Recipe {
                     format!("\"{other}\": expected \"synthetic\" or \"imagefolder\""),
                 )
             }
+        }
+        if self.data.resize == Some(0) {
+            return bad(
+                "data.resize",
+                "0: expected the shorter side in pixels before the centre crop (at least 1)".into(),
+            );
+        }
+        if crate::data::Augment::parse(&self.data.augment).is_none() {
+            return bad(
+                "data.augment",
+                format!(
+                    "\"{}\": expected \"imagenet\", \"flip\" or \"none\"",
+                    self.data.augment
+                ),
+            );
         }
         if self.data.size < 32 {
             return bad(
@@ -607,6 +644,12 @@ const DATA_FIELDS: Fields = &[
     ("train", Expect::Text, false),
     ("val", Expect::Text, false),
     ("size", Expect::PositiveInt, false),
+    ("resize", Expect::PositiveInt, false),
+    (
+        "augment",
+        Expect::OneOf(&["imagenet", "flip", "none"]),
+        false,
+    ),
     ("classes", Expect::PositiveInt, false),
     ("train_len", Expect::PositiveInt, false),
     ("val_len", Expect::PositiveInt, false),
@@ -873,6 +916,46 @@ batch_size = 4
     }
 
     #[test]
+    fn preprocessing_is_validated_and_recorded() {
+        let folder = [
+            "data.kind=\"imagefolder\"",
+            "data.train=\"a\"",
+            "data.val=\"b\"",
+        ];
+        let sets = |extra: &[&str]| -> Vec<String> {
+            folder.iter().chain(extra).map(|s| s.to_string()).collect()
+        };
+        // The default resize is filled in, so recipe.toml records it.
+        let r = Recipe::parse(BASE, &sets(&[]), "t").unwrap();
+        assert_eq!(
+            (r.data.resize, r.data.augment.as_str()),
+            (Some(73), "imagenet")
+        );
+        assert!(r.to_toml().contains("resize = 73"), "{}", r.to_toml());
+        let r = Recipe::parse(
+            BASE,
+            &sets(&["data.resize=64", "data.augment=\"none\""]),
+            "t",
+        )
+        .unwrap();
+        assert_eq!((r.data.resize, r.data.augment.as_str()), (Some(64), "none"));
+        let again = Recipe::parse(&r.to_toml(), &[], "t").unwrap();
+        assert_eq!(again, r);
+        // Synthetic data has no resize step.
+        assert_eq!(Recipe::parse(BASE, &[], "t").unwrap().data.resize, None);
+        for (set, field) in [
+            ("data.augment=\"random\"", "data.augment"),
+            ("data.resize=0", "data.resize"),
+            ("data.resize=\"big\"", "data.resize"),
+        ] {
+            let e = Recipe::parse(BASE, &sets(&[set]), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{set}: {e}");
+        }
+    }
+
+    #[test]
     fn field_table_matches_the_structs() {
         // Every field set, so that serialising writes each one.
         let mut r = Recipe::parse(BASE, &[], "t").unwrap();
@@ -881,6 +964,7 @@ batch_size = 4
         r.data.train = Some("train".into());
         r.data.classes = Some(10);
         r.data.val = Some("val".into());
+        r.data.resize = Some(80);
         let v = toml::Value::try_from(&r).unwrap();
         let keys = |t: &toml::Value, skip: &[&str]| -> Vec<String> {
             let mut k: Vec<String> = t

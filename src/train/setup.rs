@@ -41,9 +41,11 @@ pub(super) fn open_data(r: &Recipe) -> Result<Data> {
                 .val
                 .as_deref()
                 .ok_or_else(|| Error::recipe("data.val", "missing"))?;
+            let augment = crate::data::Augment::parse(&d.augment).unwrap_or_default();
+            let resize = d.resize_or_default() as u32;
             let (train, val) = (
-                ImageFolder::open(train, d.size as u32)?,
-                ImageFolder::open(val, d.size as u32)?,
+                ImageFolder::open(train, d.size as u32)?.with_preprocessing(resize, augment)?,
+                ImageFolder::open(val, d.size as u32)?.with_preprocessing(resize, augment)?,
             );
             crate::data::check_splits(&train, &val)?;
             if let Some(n) = d.classes.filter(|&n| n != train.num_classes()) {
