@@ -41,6 +41,8 @@ enum Command {
     Evaluate(commands::evaluate::Args),
     /// Accuracy with all biases zeroed, logit regression, robustness to input scaling/shifts.
     Survey(commands::survey::Args),
+    /// The paper's figures, Wilcoxon tables and headlines for a vanilla and a zero-bias model, as index.html.
+    Report(commands::report::Args),
     /// Images/second of forward, forward+backward, attribution, evaluation and a training step.
     Bench(commands::bench::Args),
     /// Run a bias-decay recipe (TOML): train a teacher and/or distil it into a zero-bias network.
@@ -69,6 +71,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attribute(args) => commands::attribute::run(args, &dev),
         Command::Evaluate(args) => commands::evaluate::run(args, &dev),
         Command::Survey(args) => commands::survey::run(args, &dev),
+        Command::Report(args) => commands::report::run(args, &dev),
         Command::Bench(args) => commands::bench::run(args),
         Command::Decay(args) => commands::decay::run(args),
     }

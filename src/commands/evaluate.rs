@@ -125,7 +125,12 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     };
     let report = zerobias::eval::run::run_with(&job, &options)?;
     let mut files = report.files;
-    files.extend(eval_plots::figures(&job.models, &report.rows, &job.out)?);
+    files.extend(eval_plots::figures(
+        &job.models,
+        &report.rows,
+        options.noise_unit,
+        &job.out,
+    )?);
     println!(
         "{} rows, {} forward passes",
         report.rows.len(),

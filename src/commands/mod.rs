@@ -10,4 +10,5 @@ pub mod evaluate;
 pub mod fetch;
 pub mod info;
 pub mod predict;
+pub mod report;
 pub mod survey;

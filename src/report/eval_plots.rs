@@ -1,15 +1,22 @@
-//! Figures of an evaluation: per-layer act vs bias (paper Fig. 5), top-down aggregates
-//! (Fig. 6) and the per-layer difference between two models (Fig. 9).
+//! Figures of an evaluation: per-layer act vs bias with input attributions and the gradient
+//! baseline (paper Fig. 5), single layers against top-down aggregates with the reference
+//! methods (Fig. 6), the models' aggregates side by side (Supp. Fig. 10) and the per-layer
+//! difference between two models (Fig. 9), for every metric of summary.csv. Box plots use
+//! the statistical unit of the tests (one value per image × noise map under `pair`).
 
 use std::path::{Path, PathBuf};
 
 use super::plot::{box_plot, save_png, BoxSeries};
 use crate::error::Result;
-use crate::eval::rows::Row;
+use crate::eval::rows::{is_delta, NoiseUnit, Row, METRICS};
 use crate::models::Classifier;
 
 const ACT: [u8; 3] = [214, 96, 77];
 const BIAS: [u8; 3] = [67, 147, 195];
+const GREY: [u8; 3] = [128, 128, 128];
+const SINGLE: [u8; 3] = [33, 102, 172];
+const AGGREGATE: [u8; 3] = [0, 170, 190];
+const REFERENCE: [u8; 3] = [118, 42, 131];
 const PALETTE: [[u8; 3]; 6] = [
     [214, 96, 77],
     [67, 147, 195],
@@ -19,12 +26,16 @@ const PALETTE: [[u8; 3]; 6] = [
     [102, 102, 102],
 ];
 
-/// Every figure of an evaluation of `models` (label, model) into `out`: Fig. 5 per model,
-/// Fig. 6, and Fig. 9 for two models. Returns the files written; a figure without data is
-/// left out.
+/// The reference methods of Fig. 6, in the order drawn (those evaluated).
+pub const REFERENCES: [&str; 5] = ["agg.0", "fullgrad.layers", "fullgrad", "gradcam", "grad"];
+
+/// Every figure of an evaluation of `models` (label, model) into `out`, for every metric:
+/// Fig. 5 and Fig. 6 per model, the aggregates of all models, and Fig. 9 for two models.
+/// Returns the files written; a figure without data is left out.
 pub fn figures(
     models: &[(String, &dyn Classifier)],
     rows: &[Row],
+    unit: NoiseUnit,
     out: &Path,
 ) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
@@ -32,9 +43,19 @@ pub fn figures(
     for (label, model) in models {
         let modules = model.bias_modules();
         let module_layer = |m: &str| modules.iter().find(|(name, _)| name == m).map(|(_, l)| *l);
-        for metric in ["delta_e_minus", "e_minus"] {
+        for metric in METRICS {
             let p = out.join(format!("fig5-{label}-{metric}.png"));
-            if act_vs_bias(rows, label, model.num_layers(), &module_layer, metric, &p)? {
+            let data = Selection {
+                rows,
+                model: label,
+                unit,
+                metric,
+            };
+            if act_vs_bias(&data, model.num_layers(), &module_layer, &p)? {
+                files.push(p);
+            }
+            let p = out.join(format!("fig6-{label}-{metric}.png"));
+            if single_vs_aggregate(&data, model.num_layers(), &p)? {
                 files.push(p);
             }
         }
@@ -44,57 +65,64 @@ pub fn figures(
         .map(|(_, m)| m.num_layers())
         .max()
         .unwrap_or(0);
-    for metric in ["delta_e_minus", "e_minus"] {
+    for metric in METRICS {
         let p = out.join(format!("fig6-aggregates-{metric}.png"));
-        if aggregates(rows, &labels, layers, metric, &p)? {
+        if aggregates(rows, &labels, layers, metric, unit, &p)? {
             files.push(p);
         }
     }
     if labels.len() == 2 {
-        let p = out.join("fig9-difference-delta_e_minus.png");
-        if model_difference(rows, &labels[0], &labels[1], layers, "delta_e_minus", &p)? {
-            files.push(p);
+        for metric in METRICS {
+            let p = out.join(format!("fig9-difference-{metric}.png"));
+            if model_difference(rows, &labels[0], &labels[1], layers, metric, unit, &p)? {
+                files.push(p);
+            }
         }
     }
     Ok(files)
 }
 
-fn values<'a>(
-    rows: &'a [Row],
-    model: &'a str,
-    pred: impl Fn(&str) -> bool + 'a,
-    metric: &'a str,
-) -> Vec<f64> {
-    rows.iter()
-        .filter(|r| r.model == model && pred(&r.method))
-        .map(|r| r.metric(metric))
-        .filter(|v| v.is_finite())
-        .collect()
+/// The rows of one model and one metric, in a statistical unit.
+pub struct Selection<'a> {
+    pub rows: &'a [Row],
+    pub model: &'a str,
+    pub unit: NoiseUnit,
+    pub metric: &'a str,
 }
 
-/// Fig. 5: for each layer, the metric of act.l beside the bias maps of that layer's modules.
+impl Selection<'_> {
+    /// The finite values of the methods `pred` accepts (per pair or per image).
+    fn values(&self, pred: impl Fn(&str) -> bool) -> Vec<f64> {
+        self.rows
+            .iter()
+            .filter(|r| r.model == self.model && pred(&r.method))
+            .flat_map(|r| r.samples(self.metric, self.unit))
+            .filter(|v| v.is_finite())
+            .collect()
+    }
+    fn method(&self, name: &str) -> Vec<f64> {
+        self.values(|m| m == name)
+    }
+}
+
+/// Fig. 5: for each layer l = 0..L, the metric of act.l beside the bias maps of that
+/// layer's modules, with the gradient baseline in its own slot.
 pub fn act_vs_bias(
-    rows: &[Row],
-    model: &str,
+    data: &Selection,
     layers: usize,
     module_layer: &dyn Fn(&str) -> Option<usize>,
-    metric: &str,
     path: &Path,
 ) -> Result<bool> {
-    let cats: Vec<String> = (1..=layers).map(|l| l.to_string()).collect();
-    let act: Vec<Vec<f64>> = (1..=layers)
-        .map(|l| values(rows, model, move |m| m == format!("act.{l}"), metric))
-        .collect();
-    let bias: Vec<Vec<f64>> = (1..=layers)
-        .map(|l| {
-            values(
-                rows,
-                model,
-                move |m| m.strip_prefix("bias.").and_then(module_layer) == Some(l),
-                metric,
-            )
-        })
-        .collect();
+    let mut cats = vec!["grad".to_string()];
+    cats.extend((0..=layers).map(|l| l.to_string()));
+    let mut act = vec![Vec::new()];
+    act.extend((0..=layers).map(|l| data.method(&format!("act.{l}"))));
+    let mut bias = vec![Vec::new()];
+    bias.extend((0..=layers).map(|l| {
+        data.values(move |m| m.strip_prefix("bias.").and_then(module_layer) == Some(l))
+    }));
+    let mut grad = vec![data.method("grad")];
+    grad.extend((0..=layers).map(|_| Vec::new()));
     if act.iter().chain(&bias).all(|v| v.is_empty()) {
         return Ok(false);
     }
@@ -109,36 +137,117 @@ pub fn act_vs_bias(
             color: BIAS,
             groups: bias,
         },
+        BoxSeries {
+            name: "gradient".into(),
+            color: GREY,
+            groups: grad,
+        },
     ];
     let img = box_plot(
         &cats,
         &series,
-        &format!("{model}: {metric} per layer"),
-        "layer l",
-        metric,
+        &format!("{}: {} per layer{}", data.model, data.metric, unit_note(data)),
+        "layer l (0 = input attributions)",
+        data.metric,
     )?;
     save_png(&img, path)?;
     Ok(true)
 }
 
-/// Fig. 6: the metric of agg.{l0} for each start layer l0, one series per model.
+fn unit_note(data: &Selection) -> &'static str {
+    if is_delta(data.metric) && data.unit == NoiseUnit::Pair {
+        " (image x noise pairs)"
+    } else {
+        ""
+    }
+}
+
+/// Fig. 6 for one model: single layers act.l and top-down aggregates agg.l per layer, and
+/// the reference methods (agg.0, fullgrad.layers, fullgrad, gradcam, grad) that were
+/// evaluated in their own slots.
+pub fn single_vs_aggregate(data: &Selection, layers: usize, path: &Path) -> Result<bool> {
+    let refs: Vec<&str> = REFERENCES
+        .iter()
+        .copied()
+        .filter(|m| !data.method(m).is_empty())
+        .collect();
+    let mut cats: Vec<String> = (1..=layers).map(|l| l.to_string()).collect();
+    cats.extend(refs.iter().map(|m| m.to_string()));
+    let pad = |mut v: Vec<Vec<f64>>| {
+        v.resize(cats.len(), Vec::new());
+        v
+    };
+    let single = pad((1..=layers)
+        .map(|l| data.method(&format!("act.{l}")))
+        .collect());
+    let aggregate = pad((1..=layers)
+        .map(|l| data.method(&format!("agg.{l}")))
+        .collect());
+    let mut reference = vec![Vec::new(); layers];
+    reference.extend(refs.iter().map(|m| data.method(m)));
+    if single.iter().chain(&aggregate).all(|v| v.is_empty()) {
+        return Ok(false);
+    }
+    let series = [
+        BoxSeries {
+            name: "single layer act.l".into(),
+            color: SINGLE,
+            groups: single,
+        },
+        BoxSeries {
+            name: "top-down agg.l".into(),
+            color: AGGREGATE,
+            groups: aggregate,
+        },
+        BoxSeries {
+            name: "reference".into(),
+            color: REFERENCE,
+            groups: reference,
+        },
+    ];
+    let img = box_plot(
+        &cats,
+        &series,
+        &format!(
+            "{}: single layers, aggregates and references, {}{}",
+            data.model,
+            data.metric,
+            unit_note(data)
+        ),
+        "layer l / first layer l0 / method",
+        data.metric,
+    )?;
+    save_png(&img, path)?;
+    Ok(true)
+}
+
+/// The aggregates agg.{l0} of every model, l0 = 0..L, one series per model.
 pub fn aggregates(
     rows: &[Row],
     models: &[String],
     layers: usize,
     metric: &str,
+    unit: NoiseUnit,
     path: &Path,
 ) -> Result<bool> {
-    let cats: Vec<String> = (1..=layers).map(|l| l.to_string()).collect();
+    let cats: Vec<String> = (0..=layers).map(|l| l.to_string()).collect();
     let series: Vec<BoxSeries> = models
         .iter()
         .enumerate()
-        .map(|(i, m)| BoxSeries {
-            name: m.clone(),
-            color: PALETTE[i % PALETTE.len()],
-            groups: (1..=layers)
-                .map(|l| values(rows, m, move |x| x == format!("agg.{l}"), metric))
-                .collect(),
+        .map(|(i, m)| {
+            let data = Selection {
+                rows,
+                model: m,
+                unit,
+                metric,
+            };
+            BoxSeries {
+                name: m.clone(),
+                color: PALETTE[i % PALETTE.len()],
+                groups: (0..=layers)
+                    .map(|l| data.method(&format!("agg.{l}")))
+                    .collect(),
+            }
         })
         .collect();
     if series.iter().all(|s| s.groups.iter().all(|g| g.is_empty())) {
@@ -155,28 +264,46 @@ pub fn aggregates(
     Ok(true)
 }
 
-/// Fig. 9: per layer, the paired difference (b − a) of the metric of act.l between models.
+/// Fig. 9: per layer (and for the gradient), the paired difference (b − a) of the metric
+/// of act.l between models; under the pair unit, paired on the noise map too.
 pub fn model_difference(
     rows: &[Row],
     a: &str,
     b: &str,
     layers: usize,
     metric: &str,
+    unit: NoiseUnit,
     path: &Path,
 ) -> Result<bool> {
-    let cats: Vec<String> = (0..=layers).map(|l| l.to_string()).collect();
-    let groups: Vec<Vec<f64>> = (0..=layers)
-        .map(|l| {
-            let name = format!("act.{l}");
+    let mut methods = vec!["grad".to_string()];
+    methods.extend((0..=layers).map(|l| format!("act.{l}")));
+    let cats: Vec<String> = methods
+        .iter()
+        .map(|m| m.trim_start_matches("act.").to_string())
+        .collect();
+    let groups: Vec<Vec<f64>> = methods
+        .iter()
+        .map(|name| {
+            let others: std::collections::HashMap<usize, &Row> = rows
+                .iter()
+                .filter(|r| r.model == b && &r.method == name)
+                .map(|r| (r.image, r))
+                .collect();
             rows.iter()
-                .filter(|r| r.model == a && r.method == name)
-                .filter_map(|ra| {
-                    let rb = rows
-                        .iter()
-                        .find(|r| r.model == b && r.method == name && r.image == ra.image)?;
-                    let d = rb.metric(metric) - ra.metric(metric);
-                    d.is_finite().then_some(d)
+                .filter(|r| r.model == a && &r.method == name)
+                .filter_map(|ra| Some((ra, *others.get(&ra.image)?)))
+                .filter(|(ra, rb)| {
+                    !(unit == NoiseUnit::Pair && is_delta(metric))
+                        || ra.noise_images == rb.noise_images
                 })
+                .flat_map(|(ra, rb)| {
+                    ra.samples(metric, unit)
+                        .into_iter()
+                        .zip(rb.samples(metric, unit))
+                        .map(|(x, y)| y - x)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|d| d.is_finite())
                 .collect()
         })
         .collect();
@@ -192,7 +319,7 @@ pub fn model_difference(
         &cats,
         &series,
         &format!("{metric}: {b} minus {a}, per layer"),
-        "layer l",
+        "layer l (grad = gradient)",
         &format!("difference in {metric}"),
     )?;
     save_png(&img, path)?;

@@ -52,7 +52,8 @@ pub fn denormalise(x: &Tensor) -> Result<(Vec<u8>, u32, u32)> {
     Ok((rgb, w as u32, h as u32))
 }
 
-/// The Fig. 2/4-style panel of image `i` of a batch: signed a^{h,l} and a^{b,l} per layer.
+/// The Fig. 2/4-style panel of image `i` of a batch: signed a^{h,l} and a^{b,l} per layer,
+/// from l = 0 (input attributions; no bias there, so its a^b cell is empty).
 pub fn layer_panel(
     model: &dyn Classifier,
     att: &Attribution,
@@ -63,7 +64,7 @@ pub fn layer_panel(
     let modules = model.bias_modules();
     let mut act_row = Vec::new();
     let mut bias_row = Vec::new();
-    for l in 1..=layers {
+    for l in 0..=layers {
         let Some(a) = att.maps.get(&format!("act.{l}")) else {
             continue;
         };
@@ -114,7 +115,8 @@ pub fn attribution_figures(
         let (rgb, w, h) = denormalise(&x.get(i)?)?;
         let mut maps = Vec::new();
         for name in [
-            "grad".to_string(),
+            "act.0".to_string(),
+            "grad".into(),
             "fullgrad".into(),
             "gradcam".into(),
             "agg.1".into(),

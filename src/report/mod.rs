@@ -4,6 +4,8 @@
 pub mod attribution;
 pub mod eval_plots;
 pub mod figures;
+pub mod page;
+pub mod paper;
 pub mod plot;
 pub mod survey_plots;
 pub mod tensorboard;

@@ -68,3 +68,72 @@ pub fn robustness(report: &SurveyReport, label: &str, scaling: &Path, shift: &Pa
     )?;
     Ok(())
 }
+
+/// Per image: Pearson ρ between the vanilla and zero-bias logits, and the fit
+/// f0 = α f + β over the classes (Supplementary Figs 4–5). Images whose fit is undefined
+/// (constant logits) are left out; `None` when no image has one.
+pub fn per_image_fits(report: &SurveyReport, classes: usize) -> Option<Vec<(f64, f64, f64)>> {
+    if classes < 2 || report.vanilla_logits.len() != report.zero_logits.len() {
+        return None;
+    }
+    let fits: Vec<(f64, f64, f64)> = report
+        .vanilla_logits
+        .chunks(classes)
+        .zip(report.zero_logits.chunks(classes))
+        .filter_map(|(f, f0)| {
+            let rho = crate::stats::pearson(f, f0).ok()?;
+            let n = f.len() as f64;
+            let (mx, my) = (f.iter().sum::<f64>() / n, f0.iter().sum::<f64>() / n);
+            let sxy: f64 = f.iter().zip(f0).map(|(x, y)| (x - mx) * (y - my)).sum();
+            let sxx: f64 = f.iter().map(|x| (x - mx) * (x - mx)).sum();
+            let alpha = sxy / sxx;
+            let beta = my - alpha * mx;
+            [rho, alpha, beta]
+                .iter()
+                .all(|v| v.is_finite())
+                .then_some((rho, alpha, beta))
+        })
+        .collect();
+    (!fits.is_empty()).then_some(fits)
+}
+
+/// Supplementary Fig. 4 (ρ per image, into `correlation`) and Fig. 5 (α against β per
+/// image, into `alpha_beta`). Returns false (nothing written) when no fit is defined.
+pub fn output_fits(
+    report: &SurveyReport,
+    classes: usize,
+    label: &str,
+    correlation: &Path,
+    alpha_beta: &Path,
+) -> Result<bool> {
+    let Some(fits) = per_image_fits(report, classes) else {
+        return Ok(false);
+    };
+    let index: Vec<f64> = (0..fits.len()).map(|i| i as f64).collect();
+    let rho: Vec<f64> = fits.iter().map(|f| f.0).collect();
+    save_png(
+        &scatter_plot(
+            &index,
+            &rho,
+            None,
+            &format!("{label}: correlation of vanilla and zero-bias outputs"),
+            "image",
+            "Pearson rho over classes",
+        )?,
+        correlation,
+    )?;
+    let alpha: Vec<f64> = fits.iter().map(|f| f.1).collect();
+    let beta: Vec<f64> = fits.iter().map(|f| f.2).collect();
+    save_png(
+        &scatter_plot(
+            &alpha,
+            &beta,
+            None,
+            &format!("{label}: f0 = alpha f + beta per image"),
+            "scale alpha",
+            "offset beta",
+        )?,
+        alpha_beta,
+    )?;
+    Ok(true)
+}
