@@ -115,7 +115,10 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     };
     let (_, _, h, w) = batch_in.tensor.dims4()?;
     let mut settings = vec![
-        ("zerobias".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        (
+            "zerobias".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
         ("date (UTC)".into(), zerobias::report::page::utc_now()),
     ];
     for ((label, spec), m) in model_names.iter().zip(&specs).zip(&loaded) {

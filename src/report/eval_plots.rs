@@ -118,9 +118,11 @@ pub fn act_vs_bias(
     let mut act = vec![Vec::new()];
     act.extend((0..=layers).map(|l| data.method(&format!("act.{l}"))));
     let mut bias = vec![Vec::new()];
-    bias.extend((0..=layers).map(|l| {
-        data.values(move |m| m.strip_prefix("bias.").and_then(module_layer) == Some(l))
-    }));
+    bias.extend(
+        (0..=layers).map(|l| {
+            data.values(move |m| m.strip_prefix("bias.").and_then(module_layer) == Some(l))
+        }),
+    );
     let mut grad = vec![data.method("grad")];
     grad.extend((0..=layers).map(|_| Vec::new()));
     if act.iter().chain(&bias).all(|v| v.is_empty()) {
@@ -146,7 +148,12 @@ pub fn act_vs_bias(
     let img = box_plot(
         &cats,
         &series,
-        &format!("{}: {} per layer{}", data.model, data.metric, unit_note(data)),
+        &format!(
+            "{}: {} per layer{}",
+            data.model,
+            data.metric,
+            unit_note(data)
+        ),
         "layer l (0 = input attributions)",
         data.metric,
     )?;

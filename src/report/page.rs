@@ -55,7 +55,9 @@ pub fn parse_tests(csv: &str) -> Result<Vec<TestRow>> {
             return Ok(None);
         }
         let v: f64 = s.parse().map_err(|_| {
-            Error::input(format!("tests.csv line {line}: {what} '{s}' is not a number"))
+            Error::input(format!(
+                "tests.csv line {line}: {what} '{s}' is not a number"
+            ))
         })?;
         if !v.is_finite() {
             return Err(Error::input(format!(
@@ -247,7 +249,11 @@ pub fn utc_date(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// HTML text escaping.
@@ -407,14 +413,29 @@ mod tests {
 
     #[test]
     fn verdicts_follow_p_and_the_metric_direction() {
-        assert_eq!(verdict(&row("delta_e_minus", Some(1e-6), 0.1), 0.05), Verdict::A);
-        assert_eq!(verdict(&row("delta_e_minus", Some(1e-6), -0.1), 0.05), Verdict::B);
+        assert_eq!(
+            verdict(&row("delta_e_minus", Some(1e-6), 0.1), 0.05),
+            Verdict::A
+        );
+        assert_eq!(
+            verdict(&row("delta_e_minus", Some(1e-6), -0.1), 0.05),
+            Verdict::B
+        );
         // e+: smaller is better, so a positive a − b favours b.
         assert_eq!(verdict(&row("e_plus", Some(1e-6), 0.1), 0.05), Verdict::B);
-        assert_eq!(verdict(&row("e_minus", Some(0.2), 0.1), 0.05), Verdict::None);
-        assert_eq!(verdict(&row("e_minus", Some(0.05), 0.1), 0.05), Verdict::None);
+        assert_eq!(
+            verdict(&row("e_minus", Some(0.2), 0.1), 0.05),
+            Verdict::None
+        );
+        assert_eq!(
+            verdict(&row("e_minus", Some(0.05), 0.1), 0.05),
+            Verdict::None
+        );
         assert_eq!(verdict(&row("e_minus", None, 0.1), 0.05), Verdict::None);
-        assert_eq!(verdict(&row("e_minus", Some(1e-9), 0.0), 0.05), Verdict::None);
+        assert_eq!(
+            verdict(&row("e_minus", Some(1e-9), 0.0), 0.05),
+            Verdict::None
+        );
     }
 
     #[test]
@@ -450,7 +471,10 @@ mod tests {
             context: "m:".into(),
             a_name: "act".into(),
             b_name: "bias".into(),
-            layers: vec![(1, vec![sig.flipped().flipped()]), (2, vec![against.flipped()])],
+            layers: vec![
+                (1, vec![sig.flipped().flipped()]),
+                (2, vec![against.flipped()]),
+            ],
         };
         assert_eq!(
             family_sentences(&swapped, 0.05),
@@ -473,7 +497,10 @@ mod tests {
     fn ranges_and_escaping() {
         assert_eq!(ranges(&[1, 2, 3, 5, 7, 8]), "1–3, 5, 7–8");
         assert_eq!(ranges(&[]), "");
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 
     #[test]
@@ -488,7 +515,10 @@ mod tests {
         assert_eq!(TestRow::side(&r[0].b), ("m", "act.2"));
         assert!(parse_tests("x\n").is_err());
         let bad = csv.replace("1.5e-2", "NaN");
-        assert!(parse_tests(&bad).unwrap_err().to_string().contains("finite"));
+        assert!(parse_tests(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("finite"));
     }
 
     #[test]

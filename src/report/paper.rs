@@ -256,7 +256,11 @@ fn eval_sections(job: &ReportJob, drawn: &[PathBuf], fig8: Option<&Path>) -> Vec
         "Boxes hold one value per image (--noise-unit image); boxes span the 25th to 75th \
          percentiles."
     };
-    let has = |name: &str| drawn.iter().any(|p| p.file_name().is_some_and(|f| f == name));
+    let has = |name: &str| {
+        drawn
+            .iter()
+            .any(|p| p.file_name().is_some_and(|f| f == name))
+    };
     let section = |title: &str, caption: &str, names: Vec<(String, String)>, why: &str| {
         let mut s = Section {
             title: title.into(),
@@ -341,8 +345,7 @@ fn eval_sections(job: &ReportJob, drawn: &[PathBuf], fig8: Option<&Path>) -> Vec
             caption: "ρ(a^{h,l} of the first model, a^{h,l} of the second)".into(),
         }),
         None => s8.missing.push(
-            "Not drawn: the models' layers differ in shape, or no correlation was defined."
-                .into(),
+            "Not drawn: the models' layers differ in shape, or no correlation was defined.".into(),
         ),
     }
     out.push(s8);
@@ -392,7 +395,10 @@ fn survey_sections(job: &ReportJob) -> Result<Vec<Section>> {
         }
         let regression = dir.join("regression.png");
         survey_plots::regression(&r, label, &regression)?;
-        let (corr, ab) = (dir.join("supp4-correlation.png"), dir.join("supp5-alpha-beta.png"));
+        let (corr, ab) = (
+            dir.join("supp4-correlation.png"),
+            dir.join("supp5-alpha-beta.png"),
+        );
         if survey_plots::output_fits(&r, model.num_classes(), label, &corr, &ab)? {
             for (p, what) in [(corr, "ρ per image"), (ab, "α and β per image")] {
                 outputs.figures.push(Figure {
