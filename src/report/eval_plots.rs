@@ -332,3 +332,54 @@ pub fn model_difference(
     save_png(&img, path)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(method: &str, image: usize) -> Row {
+        Row {
+            model: "m".into(),
+            image,
+            method: method.into(),
+            e_minus: 0.5,
+            e_plus: 0.25,
+            flip_step_minus: 0,
+            flip_step_plus: 0,
+            flipped_minus: true,
+            flipped_plus: true,
+            e_minus_noise: 0.3,
+            e_plus_noise: 0.2,
+            forwards: 0,
+            noise_images: vec![1, 2],
+            noise_minus: vec![0.2, 0.4],
+            noise_plus: vec![0.1, 0.3],
+        }
+    }
+
+    #[test]
+    fn boxes_hold_the_values_of_the_tests_unit() {
+        let rows = [row("act.1", 0), row("act.1", 1), row("act.2", 0)];
+        let sel = |unit, metric| Selection {
+            rows: &rows,
+            model: "m",
+            unit,
+            metric,
+        };
+        // Pair unit: one δ value per (image, noise map).
+        let mut v = sel(NoiseUnit::Pair, "delta_e_minus").method("act.1");
+        v.sort_by(f64::total_cmp);
+        assert_eq!(v.len(), 4);
+        assert!(
+            (v[0] - 0.1).abs() < 1e-12 && (v[3] - 0.3).abs() < 1e-12,
+            "{v:?}"
+        );
+        // Image unit, or a metric without noise: one value per image.
+        assert_eq!(
+            sel(NoiseUnit::Image, "delta_e_minus").method("act.1").len(),
+            2
+        );
+        assert_eq!(sel(NoiseUnit::Pair, "e_minus").method("act.1"), [0.5, 0.5]);
+        assert!(sel(NoiseUnit::Pair, "e_minus").method("act.3").is_empty());
+    }
+}

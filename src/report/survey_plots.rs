@@ -137,3 +137,33 @@ pub fn output_fits(
     )?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_image_fits_recover_scale_and_offset() {
+        let vanilla = vec![1.0, 2.0, 4.0, -1.0, 0.0, 3.0, 5.0, 5.0, 5.0];
+        // Image 0: f0 = 2 f + 1; image 1: f0 = -0.5 f; image 2: constant logits (no fit).
+        let zero = vec![3.0, 5.0, 9.0, 0.5, 0.0, -1.5, 5.0, 5.0, 5.0];
+        let report = SurveyReport {
+            top1_vanilla: 1.0,
+            top5_vanilla: 1.0,
+            top1_zero: 1.0,
+            top5_zero: 1.0,
+            bias_parameters: 0,
+            files: Vec::new(),
+            vanilla_logits: vanilla,
+            zero_logits: zero,
+            fit: (1.0, 0.0),
+            curves: Vec::new(),
+        };
+        let fits = per_image_fits(&report, 3).unwrap();
+        assert_eq!(fits.len(), 2);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(fits[0].0, 1.0) && close(fits[0].1, 2.0) && close(fits[0].2, 1.0));
+        assert!(close(fits[1].0, -1.0) && close(fits[1].1, -0.5) && close(fits[1].2, 0.0));
+        assert!(per_image_fits(&report, 1).is_none());
+    }
+}
