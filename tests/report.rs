@@ -145,6 +145,8 @@ fn report_page_loads_with_every_image() {
         "2",
         "--examples",
         "1",
+        "--limit",
+        "5",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -165,6 +167,7 @@ fn report_page_loads_with_every_image() {
         "Supp. Figs 4–5",
         "log10 p",
         "vanilla, delta_e_minus act against bias",
+        "5 of 32×32 pixels",
     ] {
         assert!(html.contains(part), "index.html lacks '{part}'");
     }

@@ -18,12 +18,13 @@ pub struct Args {
     /// The vanilla model, then the zero-bias model (exactly two --model).
     #[arg(long = "model", required = true)]
     models: Vec<String>,
+    /// Images: a .safetensors batch, an image file or a folder of images.
     #[arg(long, conflicts_with = "data")]
     input: Option<PathBuf>,
     /// Image folder (ImageNet layout or flat).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Images taken from --data (0 = all).
+    /// Images used, from --data or --input (0 = all).
     #[arg(long, default_value_t = 0)]
     limit: usize,
     /// Methods evaluated: names or shorthands (act.*, bias.*, agg.*, all), comma-separated.
@@ -51,6 +52,7 @@ pub struct Args {
     batch: usize,
     #[command(flatten)]
     preprocessing: Preprocessing,
+    /// Folder of the report: index.html, its figures and the tables.
     #[arg(long)]
     out: PathBuf,
 }
@@ -94,7 +96,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     if let Some(d) = &data {
         check_dir_arg("--data", d)?;
     }
-    let (batch_in, labels) = load_inputs(
+    let (mut batch_in, labels) = load_inputs(
         input.as_deref(),
         data.as_deref(),
         limit,
@@ -107,9 +109,13 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         .map(|s| models::open(s, None, dev))
         .collect::<zerobias::Result<_>>()?;
     let model_names = model_labels(&specs);
+    // --data takes --limit while listing; an --input batch is cut here.
+    if limit > 0 && input.is_some() && batch_in.tensor.dim(0)? > limit {
+        batch_in.tensor = batch_in.tensor.narrow(0, 0, limit)?;
+    }
     let n = batch_in.tensor.dim(0)?;
     let source = match (&input, &data) {
-        (Some(i), _) => format!("--input {}", i.display()),
+        (Some(i), _) => format!("--input {} ({n} images, --limit {limit})", i.display()),
         (_, Some(d)) => format!("--data {} ({} images, --limit {limit})", d.display(), n),
         _ => String::new(),
     };
