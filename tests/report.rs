@@ -168,6 +168,7 @@ fn report_page_loads_with_every_image() {
         "log10 p",
         "vanilla, delta_e_minus act against bias",
         "5 of 32×32 pixels",
+        "agg.1 (all layers but the input) against the reference methods",
     ] {
         assert!(html.contains(part), "index.html lacks '{part}'");
     }

@@ -227,6 +227,19 @@ pub fn family_sentences(f: &LayerFamily, alpha: f64) -> Vec<String> {
     out
 }
 
+/// The sentence one test supports at level `alpha`, sides named by their methods:
+/// "{context} agg.1 beats agg.0 (p < 1e-5)." or "no significant difference".
+pub fn pair_sentence(context: &str, t: &TestRow, alpha: f64) -> String {
+    let (a, b) = (TestRow::side(&t.a).1, TestRow::side(&t.b).1);
+    match verdict(t, alpha) {
+        Verdict::A => format!("{context} {a} beats {b} ({}).", p_bound(&[t], alpha)),
+        Verdict::B => format!("{context} {b} beats {a} ({}).", p_bound(&[t], alpha)),
+        Verdict::None => {
+            format!("{context} no significant difference between {a} and {b}.")
+        }
+    }
+}
+
 /// The current UTC time as "YYYY-MM-DD HH:MM".
 pub fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
@@ -484,6 +497,23 @@ mod tests {
         let s = family_sentences(&fam, 1e-12);
         assert!(s.iter().all(|x| !x.contains("beats")), "{s:?}");
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn pair_sentences() {
+        let mut t = row("delta_e_minus", Some(2e-6), 0.1);
+        t.a = "v:agg.1".into();
+        t.b = "v:agg.0".into();
+        assert_eq!(
+            pair_sentence("v, delta_e_minus:", &t, 1e-3),
+            "v, delta_e_minus: agg.1 beats agg.0 (p < 1e-5)."
+        );
+        assert_eq!(
+            pair_sentence("v:", &t.flipped(), 1e-3),
+            "v: agg.1 beats agg.0 (p < 1e-5)."
+        );
+        let s = pair_sentence("v:", &t, 1e-6);
+        assert_eq!(s, "v: no significant difference between agg.1 and agg.0.");
     }
 
     #[test]

@@ -81,11 +81,18 @@ pub fn run(job: &ReportJob) -> Result<PathBuf> {
         .iter()
         .map(|f| f.layers.iter().map(|(_, t)| t.len()).sum::<usize>())
         .sum();
+    let references = reference_tests(job, &tests);
+    let count = count + references.len();
     let alpha = ALPHA / count.max(1) as f64;
     let mut headlines: Vec<String> = families
         .iter()
         .flat_map(|f| page::family_sentences(f, alpha))
         .collect();
+    headlines.extend(
+        references
+            .iter()
+            .map(|(context, t)| page::pair_sentence(context, t, alpha)),
+    );
     if headlines.is_empty() {
         headlines.push("No comparison could be tested (too few images or methods).".into());
     }
@@ -97,7 +104,11 @@ pub fn run(job: &ReportJob) -> Result<PathBuf> {
          there (ResNet layers with several bias modules have several).",
         job.options.noise_unit.label()
     );
-    let tables = tables(&families);
+    let mut tables = tables(&families);
+    tables.push(Table {
+        title: "agg.1 (all layers but the input) against the reference methods".into(),
+        rows: references.into_iter().map(|(_, t)| t).collect(),
+    });
     let mut files: Vec<String> = report
         .files
         .iter()
@@ -474,6 +485,24 @@ fn families(job: &ReportJob, tests: &[TestRow]) -> Vec<LayerFamily> {
             b_name: a.0.clone(),
             layers,
         });
+    }
+    out
+}
+
+/// Per model and headline metric, agg.1 (the paper's "all layers") against each reference
+/// method that was evaluated: agg.0 (with input attributions), fullgrad.layers, FullGrad,
+/// Grad-CAM and gradients. Tests that could not be run are left out.
+fn reference_tests(job: &ReportJob, tests: &[TestRow]) -> Vec<(String, TestRow)> {
+    let mut out = Vec::new();
+    for metric in HEADLINE_METRICS {
+        for (label, _) in &job.models {
+            for r in eval_plots::REFERENCES {
+                let (a, b) = (format!("{label}:agg.1"), format!("{label}:{r}"));
+                if let Some(t) = oriented(tests, metric, &a, &b).filter(|t| t.p_value.is_some()) {
+                    out.push((format!("{label}, {metric}:"), t));
+                }
+            }
+        }
     }
     out
 }
