@@ -77,13 +77,16 @@ pub fn run(job: &ReportJob) -> Result<PathBuf> {
     let csv = std::fs::read_to_string(&tests_path).map_err(|e| Error::io(&tests_path, e))?;
     let tests = page::parse_tests(&csv)?;
     let families = families(job, &tests);
-    let count: usize = families
+    // Tests that could not be run (no non-zero difference) are not counted.
+    let count = families
         .iter()
-        .map(|f| f.layers.iter().map(|(_, t)| t.len()).sum::<usize>())
-        .sum();
+        .flat_map(|f| f.layers.iter().flat_map(|(_, t)| t))
+        .filter(|t| t.p_value.is_some())
+        .count();
     let references = reference_tests(job, &tests);
     let count = count + references.len();
-    let alpha = ALPHA / count.max(1) as f64;
+    let count = count.max(1);
+    let alpha = ALPHA / count as f64;
     let mut headlines: Vec<String> = families
         .iter()
         .flat_map(|f| page::family_sentences(f, alpha))
