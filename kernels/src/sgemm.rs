@@ -593,10 +593,8 @@ mod avx512 {
 
     use super::{Dst, Mat, Out, RhsPanels, Segmented};
 
-    /// Rows of lhs per micro-tile (each broadcast to a whole vector). 28 accumulators: on
-    /// AMD Zen 4, an FMA loop on data in L1 ran at 117 GFLOP/s per core with 28 or 30
-    /// independent accumulator vectors against 78–86 with 24–27 (12×2, 13×2, 8×3, 9×3,
-    /// 6×4, 7×4 and 24×1 alike), measured side by side in one process.
+    /// Rows of lhs per micro-tile (each broadcast to a whole vector): 28 independent
+    /// accumulators hide the FMA latency, which 24–27 did not (docs/performance.md).
     const MR: usize = 14;
     /// Vectors of 16 columns per micro-tile.
     const NV: usize = 2;
@@ -996,8 +994,8 @@ mod avx512 {
                 }
             }
         };
-        // Four depth steps per loop iteration (measured a few percent faster than one: less
-        // loop overhead between the FMAs); the same FMA chain per element either way.
+        // Four depth steps per loop iteration: less loop overhead between the FMAs; the same
+        // FMA chain per element either way.
         let mut p = 0;
         while p + 4 <= depth {
             for u in 0..4 {
