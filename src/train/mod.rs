@@ -175,8 +175,13 @@ fn open_data(r: &Recipe) -> Result<Data> {
     }
 }
 
-fn parse_device(spec: &str) -> Result<Device> {
-    crate::models::parse_device(spec).map_err(|e| Error::recipe("device", e.to_string()))
+fn parse_device(spec: &str, precision: &str) -> Result<Device> {
+    let dev =
+        crate::models::parse_device(spec).map_err(|e| Error::recipe("device", e.to_string()))?;
+    let p = crate::device::Precision::parse(precision)
+        .map_err(|e| Error::recipe("precision", e.to_string()))?;
+    crate::device::set_precision(p, &dev);
+    Ok(dev)
 }
 
 /// Seed of a new model's initialisation: the recipe's, then another for each restart.
@@ -625,7 +630,7 @@ fn run_inner(recipe_path: &Path, opts: &RunOptions, progress: &mut Progress) -> 
     }
     // Everything that can fail on the user's input is done before the run directory is
     // created, so that a refused run leaves nothing behind.
-    let device = parse_device(&recipe.device)?;
+    let device = parse_device(&recipe.device, &recipe.precision)?;
     let data = open_data(&recipe)?;
     let mut model = build_model(&recipe, data.train.num_classes(), 0, &device)?;
     if model.num_classes() != data.train.num_classes() {
