@@ -98,7 +98,7 @@ step() {
 ok() { grep -q "^$1	ok	" "$STEPS"; }
 
 step build "${T_BUILD:-420}" "${CARGO[@]}" build --release "${FEATURES[@]}" --bins --tests
-BIN=target/release/zerobias
+BIN="${CARGO_TARGET_DIR:-target}/release/zerobias"
 
 if ok build; then
     step parity "${T_PARITY:-120}" env ZEROBIAS_TEST_DEVICE="$DEVICE" \
@@ -107,7 +107,7 @@ if ok build; then
     quick_sets=(--set "device=$DEVICE" --set "precision=$PRECISION")
     if [[ $QUICK == tiny ]]; then
         quick_sets+=(--set data.train_len=64 --set data.val_len=64 --set stage.0.steps=4
-            --set stage.0.warmup_steps=1 --set stage.0.eval_every=4 --set stage.1.rescales=2
+            --set stage.0.warmup_steps=1 --set stage.0.restart_patience=0 --set stage.0.eval_every=4 --set stage.1.rescales=2
             --set stage.1.rescale_every=2 --set stage.1.zero_steps=2 --set stage.1.eval_every=4)
     fi
     rm -rf "$OUT/quickstart"
@@ -167,7 +167,7 @@ for s in steps:
         s["log_tail"] = tail(s["step"], 15)
 parity = next((s for s in steps if s["step"] == "parity"), None)
 if parity:
-    parity["summary"] = [l for l in open(os.path.join(out, "parity.log"))
+    parity["summary"] = [l.strip() for l in open(os.path.join(out, "parity.log"))
                          if l.startswith("test result:")]
 
 def git(*a):
@@ -184,6 +184,7 @@ result = {
     "steps": steps,
     "zerobias": [m for a in ("vgg16", "resnet50") for m in (read(os.path.join(out, f"bench_{a}.json")) or [])],
     "torch": [m for a in ("vgg16", "resnet50") for m in (read(os.path.join(out, f"torch_{a}.jsonl"), True) or [])],
+    "quickstart": read(os.path.join(out, "quickstart", "summary.json")),
 }
 path = os.path.join(out, "gpu-check.json")
 with open(path + ".tmp", "w") as f:
