@@ -69,25 +69,5 @@ pub fn kernels_in_use(device: &Device) -> String {
     }
 }
 
-/// A device from `cpu`, `cuda`, `cuda:N` or `metal`.
-pub fn parse_device(spec: &str) -> Result<Device> {
-    let unavailable = |e: candle_core::Error| {
-        Error::input(format!("device \"{spec}\" is unavailable ({e}); build with --features cuda / metal on a machine that has one"))
-    };
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse::<usize>().map_err(|_| {
-                    Error::input(format!("device \"{s}\": expected cuda:N with a GPU index"))
-                })?,
-                None => 0,
-            };
-            Device::new_cuda(ordinal).map_err(unavailable)
-        }
-        "metal" => Device::new_metal(0).map_err(unavailable),
-        other => Err(Error::input(format!(
-            "device \"{other}\": expected cpu, cuda, cuda:N or metal"
-        ))),
-    }
-}
+/// Kept here for existing callers; the parsing lives in [`crate::device`].
+pub use crate::device::parse_device;

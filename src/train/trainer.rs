@@ -111,7 +111,7 @@ impl<'a> Trainer<'a> {
         if opts.resume {
             check_same_recipe(&run_dir, &recipe, opts.force)?;
         }
-        let device = parse_device(&recipe.device)?;
+        let device = parse_device(&recipe.device, &recipe.precision)?;
         let data = open_data(&recipe)?;
         let model = build_model(&recipe, data.train.num_classes(), 0, &device)?;
         if model.num_classes() != data.train.num_classes() {
