@@ -10,7 +10,8 @@ use candle_core::{Device, Tensor};
 
 use crate::attribution::{all_methods, attribute};
 use crate::error::{Error, Result};
-use crate::models::{layers::cross_entropy, Classifier, Ctx};
+use crate::models::{Classifier, Ctx};
+use crate::nn::cross_entropy;
 use crate::taps::Target;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -160,8 +161,8 @@ pub fn run_phases(
                 size,
                 batch,
                 phase,
-                conv: crate::models::conv::backend(),
-                gemm: crate::models::sgemm::backend(),
+                conv: zerobias_kernels::conv::backend(),
+                gemm: zerobias_kernels::sgemm::backend(),
                 threads: rayon::current_num_threads(),
                 elementwise_threads: std::env::var("CANDLE_NUM_THREADS")
                     .ok()

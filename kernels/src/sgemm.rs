@@ -85,18 +85,6 @@ impl Dst {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::transpose16;
 
-/// Whether this CPU runs AVX-512F code.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn avx512_available() -> bool {
-    avx512::available()
-}
-
-/// Whether this CPU runs AVX-512F code (never, off x86-64).
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn avx512_available() -> bool {
-    false
-}
-
 /// Whether an m × n × k product runs on the AVX-512 kernel here (which reads
 /// [`RhsPanels::direct_rows`] operands in place; the other paths pack them).
 pub(crate) fn avx512_kernel_runs(m: usize, n: usize, k: usize) -> bool {
@@ -603,8 +591,7 @@ mod avx512 {
     const _: () = assert!(NR == super::PANEL);
 
     pub(super) fn available() -> bool {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+        crate::cpu::avx512_available()
     }
 
     /// [`super::transpose_rows`] in 16 × 16 tiles of register shuffles.

@@ -6,7 +6,8 @@ pub mod init;
 pub mod resnet;
 pub mod vgg;
 
-// The kernels live in their own crate; these paths keep the layers' calls readable.
+// The kernels' former home, kept so that `models::conv::…` paths still resolve; the layers
+// name `zerobias_kernels` directly.
 pub use zerobias_kernels::{affine, conv, pool, relu, sgemm};
 
 use std::collections::HashMap;

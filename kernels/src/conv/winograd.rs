@@ -19,7 +19,8 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::geom::Geom;
-use crate::sgemm::{avx512_available, sgemm, sgemm_with, with_scratch, written, Dst, Lhs, Mat};
+use crate::cpu::avx512_available;
+use crate::sgemm::{sgemm, sgemm_with, with_scratch, written, Dst, Lhs, Mat};
 
 /// Points of the 4×4 transform.
 const POINTS: usize = 16;
