@@ -47,6 +47,9 @@ fn real_main() -> zerobias::Result<()> {
             .collect::<zerobias::Result<Vec<_>>>()?,
         None => Phase::ALL.to_vec(),
     };
-    run_phases(arch, size, &batches, &phases, repeats, json)?;
+    // ZEROBIAS_BENCH_DEVICE=cuda:0 (a --features cuda build) benchmarks a GPU.
+    let device = std::env::var("ZEROBIAS_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = zerobias::device::parse_device(&device)?;
+    run_phases(arch, size, &batches, &phases, repeats, json, &device)?;
     Ok(())
 }

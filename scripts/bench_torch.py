@@ -2,6 +2,7 @@
 """PyTorch (CPU) reference timings for the phases of `zerobias bench` / examples/bench.rs.
 
     python scripts/bench_torch.py resnet50 224 1,8 --repeats 3 [--threads 2] [--phases ...]
+        [--device cuda [--tf32]]
 
 Prints one JSON object per measurement with the same fields as the Rust benchmark
 (conv = "torch"). Models are VGG-16 / ResNet-50 (v1.5) with random weights, written out
@@ -177,7 +178,7 @@ def train_step(model, x):
         p.requires_grad_(True)
     model.zero_grad(set_to_none=True)
     logits = model(x)
-    labels = torch.arange(x.shape[0]) % logits.shape[1]
+    labels = torch.arange(x.shape[0], device=x.device) % logits.shape[1]
     F.cross_entropy(logits, labels).backward()
 
 
@@ -214,25 +215,35 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--phases", default=",".join(PHASES))
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--tf32", action="store_true",
+                    help="allow TF32 in matmuls and cuDNN convolutions (off: full f32, as zerobias' default)")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    model = build(args.arch)
+    # PyTorch allows TF32 in cuDNN convolutions by default; compare like with like.
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model = build(args.arch).to(device)
     for batch in [int(b) for b in args.batches.split(",")]:
-        x = torch.randn(batch, 3, args.size, args.size)
+        x = torch.randn(batch, 3, args.size, args.size).to(device)
         for phase in args.phases.split(","):
             if phase not in PHASES:
                 sys.exit(f"unknown phase '{phase}': expected one of {', '.join(PHASES)}")
             PHASES[phase](model, x)  # untimed warm-up, as zerobias bench does
+            sync()
             times = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
                 PHASES[phase](model, x)
+                sync()  # CUDA kernels run asynchronously: time them to completion
                 times.append(time.perf_counter() - t0)
             times.sort()
             print(json.dumps({
-                "arch": args.arch, "size": args.size, "batch": batch, "phase": phase,
-                "conv": "torch", "threads": torch.get_num_threads(),
+                "arch": args.arch, "device": args.device, "size": args.size, "batch": batch,
+                "phase": phase, "conv": "torch", "tf32": args.tf32, "threads": torch.get_num_threads(),
                 "repeats": args.repeats, "min_s": times[0],
                 "median_s": statistics.median(times), "max_s": times[-1],
             }), flush=True)

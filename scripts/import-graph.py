@@ -6,6 +6,9 @@ or one that starts with a child module's name (in a `use` or inline), that resol
 as far as a file exists (src/a/b.rs or src/a/b/mod.rs), so `crate::models::Ctx` points at
 src/models/mod.rs, and `crate::models::vgg::Vgg` at src/models/vgg.rs. Declaring a child
 module (`mod vgg;`) is not an edge; a parent that names its child's items is.
+The binary (`main.rs` and the top-level modules it declares, e.g. `commands/`) is a crate of
+its own: its `crate::` paths resolve from main.rs, not lib.rs.
+tests/layout.rs runs the same check in CI (a port of this script).
 
 Usage: scripts/import-graph.py [--root src] [--edges] [--ignore REGEX]...
 Exit status 1 when there is a circle (each strongly connected set of files is printed with
@@ -96,20 +99,30 @@ def expand_use_tree(tree):
     return [tree]
 
 
+def bin_modules(root):
+    """Top-level modules that main.rs declares (`mod commands;`): they belong to the binary."""
+    try:
+        with open(os.path.join(root, "main.rs"), encoding="utf-8") as f:
+            return set(re.findall(r"\bmod\s+(" + IDENT + r")\s*;", strip_code(f.read())))
+    except FileNotFoundError:
+        return set()
+
+
 class Crate:
-    def __init__(self, root):
+    def __init__(self, root, binary=False):
         self.root = root
         self.files = {}  # module path tuple -> file
+        bin_mods = bin_modules(root)
         for dirpath, _, names in os.walk(root):
             for name in names:
                 if not name.endswith(".rs"):
                     continue
                 path = os.path.join(dirpath, name)
                 rel = os.path.relpath(path, root)[: -len(".rs")].split(os.sep)
-                if rel == ["lib"]:
+                if rel[0] == "bin" or (rel == ["main"] or rel[0] in bin_mods) != binary:
+                    continue  # another crate
+                if rel in (["lib"], ["main"]):
                     mod = ()
-                elif rel == ["main"] or "bin" in rel[:1]:
-                    continue  # other crate roots
                 elif rel[-1] == "mod":
                     mod = tuple(rel[:-1])
                 else:
@@ -252,8 +265,10 @@ def main():
         help="leave out files whose path matches (e.g. files about to move out)",
     )
     args = ap.parse_args()
-    crate = Crate(os.path.normpath(args.root))
+    root = os.path.normpath(args.root)
+    crate = Crate(root)
     graph = crate.edges()
+    graph.update(Crate(root, binary=True).edges())
     skip = lambda p: any(re.search(r, p) for r in args.ignore)
     graph = {a: {b for b in bs if not skip(b)} for a, bs in graph.items() if not skip(a)}
     rel = lambda p: os.path.relpath(p, os.path.dirname(crate.root))

@@ -10,7 +10,8 @@ use candle_core::{Device, Tensor};
 
 use crate::attribution::{all_methods, attribute};
 use crate::error::{Error, Result};
-use crate::models::{layers::cross_entropy, Classifier, Ctx};
+use crate::models::{Classifier, Ctx};
+use crate::nn::cross_entropy;
 use crate::taps::Target;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -64,6 +65,8 @@ impl Phase {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Measurement {
     pub arch: String,
+    /// "cpu", "cuda:N" or "metal:N".
+    pub device: String,
     pub size: usize,
     pub batch: usize,
     pub phase: Phase,
@@ -107,11 +110,19 @@ pub fn run(
     repeats: usize,
     json: bool,
 ) -> Result<Vec<Measurement>> {
-    run_phases(arch, size, batches, &Phase::ALL, repeats, json)
+    run_phases(
+        arch,
+        size,
+        batches,
+        &Phase::ALL,
+        repeats,
+        json,
+        &Device::Cpu,
+    )
 }
 
-/// As [`run`], for the given phases only. Prints one line per measurement as it completes
-/// (JSON objects when `json`, else a readable row).
+/// As [`run`], for the given phases only, on `device`. Prints one line per measurement as
+/// it completes (JSON objects when `json`, else a readable row).
 pub fn run_phases(
     arch: &str,
     size: usize,
@@ -119,35 +130,39 @@ pub fn run_phases(
     phases: &[Phase],
     repeats: usize,
     json: bool,
+    device: &Device,
 ) -> Result<Vec<Measurement>> {
     if repeats == 0 || batches.contains(&0) || size == 0 {
         return Err(Error::input(
             "repeats, batch sizes and the image size must be positive",
         ));
     }
-    let device = Device::Cpu;
-    let tensors = random_weights(arch, &device)?;
+    let tensors = random_weights(arch, device)?;
     let model = crate::models::build(&tensors, "bench")?;
     let mut out = Vec::new();
     for &batch in batches {
-        let x = Tensor::randn(0f32, 1f32, (batch, 3, size, size), &device)?;
+        let x = Tensor::randn(0f32, 1f32, (batch, 3, size, size), device)?;
         for &phase in phases {
             // One untimed run first: the first touches fresh memory and fills caches.
             run_once(model.as_ref(), &x, phase)?;
+            device.synchronize()?;
             let mut times = Vec::with_capacity(repeats);
             for _ in 0..repeats {
                 let t0 = Instant::now();
                 run_once(model.as_ref(), &x, phase)?;
+                // GPU kernels run asynchronously: time them to completion.
+                device.synchronize()?;
                 times.push(t0.elapsed().as_secs_f64());
             }
             times.sort_by(f64::total_cmp);
             let m = Measurement {
                 arch: arch.to_string(),
+                device: crate::device::name(device),
                 size,
                 batch,
                 phase,
-                conv: crate::models::conv::backend(),
-                gemm: crate::models::sgemm::backend(),
+                conv: zerobias_kernels::conv::backend(),
+                gemm: zerobias_kernels::sgemm::backend(),
                 threads: rayon::current_num_threads(),
                 elementwise_threads: std::env::var("CANDLE_NUM_THREADS")
                     .ok()
@@ -169,8 +184,9 @@ pub fn run_phases(
                 );
             } else {
                 eprintln!(
-                    "{:<9} {:>4} b={:<3} {:<12} conv={:<8} gemm={} ew={} {:>9.1} ms/img {:>8.2} img/s  (min {:.3}s med {:.3}s max {:.3}s)",
+                    "{:<9} {:<6} {:>4} b={:<3} {:<12} conv={:<8} gemm={} ew={} {:>9.1} ms/img {:>8.2} img/s  (min {:.3}s med {:.3}s max {:.3}s)",
                     m.arch,
+                    m.device,
                     m.size,
                     m.batch,
                     m.phase.name(),
@@ -277,6 +293,7 @@ mod tests {
         let m = run("resnet50", 32, &[1, 2], 1, true).unwrap();
         assert_eq!(m.len(), 2 * Phase::ALL.len());
         assert!(m.iter().all(|m| m.median_s > 0.0 && m.images_per_s() > 0.0));
+        assert!(m.iter().all(|m| m.device == "cpu"));
         assert!(run("resnet50", 32, &[0], 1, false).is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bias;
 pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod finite;

@@ -349,3 +349,84 @@ fn evaluate_rejects_bad_requests() {
         &["maps.mine", "[1, 32, 32]"],
     );
 }
+
+#[test]
+fn device_and_precision_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let m = model.to_str().unwrap();
+    expect_error(
+        &["--device", "gpu", "info", "--model", m],
+        &[
+            "device \"gpu\"",
+            "expected cpu, cuda, cuda:N, metal or metal:N",
+        ],
+    );
+    expect_error(
+        &["--device", "cuda:x", "info", "--model", m],
+        &["device \"cuda:x\"", "expected cuda:N with a device index"],
+    );
+    expect_error(
+        &["--precision", "fp16", "info", "--model", m],
+        &["precision \"fp16\"", "expected \"f32\" or \"tf32\""],
+    );
+    // TF32 on the CPU runs, with a warning that it does nothing there.
+    let (code, err) = run(&["--precision", "tf32", "info", "--model", m]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: precision = \"tf32\" has no effect on cpu"),
+        "{err}"
+    );
+    // The decay takes --device as an override of the recipe's device.
+    expect_error(
+        &[
+            "--device",
+            "tpu",
+            "decay",
+            "recipes/quickstart.toml",
+            "--run-dir",
+            dir.path().join("run").to_str().unwrap(),
+        ],
+        &["device", "(from --set device=tpu)"],
+    );
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_says_how_to_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let rebuild = "rebuild with `cargo build --release --features cuda`";
+    expect_error(
+        &[
+            "--device",
+            "cuda:0",
+            "info",
+            "--model",
+            model.to_str().unwrap(),
+        ],
+        &[
+            "device \"cuda:0\"",
+            "built without the `cuda` feature",
+            rebuild,
+        ],
+    );
+    let run_dir = dir.path().join("run");
+    expect_error(
+        &[
+            "decay",
+            "recipes/quickstart.toml",
+            "--set",
+            "device=cuda",
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+        ],
+        &[
+            "recipe device:",
+            "built without the `cuda` feature",
+            rebuild,
+        ],
+    );
+    // Refused before anything is written.
+    assert!(!run_dir.exists());
+}

@@ -2,7 +2,6 @@
 
 mod common;
 
-use candle_core::Device;
 use zerobias::eval::run::{read_maps, EvalConfig, EvaluateJob};
 
 fn check(arch: &str) {
@@ -13,9 +12,9 @@ fn check(arch: &str) {
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
             .unwrap();
     let steps = reference["steps"].as_u64().unwrap() as usize;
-    let model =
-        zerobias::models::load(&dir.join(format!("{arch}.safetensors")), &Device::Cpu).unwrap();
-    let inputs = zerobias::inputs::load(&dir.join("inputs.safetensors"), &Device::Cpu)
+    let model = zerobias::models::load(&dir.join(format!("{arch}.safetensors")), &common::device())
+        .unwrap();
+    let inputs = zerobias::inputs::load(&dir.join("inputs.safetensors"), &common::device())
         .unwrap()
         .tensor;
     let maps = read_maps(&dir.join(format!("{arch}_maps.safetensors")), &inputs).unwrap();

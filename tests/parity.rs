@@ -1,4 +1,5 @@
-//! PyTorch parity on ../shared/fixtures (skipped with a reason when absent).
+//! PyTorch parity on ../shared/fixtures (skipped with a reason when absent), on the
+//! device `ZEROBIAS_TEST_DEVICE` names (cpu by default).
 
 mod common;
 
@@ -15,7 +16,7 @@ fn load_expected(name: &str) -> std::collections::HashMap<String, Tensor> {
 
 fn input() -> Tensor {
     let dir = common::fixtures().unwrap();
-    zerobias::checkpoint::read_tensors(&dir.join("inputs.safetensors"), &Device::Cpu)
+    zerobias::checkpoint::read_tensors(&dir.join("inputs.safetensors"), &common::device())
         .unwrap()
         .0
         .remove("input")
@@ -26,7 +27,7 @@ fn check_logits(model_file: &str, expected_file: &str) {
     let Some(dir) = common::fixtures() else {
         return;
     };
-    let model = zerobias::models::load(&dir.join(model_file), &Device::Cpu).unwrap();
+    let model = zerobias::models::load(&dir.join(model_file), &common::device()).unwrap();
     let logits = model.forward(&input()).unwrap();
     let want = load_expected(expected_file).remove("logits").unwrap();
     let err = common::rel_max(
@@ -55,7 +56,7 @@ fn check_attribution(model_file: &str, expected_file: &str) {
     let Some(dir) = common::fixtures() else {
         return;
     };
-    let model = zerobias::models::load(&dir.join(model_file), &Device::Cpu).unwrap();
+    let model = zerobias::models::load(&dir.join(model_file), &common::device()).unwrap();
     let methods = all_methods(model.as_ref());
     let att = attribute(model.as_ref(), &input(), &Target::Predicted, &methods).unwrap();
     let expected = load_expected(expected_file);

@@ -89,7 +89,7 @@ impl KernelConfig {
     /// The kernels in use on this CPU, e.g. `cpu (conv direct+winograd+im2col, gemm
     /// avx512)` or `portable`.
     pub fn describe(&self) -> String {
-        self.describe_for(crate::sgemm::avx512_available())
+        self.describe_for(crate::cpu::avx512_available())
     }
 
     /// [`Self::describe`] on a CPU with (`avx512`) or without AVX-512.

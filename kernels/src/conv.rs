@@ -367,7 +367,7 @@ fn weight_grad_image(
 /// Whether [`weight_grad_image`] takes the kernel gradient from a channels-last copy of the
 /// padded image ([`weight_grad_image_nhwc`]): "same" stride-1 convolutions whose channels
 /// fill whole panels of the kernel. (Batches of small maps go through
-/// [`weight_grad_batch`]; per image this way they were 4-20% slower, measured side by side.)
+/// [`weight_grad_batch`], which is faster for them: see docs/performance.md.)
 fn weight_grad_reads_nhwc(g: &Geom) -> bool {
     g.stride == 1
         && g.oh == g.h

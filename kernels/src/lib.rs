@@ -9,6 +9,7 @@
 pub mod affine;
 pub mod config;
 pub mod conv;
+mod cpu;
 pub mod error;
 pub mod hook;
 pub mod pool;

@@ -85,18 +85,6 @@ impl Dst {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::transpose16;
 
-/// Whether this CPU runs AVX-512F code.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn avx512_available() -> bool {
-    avx512::available()
-}
-
-/// Whether this CPU runs AVX-512F code (never, off x86-64).
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn avx512_available() -> bool {
-    false
-}
-
 /// Whether an m × n × k product runs on the AVX-512 kernel here (which reads
 /// [`RhsPanels::direct_rows`] operands in place; the other paths pack them).
 pub(crate) fn avx512_kernel_runs(m: usize, n: usize, k: usize) -> bool {
@@ -593,10 +581,8 @@ mod avx512 {
 
     use super::{Dst, Mat, Out, RhsPanels, Segmented};
 
-    /// Rows of lhs per micro-tile (each broadcast to a whole vector). 28 accumulators: on
-    /// AMD Zen 4, an FMA loop on data in L1 ran at 117 GFLOP/s per core with 28 or 30
-    /// independent accumulator vectors against 78–86 with 24–27 (12×2, 13×2, 8×3, 9×3,
-    /// 6×4, 7×4 and 24×1 alike), measured side by side in one process.
+    /// Rows of lhs per micro-tile (each broadcast to a whole vector): 28 independent
+    /// accumulators hide the FMA latency, which 24–27 did not (docs/performance.md).
     const MR: usize = 14;
     /// Vectors of 16 columns per micro-tile.
     const NV: usize = 2;
@@ -605,8 +591,7 @@ mod avx512 {
     const _: () = assert!(NR == super::PANEL);
 
     pub(super) fn available() -> bool {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+        crate::cpu::avx512_available()
     }
 
     /// [`super::transpose_rows`] in 16 × 16 tiles of register shuffles.
@@ -996,8 +981,8 @@ mod avx512 {
                 }
             }
         };
-        // Four depth steps per loop iteration (measured a few percent faster than one: less
-        // loop overhead between the FMAs); the same FMA chain per element either way.
+        // Four depth steps per loop iteration: less loop overhead between the FMAs; the same
+        // FMA chain per element either way.
         let mut p = 0;
         while p + 4 <= depth {
             for u in 0..4 {

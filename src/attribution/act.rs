@@ -1,6 +1,6 @@
 use candle_core::Tensor;
 
-use super::{Maps, Method};
+use super::method::{Maps, Method};
 use crate::error::Result;
 use crate::models::Classifier;
 use crate::taps::{ActRecord, Recorded};
@@ -12,7 +12,7 @@ pub(crate) fn act_map(a: &ActRecord) -> Result<Tensor> {
     if let Some(m) = a.map.get() {
         return Ok(m.clone());
     }
-    let m = super::kernels::channel_dot(&a.value, &a.grad)?;
+    let m = zerobias_kernels::reduce::channel_dot(&a.value, &a.grad)?;
     Ok(a.map.get_or_init(|| m).clone())
 }
 

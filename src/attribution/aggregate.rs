@@ -1,7 +1,8 @@
 use candle_core::Tensor;
 
 use super::act::{act_map, input_times_grad};
-use super::{layer, rescale_per_sample, upsample, Maps, Method};
+use super::method::{Maps, Method};
+use super::ops::{layer, rescale_per_sample, upsample};
 use crate::error::{Error, Result};
 use crate::models::Classifier;
 use crate::taps::Recorded;

@@ -1,6 +1,6 @@
 use candle_core::Tensor;
 
-use super::{Maps, Method};
+use super::method::{Maps, Method};
 use crate::error::Result;
 use crate::models::Classifier;
 use crate::taps::{ModuleRecord, Recorded};
@@ -18,9 +18,9 @@ pub(crate) fn module_map(m: &ModuleRecord) -> Result<Tensor> {
 }
 
 /// The fused channel statistics of a conv/BN module, computed once.
-pub(crate) fn stats(m: &ModuleRecord) -> Result<&super::kernels::ChannelStats> {
+pub(crate) fn stats(m: &ModuleRecord) -> Result<&zerobias_kernels::reduce::ChannelStats> {
     if m.stats.get().is_none() {
-        let s = super::kernels::channel_stats(&m.grad, &m.bias)?;
+        let s = zerobias_kernels::reduce::channel_stats(&m.grad, &m.bias)?;
         let _ = m.stats.set(s);
     }
     Ok(m.stats.get().expect("set above"))

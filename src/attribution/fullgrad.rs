@@ -2,7 +2,8 @@ use candle_core::Tensor;
 
 use super::act::input_times_grad;
 use super::bias::module_map;
-use super::{rescale_per_sample, upsample, Maps, Method};
+use super::method::{Maps, Method};
+use super::ops::{rescale_per_sample, upsample};
 use crate::error::Result;
 use crate::models::Classifier;
 use crate::taps::Recorded;

@@ -1,4 +1,4 @@
-use super::{Maps, Method};
+use super::method::{Maps, Method};
 use crate::error::Result;
 use crate::models::Classifier;
 use crate::taps::Recorded;

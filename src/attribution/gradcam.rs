@@ -1,4 +1,5 @@
-use super::{layer, Maps, Method};
+use super::method::{Maps, Method};
+use super::ops::layer;
 use crate::error::Result;
 use crate::models::Classifier;
 use crate::taps::{Recorded, TapPoint};
@@ -15,7 +16,7 @@ impl Method for GradCam {
         let weights = top.grad.mean_keepdim((2, 3))?;
         let cam = top.value.broadcast_mul(&weights)?.sum(1)?;
         // Our ReLU, not candle's: that one turns NaN into 0, as PyTorch's does not.
-        let cam = crate::models::relu::relu(&cam, false, &TapPoint::default())?;
+        let cam = zerobias_kernels::relu::relu(&cam, false, &TapPoint::default())?;
         out.insert("gradcam", cam);
         Ok(())
     }

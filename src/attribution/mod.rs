@@ -1,6 +1,10 @@
 //! Attribution methods. Each one is a pure function of what one forward + one backward
-//! pass recorded ([`Recorded`]), behind one interface ([`Method`]), so a new method is one
-//! small module.
+//! pass recorded ([`Recorded`](crate::taps::Recorded)), behind one interface ([`Method`]),
+//! so a new method is one small module.
+//!
+//! This file declares the methods and re-exports them; what they share (the [`Method`]
+//! trait and [`Maps`] in `method`, helpers in `ops`) lives in sibling files that the methods
+//! import directly, so the imports form no circle.
 
 mod act;
 mod aggregate;
@@ -8,6 +12,8 @@ mod bias;
 mod fullgrad;
 mod grad;
 mod gradcam;
+mod method;
+mod ops;
 /// The fused per-module reductions, which live with the other kernels.
 pub use zerobias_kernels::reduce as kernels;
 
@@ -17,53 +23,14 @@ pub use bias::BiasAttribution;
 pub use fullgrad::{FullGrad, FullGradLayers};
 pub use grad::Gradient;
 pub use gradcam::GradCam;
+pub use method::{Maps, Method};
+pub use ops::upsample;
 
 use candle_core::Tensor;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::models::Classifier;
-use crate::taps::{record, Recorded, Target};
-
-/// Named maps in a fixed order: `act.{l}`, `bias.{module}`, `grad`, `gradcam`, ...
-#[derive(Default, Clone)]
-pub struct Maps {
-    entries: Vec<(String, Tensor)>,
-}
-
-impl Maps {
-    pub fn insert(&mut self, name: impl Into<String>, t: Tensor) {
-        let name = name.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == name) {
-            Some(e) => e.1 = t,
-            None => self.entries.push((name, t)),
-        }
-    }
-    pub fn get(&self, name: &str) -> Option<&Tensor> {
-        self.entries.iter().find(|(k, _)| k == name).map(|(_, v)| v)
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &(String, Tensor)> {
-        self.entries.iter()
-    }
-    pub fn names(&self) -> Vec<String> {
-        self.entries.iter().map(|(k, _)| k.clone()).collect()
-    }
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-    pub fn into_vec(self) -> Vec<(String, Tensor)> {
-        self.entries
-    }
-}
-
-/// One attribution method: reads the recording, writes its maps.
-pub trait Method {
-    /// Names of the maps this method produces for `model`.
-    fn outputs(&self, model: &dyn Classifier) -> Vec<String>;
-    fn compute(&self, rec: &Recorded, out: &mut Maps) -> Result<()>;
-}
+use crate::taps::{record, Target};
 
 /// Every method of the attribution contract, for `model`.
 pub fn all_methods(model: &dyn Classifier) -> Vec<Box<dyn Method>> {
@@ -132,43 +99,4 @@ pub fn attribute(
         gross_act: Tensor::stack(&gross_act, 1)?,
         gross_bias: Tensor::stack(&gross_bias, 1)?,
     })
-}
-
-/// The layer l record, with a clear error when the model has no such layer.
-pub(crate) fn layer(rec: &Recorded, l: usize) -> Result<&crate::taps::ActRecord> {
-    rec.acts.iter().find(|a| a.layer == l).ok_or_else(|| {
-        Error::input(format!(
-            "the model has no layer {l} (it has layers 1..={})",
-            rec.acts.len()
-        ))
-    })
-}
-
-/// Per-sample min-max rescale of a [N, ...] tensor over all non-batch dims, as the official
-/// FullGrad post-processing: (v − min) / (max(v − min) + eps).
-pub(crate) fn rescale_per_sample(v: &Tensor, eps: f64) -> Result<Tensor> {
-    let n = v.dim(0)?;
-    let flat = v.reshape((n, ()))?;
-    let min = flat.min_keepdim(1)?;
-    let shifted = flat.broadcast_sub(&min)?;
-    let max = shifted.max_keepdim(1)?;
-    let scaled = if eps > 0.0 {
-        shifted.broadcast_div(&(max + eps)?)?
-    } else {
-        // A constant map rescales to 0 rather than dividing by zero.
-        let safe = max.maximum(f32::MIN_POSITIVE as f64)?;
-        shifted.broadcast_div(&safe)?
-    };
-    Ok(scaled.reshape(v.shape())?)
-}
-
-/// Bilinear upsampling of [N, H, W] maps to (h, w).
-pub fn upsample(m: &Tensor, h: usize, w: usize, align_corners: bool) -> Result<Tensor> {
-    let (_, mh, mw) = m.dims3()?;
-    if mh == h && mw == w {
-        return Ok(m.clone());
-    }
-    Ok(m.unsqueeze(1)?
-        .upsample_bilinear2d(h, w, align_corners)?
-        .squeeze(1)?)
 }

@@ -1,6 +1,7 @@
 //! `zerobias bench`: images/second of each phase (forward, attribution, evaluation, training).
 
 use anyhow::Result;
+use candle_core::Device;
 
 use super::args::positive_batch;
 use zerobias::bench::Phase;
@@ -23,7 +24,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, device: &Device) -> Result<()> {
     let Args {
         arch,
         size,
@@ -40,7 +41,7 @@ pub fn run(args: Args) -> Result<()> {
             .map(|p| Phase::parse(p))
             .collect::<zerobias::Result<_>>()?
     };
-    let m = zerobias::bench::run_phases(&arch, size, &batch, &phases, repeats, false)?;
+    let m = zerobias::bench::run_phases(&arch, size, &batch, &phases, repeats, false, device)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     }

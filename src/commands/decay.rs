@@ -16,7 +16,7 @@ pub struct Args {
     resume: bool,
     /// Override a recipe field, e.g. --set stage.1.lr=1e-4 --set data.train=/data/imagenet/train
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
+    pub(crate) overrides: Vec<String>,
     /// With --resume: continue even though the recipe differs from the run's recipe.toml.
     #[arg(long, requires = "resume")]
     force: bool,

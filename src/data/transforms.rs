@@ -280,7 +280,7 @@ mod tests {
                 crop.extend_from_slice(&rgb.get_pixel(x, y).0);
             }
         }
-        assert_eq!(out, crate::data::normalise_hwc(&crop, 64, 64));
+        assert_eq!(out, crate::data::normalise::normalise_hwc(&crop, 64, 64));
     }
 
     #[test]

@@ -6,7 +6,8 @@ pub mod init;
 pub mod resnet;
 pub mod vgg;
 
-// The kernels live in their own crate; these paths keep the layers' calls readable.
+// The kernels' former home, kept so that `models::conv::…` paths still resolve; the layers
+// name `zerobias_kernels` directly.
 pub use zerobias_kernels::{affine, conv, pool, relu, sgemm};
 
 use std::collections::HashMap;
@@ -69,25 +70,5 @@ pub fn kernels_in_use(device: &Device) -> String {
     }
 }
 
-/// A device from `cpu`, `cuda`, `cuda:N` or `metal`.
-pub fn parse_device(spec: &str) -> Result<Device> {
-    let unavailable = |e: candle_core::Error| {
-        Error::input(format!("device \"{spec}\" is unavailable ({e}); build with --features cuda / metal on a machine that has one"))
-    };
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse::<usize>().map_err(|_| {
-                    Error::input(format!("device \"{s}\": expected cuda:N with a GPU index"))
-                })?,
-                None => 0,
-            };
-            Device::new_cuda(ordinal).map_err(unavailable)
-        }
-        "metal" => Device::new_metal(0).map_err(unavailable),
-        other => Err(Error::input(format!(
-            "device \"{other}\": expected cpu, cuda, cuda:N or metal"
-        ))),
-    }
-}
+/// Kept here for existing callers; the parsing lives in [`crate::device`].
+pub use crate::device::parse_device;

@@ -96,9 +96,17 @@ impl Adam {
                 Some((i, g.detach()))
             })
             .collect();
+        // Per-tensor sums stay on the model's device; one read brings them all to the host
+        // (a GPU would otherwise wait once per parameter tensor).
         let mut norm2 = 0f64;
-        for (_, g) in &live {
-            norm2 += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        if !live.is_empty() {
+            let sums = live
+                .iter()
+                .map(|(_, g)| g.sqr()?.sum_all())
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            for s in Tensor::stack(&sums, 0)?.to_vec1::<f32>()? {
+                norm2 += s as f64;
+            }
         }
         let norm = norm2.sqrt();
         if !norm.is_finite() {

@@ -15,6 +15,9 @@ pub struct Recipe {
     pub seed: u64,
     #[serde(default = "default_device")]
     pub device: String,
+    /// f32 matrix products on CUDA: "f32" (default) or "tf32" (see docs/gpu.md).
+    #[serde(default = "default_precision")]
+    pub precision: String,
     pub model: ModelSpec,
     pub data: DataSpec,
     #[serde(rename = "stage")]
@@ -23,6 +26,10 @@ pub struct Recipe {
 
 fn default_device() -> String {
     "cpu".into()
+}
+
+fn default_precision() -> String {
+    "f32".into()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -338,6 +345,10 @@ impl Recipe {
         if self.name.trim().is_empty() {
             return bad("name", "must not be empty".into());
         }
+        // Syntax only: whether the device exists is known when the run opens it.
+        if let Err(e) = crate::device::DeviceSpec::parse(&self.device) {
+            return bad("device", e.to_string());
+        }
         match self.model.source.as_str() {
             "new" => {
                 match self.model.arch.as_deref() {
@@ -630,6 +641,11 @@ const TOP_FIELDS: Fields = &[
     ("name", Expect::Text, true),
     ("seed", Expect::Count, false),
     ("device", Expect::Text, false),
+    (
+        "precision",
+        Expect::OneOf(&crate::device::Precision::NAMES),
+        false,
+    ),
 ];
 const MODEL_FIELDS: Fields = &[
     ("source", Expect::Text, true),
@@ -988,6 +1004,36 @@ batch_size = 4
         assert_eq!(keys(&v["stage"][1], &[]), names(STAGE_FIELDS));
         // And every value the structs accept passes the type check.
         check_types(&v).unwrap();
+    }
+
+    #[test]
+    fn device_and_precision_are_checked_before_the_run() {
+        let r = Recipe::parse(
+            BASE,
+            &["device=cuda:1".into(), "precision=tf32".into()],
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.device.as_str(), r.precision.as_str()),
+            ("cuda:1", "tf32")
+        );
+        assert_eq!(Recipe::parse(BASE, &[], "t").unwrap().precision, "f32");
+        let e = Recipe::parse(BASE, &["device=gpu0".into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("recipe device:") && e.contains("expected cpu, cuda, cuda:N"),
+            "{e}"
+        );
+        assert!(e.ends_with("(from --set device=gpu0)"), "{e}");
+        let e = Recipe::parse(BASE, &["precision=fp16".into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("precision: expected \"f32\" or \"tf32\", got \"fp16\""),
+            "{e}"
+        );
     }
 
     #[test]

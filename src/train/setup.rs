@@ -63,8 +63,13 @@ pub(super) fn open_data(r: &Recipe) -> Result<Data> {
     }
 }
 
-pub(super) fn parse_device(spec: &str) -> Result<Device> {
-    crate::models::parse_device(spec).map_err(|e| Error::recipe("device", e.to_string()))
+pub(super) fn parse_device(spec: &str, precision: &str) -> Result<Device> {
+    let dev =
+        crate::models::parse_device(spec).map_err(|e| Error::recipe("device", e.to_string()))?;
+    let p = crate::device::Precision::parse(precision)
+        .map_err(|e| Error::recipe("precision", e.to_string()))?;
+    crate::device::set_precision(p, &dev);
+    Ok(dev)
 }
 
 /// Seed of a new model's initialisation: the recipe's, then another for each restart.

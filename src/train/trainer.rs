@@ -111,7 +111,7 @@ impl<'a> Trainer<'a> {
         if opts.resume {
             check_same_recipe(&run_dir, &recipe, opts.force)?;
         }
-        let device = parse_device(&recipe.device)?;
+        let device = parse_device(&recipe.device, &recipe.precision)?;
         let data = open_data(&recipe)?;
         let model = build_model(&recipe, data.train.num_classes(), 0, &device)?;
         if model.num_classes() != data.train.num_classes() {
@@ -384,7 +384,7 @@ impl<'a> Trainer<'a> {
             None => {
                 let train_bn = self.model.arch() == models::Arch::ResNet;
                 let logits = self.model.forward_ctx(&x, &mut Ctx::training(train_bn))?;
-                let loss = models::layers::cross_entropy(&logits, &labels)?;
+                let loss = crate::nn::cross_entropy(&logits, &labels)?;
                 (loss, f64::NAN)
             }
             Some(t) => {
@@ -393,7 +393,7 @@ impl<'a> Trainer<'a> {
                 let mut loss = loss::kd_loss(&s_logits, &t_logits, stage.temperature)?;
                 if stage.ce_weight > 0.0 {
                     loss = (loss
-                        + (models::layers::cross_entropy(&s_logits, &labels)? * stage.ce_weight)?)?;
+                        + (crate::nn::cross_entropy(&s_logits, &labels)? * stage.ce_weight)?)?;
                 }
                 let a: Vec<u32> = s_logits.detach().argmax(1)?.to_vec1()?;
                 let b: Vec<u32> = t_logits.argmax(1)?.to_vec1()?;

@@ -76,3 +76,11 @@ pub fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
+
+/// The device the parity tests run on: `ZEROBIAS_TEST_DEVICE` (cpu, cuda, cuda:N, metal),
+/// cpu when unset. scripts/gpu-check.sh sets it to cuda on a GPU build.
+pub fn device() -> candle_core::Device {
+    let spec = std::env::var("ZEROBIAS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    zerobias::device::parse_device(&spec)
+        .unwrap_or_else(|e| panic!("ZEROBIAS_TEST_DEVICE={spec}: {e}"))
+}

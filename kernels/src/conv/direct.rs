@@ -16,9 +16,8 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::geom::{across_images, zeros_on_all_threads, Geom};
-use crate::sgemm::{
-    avx512_available, transpose16 as registers_transposed, with_scratch, written, Dst,
-};
+use crate::cpu::avx512_available;
+use crate::sgemm::{transpose16 as registers_transposed, with_scratch, written, Dst};
 
 /// Output pixels per micro-tile, each broadcast from its own input window.
 const MR: usize = 14;

@@ -19,7 +19,8 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::geom::Geom;
-use crate::sgemm::{avx512_available, sgemm, sgemm_with, with_scratch, written, Dst, Lhs, Mat};
+use crate::cpu::avx512_available;
+use crate::sgemm::{sgemm, sgemm_with, with_scratch, written, Dst, Lhs, Mat};
 
 /// Points of the 4×4 transform.
 const POINTS: usize = 16;
@@ -29,19 +30,10 @@ const TASK_TILES: usize = 256;
 
 /// Whether [`forward`] and [`weight_grad`] compute this convolution: 3×3, stride 1, at
 /// least 64 channels in and out, maps from 7×7 to 56×56 and at least 128 tiles in the batch.
-/// Measured against the direct convolution one layer at a time (batch 8, best of 12
-/// alternating calls): 1.25× on ResNet-50's 64-channel 56×56 layers, 1.31× on its
-/// 128-channel 28×28 ones, 1.2–1.3× on its 256-channel 14×14 ones; 1.56× on VGG-16's
-/// 512-channel 28×28 ones, 1.6× on its 256-channel 56×56 ones; 1.1× on a 64-channel 56×56
-/// layer at batch 1. Whole steps (alternating runs): ResNet-50's training step 3% faster
-/// than with 256 channels and 28×28 as the bounds, VGG-16's forward 9% and its training
-/// step 5%. ResNet-50's 512-channel 7×7 layers at batch 8 (128 tiles, a quarter of them
-/// past the map's edge), timed per call inside its training step: forward as fast as
-/// direct, input gradient 10.1 vs 11.6 ms, kernel gradient 10.0 vs 11.5–14.4 ms. With fewer
-/// tiles (7×7 or 14×14 maps at batch 1) the kernel's transform and packing (16·O·C values)
-/// no longer pay; maps below 7×7 (the quickstart's 4×4 and 2×2 ones) were not measured and
-/// stay direct. Larger maps (VGG-16's 112×112 and 224×224) were not measured and stay
-/// direct. `ZEROBIAS_WINOGRAD=0` turns it off.
+/// Below these bounds (few tiles, few channels) the transform and packing (16·O·C values)
+/// cost more than the 2.25× fewer multiplications save; larger maps stay direct because they
+/// were never shown to gain (docs/performance.md has the measurements).
+/// `ZEROBIAS_WINOGRAD=0` turns it off.
 pub(super) fn applies(g: &Geom) -> bool {
     computes(g)
         && g.c_in >= 64

@@ -6,10 +6,11 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::colour::tint;
+use super::error::PlotError;
 use super::frame::{bad_value, render, rgb, Axis, Frame, LegendEntry, Mapping, Swatch};
+use super::frame::{PLOT_HEIGHT, PLOT_WIDTH};
 use super::text::{draw_err, text_size};
 use super::ticks::{finite_range, padded};
-use super::{PlotError, PLOT_HEIGHT, PLOT_WIDTH};
 
 /// One series of a grouped box plot: one `Vec` of samples per category.
 #[derive(Debug, Clone)]

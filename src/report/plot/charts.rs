@@ -5,12 +5,13 @@ use image::RgbImage;
 use plotters::prelude::*;
 use plotters::series::LineSeries as PlotLine;
 
+use super::error::PlotError;
 use super::frame::{
     bad_value, draw_marker, render, rgb, Axis, Frame, LegendEntry, Mapping, Marker, Swatch, MARKERS,
 };
+use super::frame::{PLOT_HEIGHT, PLOT_WIDTH};
 use super::text::draw_err;
 use super::ticks::{finite_range, format_sig, padded, padded_log};
-use super::{PlotError, PLOT_HEIGHT, PLOT_WIDTH};
 
 /// Options of [`line_plot_with`] beyond the series and labels.
 #[derive(Debug, Clone)]

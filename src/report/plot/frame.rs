@@ -8,9 +8,14 @@ use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatte
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
+use super::error::PlotError;
 use super::text::{draw_err, draw_text, draw_text_up, ensure_font, text_size, Align};
 use super::ticks::{format_log_ticks, format_tick, log_ticks, nice_ticks};
-use super::PlotError;
+
+/// Default plot canvas width in pixels.
+pub const PLOT_WIDTH: u32 = 800;
+/// Default plot canvas height in pixels.
+pub const PLOT_HEIGHT: u32 = 500;
 
 const AXIS: RGBColor = RGBColor(60, 60, 60);
 const GRID: RGBColor = RGBColor(222, 222, 222);

@@ -21,6 +21,10 @@
 //! * Attribution maps are compositing input: a non-finite map pixel shows as "no signal"
 //!   (white, or the plain image in an overlay); the attribution code refuses non-finite maps
 //!   before they reach a figure.
+//!
+//! This file declares the modules and re-exports their items; what several of them share
+//! ([`PlotError`] in `error`, the canvas size in `frame`) lives in a sibling file that they
+//! import directly, so the imports form no circle.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -31,6 +35,7 @@ use image::RgbImage;
 mod boxes;
 mod charts;
 mod colour;
+mod error;
 mod frame;
 mod panels;
 mod text;
@@ -39,106 +44,10 @@ mod ticks;
 pub use boxes::{box_plot, box_stats, quantile_sorted, BoxSeries, BoxStats};
 pub use charts::{line_plot, line_plot_with, scatter_plot, ChartOptions, LineSeries};
 pub use colour::{diverging_rgb, sequential_rgb};
-pub use panels::{saliency_overlays, signed_panel, PanelRow};
+pub use error::PlotError;
+pub use frame::{PLOT_HEIGHT, PLOT_WIDTH};
+pub use panels::{saliency_overlays, signed_panel, Map2, PanelRow};
 pub use ticks::{format_sci, format_tick, nice_step, nice_ticks};
-
-/// Default plot canvas width in pixels.
-pub const PLOT_WIDTH: u32 = 800;
-/// Default plot canvas height in pixels.
-pub const PLOT_HEIGHT: u32 = 500;
-
-/// Errors from building or writing a figure.
-#[derive(Debug, thiserror::Error)]
-pub enum PlotError {
-    /// Writing or renaming a file failed; `path` is the file that failed.
-    #[error("I/O error on {}: {source}", path.display())]
-    Io {
-        /// File that failed (the temporary file for write errors).
-        path: PathBuf,
-        #[source]
-        /// Underlying I/O error.
-        source: std::io::Error,
-    },
-    /// Inconsistent sizes (map dimensions, mismatched x/y lengths, ...).
-    #[error("shape error: {0}")]
-    Shape(String),
-    /// Nothing to lay out (see the module docs for the policy).
-    #[error("empty input: {0}")]
-    Empty(String),
-    /// A data value that cannot be drawn: NaN, infinite, or non-positive on a log axis.
-    #[error("cannot plot {0}")]
-    NonFinite(String),
-    /// The drawing library failed (a figure too small for its labels, say).
-    #[error("drawing failed: {0}")]
-    Draw(String),
-}
-
-/// A 2-D map, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Map2 {
-    /// Rows.
-    pub height: usize,
-    /// Columns.
-    pub width: usize,
-    /// `height * width` values, row-major.
-    pub data: Vec<f32>,
-}
-
-impl Map2 {
-    /// Builds a map, checking that `data` holds exactly `height * width` values.
-    pub fn new(height: usize, width: usize, data: Vec<f32>) -> Result<Self, PlotError> {
-        let m = Map2 {
-            height,
-            width,
-            data,
-        };
-        m.check("Map2::new")?;
-        Ok(m)
-    }
-
-    /// Validates the shape; `what` names the map in the error message.
-    fn check(&self, what: &str) -> Result<(), PlotError> {
-        if self.height == 0 || self.width == 0 {
-            return Err(PlotError::Shape(format!(
-                "{what}: map is {}x{} (height x width), both must be > 0",
-                self.height, self.width
-            )));
-        }
-        if self.height.checked_mul(self.width) != Some(self.data.len()) {
-            return Err(PlotError::Shape(format!(
-                "{what}: map is {}x{} (height x width) but has {} values",
-                self.height,
-                self.width,
-                self.data.len()
-            )));
-        }
-        Ok(())
-    }
-
-    fn max_abs(&self) -> f32 {
-        self.data
-            .iter()
-            .filter(|v| v.is_finite())
-            .fold(0.0f32, |m, v| m.max(v.abs()))
-    }
-
-    /// Sum of the finite entries, accumulated in f64 so large maps don't lose digits.
-    fn finite_sum(&self) -> f64 {
-        self.data
-            .iter()
-            .filter(|v| v.is_finite())
-            .map(|&v| f64::from(v))
-            .sum()
-    }
-
-    /// Value at the source pixel that the nearest-neighbour upscale to
-    /// `out_h` x `out_w` puts at (`y`, `x`).
-    fn sample(&self, y: u32, x: u32, out_h: u32, out_w: u32) -> f32 {
-        let r = (y as usize * self.height / out_h as usize).min(self.height - 1);
-        let c = (x as usize * self.width / out_w as usize).min(self.width - 1);
-        self.data[r * self.width + c]
-    }
-}
 
 /// Atomic PNG write: encodes to `<path>.tmp-<pid>` in the same directory, syncs
 /// it, then renames over `path`, so readers never see a half-written figure.
@@ -207,17 +116,5 @@ mod tests {
         let err = save_png(&img, &missing).unwrap_err();
         assert!(matches!(err, PlotError::Io { .. }));
         assert!(err.to_string().contains("fig.png"), "{err}");
-    }
-
-    #[test]
-    fn map_checks_its_shape() {
-        assert!(matches!(
-            Map2::new(2, 3, vec![0.0; 5]),
-            Err(PlotError::Shape(_))
-        ));
-        assert!(matches!(Map2::new(0, 3, vec![]), Err(PlotError::Shape(_))));
-        let m = Map2::new(2, 3, vec![1.0, f32::NAN, -3.0, 0.5, 0.0, 2.0]).unwrap();
-        assert_eq!(m.max_abs(), 3.0);
-        assert_eq!(m.finite_sum(), 0.5);
     }
 }

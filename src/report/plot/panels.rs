@@ -5,9 +5,76 @@
 use image::{Rgb, RgbImage};
 
 use super::colour::{diverging_rgb, mix, sequential_rgb};
+use super::error::PlotError;
 use super::text::{draw_text, fit_size, text_size, truncate_to, Align};
 use super::ticks::{finite_range, format_sci};
-use super::{Map2, PlotError};
+
+/// A 2-D map, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Map2 {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// `height * width` values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl Map2 {
+    /// Builds a map, checking that `data` holds exactly `height * width` values.
+    pub fn new(height: usize, width: usize, data: Vec<f32>) -> Result<Self, PlotError> {
+        let m = Map2 {
+            height,
+            width,
+            data,
+        };
+        m.check("Map2::new")?;
+        Ok(m)
+    }
+
+    /// Validates the shape; `what` names the map in the error message.
+    fn check(&self, what: &str) -> Result<(), PlotError> {
+        if self.height == 0 || self.width == 0 {
+            return Err(PlotError::Shape(format!(
+                "{what}: map is {}x{} (height x width), both must be > 0",
+                self.height, self.width
+            )));
+        }
+        if self.height.checked_mul(self.width) != Some(self.data.len()) {
+            return Err(PlotError::Shape(format!(
+                "{what}: map is {}x{} (height x width) but has {} values",
+                self.height,
+                self.width,
+                self.data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn max_abs(&self) -> f32 {
+        self.data
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f32, |m, v| m.max(v.abs()))
+    }
+
+    /// Sum of the finite entries, accumulated in f64 so large maps don't lose digits.
+    fn finite_sum(&self) -> f64 {
+        self.data
+            .iter()
+            .filter(|v| v.is_finite())
+            .map(|&v| f64::from(v))
+            .sum()
+    }
+
+    /// Value at the source pixel that the nearest-neighbour upscale to
+    /// `out_h` x `out_w` puts at (`y`, `x`).
+    fn sample(&self, y: u32, x: u32, out_h: u32, out_w: u32) -> f32 {
+        let r = (y as usize * self.height / out_h as usize).min(self.height - 1);
+        let c = (x as usize * self.width / out_w as usize).min(self.width - 1);
+        self.data[r * self.width + c]
+    }
+}
 
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const BLACK: [u8; 3] = [0, 0, 0];
@@ -465,5 +532,17 @@ mod tests {
         let high = mix([100, 150, 200], sequential_rgb(1.0), 0.5);
         assert!(count_color(&img, low) >= (w * h / 2) as usize);
         assert!(count_color(&img, high) >= (w * h / 2) as usize);
+    }
+
+    #[test]
+    fn map_checks_its_shape() {
+        assert!(matches!(
+            Map2::new(2, 3, vec![0.0; 5]),
+            Err(PlotError::Shape(_))
+        ));
+        assert!(matches!(Map2::new(0, 3, vec![]), Err(PlotError::Shape(_))));
+        let m = Map2::new(2, 3, vec![1.0, f32::NAN, -3.0, 0.5, 0.0, 2.0]).unwrap();
+        assert_eq!(m.max_abs(), 3.0);
+        assert_eq!(m.finite_sum(), 0.5);
     }
 }

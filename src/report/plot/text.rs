@@ -10,7 +10,7 @@ use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
 use image::RgbImage;
 use plotters::style::FontStyle;
 
-use super::PlotError;
+use super::error::PlotError;
 
 /// DejaVu Sans 2.37 (Bitstream Vera licence, see assets/fonts/LICENSE-DejaVu.txt).
 const FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
