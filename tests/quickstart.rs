@@ -1,7 +1,7 @@
-//! The README's main job, end to end: recipes/quickstart.toml trains a narrow VGG-16 on
-//! the built-in synthetic data and decays all its biases to zero. The bar: the zero-bias
-//! student keeps at least 99% of the teacher's top-1, while zeroing the biases outright
-//! does not.
+//! The README's main jobs, end to end: recipes/quickstart.toml (quickstart-resnet.toml)
+//! trains a narrow VGG-16 (ResNet-50) on the built-in synthetic data and decays all its
+//! biases to zero. The bar: the zero-bias student keeps at least 99% of the teacher's
+//! top-1, while zeroing the biases outright does not.
 //!
 //! Set ZEROBIAS_QUICKSTART_SHORT=1 to run a shortened schedule (a smoke test).
 
@@ -9,9 +9,22 @@ use zerobias::train::{run, RunOptions};
 
 #[test]
 fn quickstart_decays_biases_to_zero_and_keeps_accuracy() {
+    // Seeds and conv paths land at 96-99% (chance is 0.1).
+    decays_and_keeps("recipes/quickstart.toml", 0.9);
+}
+
+/// The ResNet quickstart (BatchNorm): its narrow teachers land at 55-63%.
+#[test]
+fn resnet_quickstart_decays_biases_to_zero_and_keeps_accuracy() {
+    decays_and_keeps("recipes/quickstart-resnet.toml", 0.5);
+}
+
+/// Runs `recipe` as the README does and checks every bias ends at zero, the teacher reaches
+/// `min_teacher`, and the zero-bias student keeps ≥ 99% of its top-1.
+fn decays_and_keeps(recipe: &str, min_teacher: f64) {
     // The same runtime set-up as the CLI, so the test trains exactly what the README runs.
     zerobias::init_cpu_runtime();
-    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.toml");
+    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(recipe);
     let dir = tempfile::tempdir().unwrap();
     let short = std::env::var_os("ZEROBIAS_QUICKSTART_SHORT").is_some();
     let overrides: Vec<String> = if short {
@@ -45,8 +58,8 @@ fn quickstart_decays_biases_to_zero_and_keeps_accuracy() {
     assert!(s.final_checkpoint.exists() && s.run_dir.join("summary.json").exists());
     if !short {
         assert!(
-            s.teacher_top1 >= 0.9,
-            "teacher top-1 {} (chance is 0.1; seeds and conv paths land at 96-99%)",
+            s.teacher_top1 >= min_teacher,
+            "teacher top-1 {} (chance is 0.1)",
             s.teacher_top1
         );
         assert!(
@@ -66,6 +79,10 @@ fn quickstart_decays_biases_to_zero_and_keeps_accuracy() {
 /// the init and schedule were made robust they ranged from 70% to 93%).
 const TEACHER_SPREAD: f64 = 0.05;
 
+/// The same for the ResNet quickstart's weaker teachers (a stride-4 stem on 32-px inputs):
+/// measured 54.9-63.0% over the runs below (docs/decay.md).
+const RESNET_TEACHER_SPREAD: f64 = 0.10;
+
 /// One quickstart run in its own process: the kernel switches (`ZEROBIAS_*`) are read once
 /// per process, so each conv path needs a process of its own.
 struct PathRun {
@@ -73,6 +90,9 @@ struct PathRun {
     path: &'static str,
     env: &'static [(&'static str, &'static str)],
 }
+
+const IM2COL: &[(&str, &str)] = &[("ZEROBIAS_DIRECT_CONV", "0")];
+const GEMM_CRATE: &[(&str, &str)] = &[("ZEROBIAS_DIRECT_CONV", "0"), ("ZEROBIAS_GEMM", "crate")];
 
 /// The quickstart's result is a property of the method, not of one rounding path: seeds
 /// 1–3 on this machine's default kernels, seeds 0–3 on im2col with our matrix kernel, and
@@ -82,9 +102,6 @@ struct PathRun {
 #[test]
 #[ignore]
 fn quickstart_keeps_accuracy_across_seeds_and_conv_paths() {
-    const IM2COL: &[(&str, &str)] = &[("ZEROBIAS_DIRECT_CONV", "0")];
-    const GEMM_CRATE: &[(&str, &str)] =
-        &[("ZEROBIAS_DIRECT_CONV", "0"), ("ZEROBIAS_GEMM", "crate")];
     let mut runs: Vec<PathRun> = (1..4)
         .map(|seed| PathRun {
             seed,
@@ -104,7 +121,35 @@ fn quickstart_keeps_accuracy_across_seeds_and_conv_paths() {
         path: "im2col+gemm-crate",
         env: GEMM_CRATE,
     });
-    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.toml");
+    keeps_accuracy("recipes/quickstart.toml", &runs, TEACHER_SPREAD);
+}
+
+/// The ResNet quickstart (BatchNorm) on the same footing: seeds 0–2 on the default
+/// kernels and on im2col, one seed on the `gemm` crate. About 25 minutes on 2 cores.
+#[test]
+#[ignore]
+fn resnet_quickstart_keeps_accuracy_across_seeds_and_conv_paths() {
+    let mut runs = Vec::new();
+    for (path, env) in [("default", &[][..]), ("im2col", IM2COL)] {
+        runs.extend((0..3).map(|seed| PathRun { seed, path, env }));
+    }
+    runs.push(PathRun {
+        seed: 1,
+        path: "im2col+gemm-crate",
+        env: GEMM_CRATE,
+    });
+    keeps_accuracy(
+        "recipes/quickstart-resnet.toml",
+        &runs,
+        RESNET_TEACHER_SPREAD,
+    );
+}
+
+/// Runs `recipe` for every entry of `runs`, two at a time, and asserts every bias ends at
+/// zero, every student keeps ≥ 99% of its teacher's top-1, and the teachers land within
+/// `spread` of each other.
+fn keeps_accuracy(recipe: &str, runs: &[PathRun], spread: f64) {
+    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(recipe);
     let dir = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     for pair in runs.chunks(2) {
@@ -175,7 +220,7 @@ fn quickstart_keeps_accuracy_across_seeds_and_conv_paths() {
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
     assert!(
-        hi - lo <= TEACHER_SPREAD,
+        hi - lo <= spread,
         "teachers range from {:.1}% to {:.1}%: training from scratch should not depend this much on seed and rounding",
         100.0 * lo,
         100.0 * hi

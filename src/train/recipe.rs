@@ -166,6 +166,10 @@ pub struct Stage {
     /// period's end; no jump for the network to recover from).
     #[serde(default)]
     pub smooth: bool,
+    /// decay: train BN γ too (an extension: the paper keeps γ fixed during decay, with the
+    /// running statistics; β and the other biases are trained either way).
+    #[serde(default)]
+    pub train_gamma: bool,
     /// decay: steps at zero bias after the last rescale, biases frozen.
     #[serde(default)]
     pub zero_steps: usize,
@@ -495,6 +499,12 @@ impl Recipe {
             if s.smooth && s.kind != StageKind::Decay {
                 return bad(&f("smooth"), "only a decay stage rescales biases".into());
             }
+            if s.train_gamma && s.kind != StageKind::Decay {
+                return bad(
+                    &f("train_gamma"),
+                    "only a decay stage holds γ fixed; a train stage always trains it".into(),
+                );
+            }
             match s.kind {
                 StageKind::Train => {
                     if s.steps == 0 {
@@ -695,6 +705,7 @@ const STAGE_FIELDS: Fields = &[
     ("restart_patience", Expect::Count, false),
     ("max_restarts", Expect::Count, false),
     ("smooth", Expect::Flag, false),
+    ("train_gamma", Expect::Flag, false),
     ("skip_non_finite", Expect::Count, false),
     ("decay_curve", Expect::Flag, false),
     ("decay_curve_images", Expect::Count, false),
@@ -1113,5 +1124,15 @@ batch_size = 4
             .unwrap_err()
             .to_string();
         assert!(e.contains("out of range"), "{e}");
+    }
+
+    #[test]
+    fn train_gamma_is_a_decay_option() {
+        let r = Recipe::parse(BASE, &["stage.1.train_gamma=true".into()], "t").unwrap();
+        assert!(r.stages[1].train_gamma && !r.stages[0].train_gamma);
+        let e = Recipe::parse(BASE, &["stage.0.train_gamma=true".into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stage[0].train_gamma"), "{e}");
     }
 }

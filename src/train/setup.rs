@@ -103,7 +103,7 @@ pub(super) fn build_model(
 
 pub(super) fn new_optimiser(model: &dyn Classifier, stage: &Stage) -> Result<optim::Adam> {
     let mut adam = optim::Adam::new(
-        trainable(model, stage.kind),
+        trainable(model, stage),
         stage.lr,
         stage.beta1,
         stage.beta2,
@@ -113,24 +113,53 @@ pub(super) fn new_optimiser(model: &dyn Classifier, stage: &Stage) -> Result<opt
     Ok(adam)
 }
 
-pub(super) fn trainable(
-    model: &dyn Classifier,
-    kind: StageKind,
-) -> Vec<(String, candle_core::Var)> {
+pub(super) fn trainable(model: &dyn Classifier, stage: &Stage) -> Vec<(String, candle_core::Var)> {
     model
         .params()
         .iter()
-        .filter(|p| match kind {
+        .filter(|p| match stage.kind {
             StageKind::Train => matches!(
                 p.kind,
                 ParamKind::Weight | ParamKind::Bias | ParamKind::BnGamma | ParamKind::BnBeta
             ),
-            // γ and the running statistics stay fixed; β and biases are trained and rescaled.
-            StageKind::Decay => matches!(
-                p.kind,
-                ParamKind::Weight | ParamKind::Bias | ParamKind::BnBeta
-            ),
+            // The running statistics stay fixed, γ too unless the stage says otherwise; β and
+            // biases are trained and rescaled.
+            StageKind::Decay => {
+                matches!(
+                    p.kind,
+                    ParamKind::Weight | ParamKind::Bias | ParamKind::BnBeta
+                ) || (stage.train_gamma && p.kind == ParamKind::BnGamma)
+            }
         })
         .map(|p| (p.name.clone(), p.var.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decay_trains_gamma_only_when_asked() {
+        let dev = Device::Cpu;
+        let m = models::build(&models::init::resnet50(1, 2, 0, &dev).unwrap(), "t").unwrap();
+        let text = "name = \"t\"\n[model]\nsource = \"new\"\narch = \"resnet50\"\nwidth = 1\n\
+                    [data]\nkind = \"synthetic\"\n[[stage]]\nkind = \"train\"\nsteps = 1\n\
+                    lr = 1e-3\nbatch_size = 4\n[[stage]]\nkind = \"decay\"\n\
+                    schedule = \"linear\"\nrescales = 2\nrescale_every = 2\nlr = 1e-4\nbatch_size = 4\n";
+        let r = Recipe::parse(text, &[], "t").unwrap();
+        let mut stage = r.stages[1].clone();
+        let has_gamma = |stage: &Stage| {
+            trainable(m.as_ref(), stage)
+                .iter()
+                .any(|(n, _)| n == "layer1.0.bn3.weight")
+        };
+        assert!(!has_gamma(&stage));
+        stage.train_gamma = true;
+        assert!(has_gamma(&stage));
+        // Running statistics are never trained.
+        assert!(!trainable(m.as_ref(), &stage)
+            .iter()
+            .any(|(n, _)| n.contains("running")));
+    }
 }
