@@ -50,6 +50,75 @@ impl Method for FullGrad {
     }
 }
 
+/// a^{b,l}: the channel-summed bias maps (`bias.{module}`) of layer l's conv/BN modules,
+/// each resampled bilinearly (align_corners = False) to `size`, or to the largest of them
+/// when `size` is None, then summed. None when the layer has no spatial bias module.
+pub(crate) fn layer_bias_map(
+    rec: &Recorded,
+    l: usize,
+    size: Option<(usize, usize)>,
+) -> Result<Option<Tensor>> {
+    let mut maps = Vec::new();
+    for m in rec
+        .modules
+        .iter()
+        .filter(|m| m.layer == l && m.grad.rank() == 4)
+    {
+        maps.push(module_map(m)?);
+    }
+    let (mh, mw) = match size {
+        Some(s) => s,
+        None => {
+            let (mut mh, mut mw) = (0, 0);
+            for m in &maps {
+                let (_, a, b) = m.dims3()?;
+                if a * b > mh * mw {
+                    (mh, mw) = (a, b);
+                }
+            }
+            (mh, mw)
+        }
+    };
+    let mut acc: Option<Tensor> = None;
+    for m in maps {
+        let m = upsample(&m, mh, mw, false)?;
+        acc = Some(match acc {
+            None => m,
+            Some(a) => (a + m)?,
+        });
+    }
+    Ok(acc)
+}
+
+/// a^{b,l} of every layer l = 1..=L with conv/BN biases, at the resolution of that layer's
+/// activation map a^{h,l} (`layerbias.{l}`, [N, H_l, W_l]), for correlating the two
+/// (the paper's Fig. 8). Not one of the attribution contract's methods: `evaluate` asks
+/// for it.
+pub struct LayerBias;
+
+impl Method for LayerBias {
+    fn outputs(&self, model: &dyn Classifier) -> Vec<String> {
+        let top = model.num_layers();
+        let mut layers: Vec<usize> = model
+            .bias_modules()
+            .into_iter()
+            .map(|(_, l)| l)
+            .filter(|&l| (1..=top).contains(&l))
+            .collect();
+        layers.dedup();
+        layers.iter().map(|l| format!("layerbias.{l}")).collect()
+    }
+    fn compute(&self, rec: &Recorded, out: &mut Maps) -> Result<()> {
+        for a in rec.acts.iter().filter(|a| a.value.rank() == 4) {
+            let (_, _, h, w) = a.value.dims4()?;
+            if let Some(m) = layer_bias_map(rec, a.layer, Some((h, w)))? {
+                out.insert(format!("layerbias.{}", a.layer), m);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The paper's own "FullGrad" (§2.4, Fig. 6): bias attributions aggregated per layer
 /// rather than per feature, with the aggregate's Ψ = bilinear ∘ rescale ∘ abs:
 /// mean of Ψ(a^{h,0}) and Ψ(a^{b,l}) over the layers l with conv/BN biases, where a^{b,l}
@@ -77,30 +146,9 @@ impl Method for FullGradLayers {
         layers.sort_unstable();
         layers.dedup();
         for l in layers {
-            let mut maps = Vec::new();
-            for m in rec
-                .modules
-                .iter()
-                .filter(|m| m.layer == l && m.grad.rank() == 4)
-            {
-                maps.push(module_map(m)?);
-            }
-            let (mut mh, mut mw) = (0, 0);
-            for m in &maps {
-                let (_, a, b) = m.dims3()?;
-                if a * b > mh * mw {
-                    (mh, mw) = (a, b);
-                }
-            }
-            let mut acc: Option<Tensor> = None;
-            for m in maps {
-                let m = upsample(&m, mh, mw, false)?;
-                acc = Some(match acc {
-                    None => m,
-                    Some(a) => (a + m)?,
-                });
-            }
-            let Some(acc) = acc else { continue };
+            let Some(acc) = layer_bias_map(rec, l, None)? else {
+                continue;
+            };
             let psi = upsample(&rescale_per_sample(&acc.abs()?, 0.0)?, h, w, false)?;
             sum = (sum + psi)?;
             terms += 1;

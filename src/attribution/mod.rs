@@ -20,7 +20,7 @@ pub use zerobias_kernels::reduce as kernels;
 pub use act::Activation;
 pub use aggregate::Aggregate;
 pub use bias::BiasAttribution;
-pub use fullgrad::{FullGrad, FullGradLayers};
+pub use fullgrad::{FullGrad, FullGradLayers, LayerBias};
 pub use grad::Gradient;
 pub use gradcam::GradCam;
 pub use method::{Maps, Method};

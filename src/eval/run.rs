@@ -12,7 +12,7 @@ pub use super::rows::{NoiseUnit, Row, METRICS};
 pub use super::tables::{
     correlations_csv, noise_csv, per_image_csv, summary_csv, tests_csv, write_tables,
 };
-use crate::attribution::{all_methods, attribute, upsample, Maps};
+use crate::attribution::{all_methods, attribute, upsample, LayerBias, Maps, Method};
 use crate::data::Rng;
 use crate::error::{Error, Result};
 use crate::models::Classifier;
@@ -145,7 +145,8 @@ pub fn compute_maps(
     batch: usize,
 ) -> Result<(Maps, Vec<u32>)> {
     let n = x.dim(0)?;
-    let all = all_methods(model);
+    let mut all = all_methods(model);
+    all.push(Box::new(LayerBias));
     let needed: Vec<Box<dyn crate::attribution::Method>> = all
         .into_iter()
         .filter(|m| m.outputs(model).iter().any(|o| methods.contains(o)))
@@ -421,20 +422,21 @@ pub fn run_with(job: &EvaluateJob, options: &EvalOptions) -> Result<EvaluateRepo
             None => {
                 let available = spatial_methods(*model);
                 let chosen = select_methods(&config.methods, &available)?;
+                // Every act.{l} and layerbias.{l} for the correlations (Fig. 8).
                 let mut with_acts = chosen.clone();
-                if job.models.len() == 2 {
-                    for l in 0..=model.num_layers() {
-                        let a = format!("act.{l}");
-                        if !with_acts.contains(&a) {
-                            with_acts.push(a);
-                        }
+                let extra = (0..=model.num_layers())
+                    .map(|l| format!("act.{l}"))
+                    .chain(LayerBias.outputs(*model));
+                for a in extra {
+                    if !with_acts.contains(&a) {
+                        with_acts.push(a);
                     }
                 }
                 let (all, _) = compute_maps(*model, &job.inputs, &with_acts, config.batch)?;
                 let mut acts = Maps::default();
                 let mut sel = Maps::default();
                 for (k, v) in all.iter() {
-                    if k.starts_with("act.") {
+                    if k.starts_with("act.") || k.starts_with("layerbias.") {
                         acts.insert(k.clone(), v.clone());
                     }
                     if chosen.contains(k) {
@@ -461,15 +463,14 @@ pub fn run_with(job: &EvaluateJob, options: &EvalOptions) -> Result<EvaluateRepo
         )?);
         bar.finish_and_clear();
     }
-    let correlations = if act_maps.len() == 2 {
-        Some(correlations_csv(
-            &act_maps[0],
-            &act_maps[1],
-            job.models[0]
-                .1
-                .num_layers()
-                .min(job.models[1].1.num_layers()),
-        )?)
+    let correlations = if act_maps.len() == job.models.len() {
+        let models: Vec<(&str, &Maps, usize)> = job
+            .models
+            .iter()
+            .zip(&act_maps)
+            .map(|((label, model), maps)| (label.as_str(), maps, model.num_layers()))
+            .collect();
+        Some(correlations_csv(&models)?)
     } else {
         None
     };

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use super::rows::{is_delta, NoiseUnit, Row, METRICS};
+use candle_core::Tensor;
+
 use crate::attribution::Maps;
 use crate::error::{write_atomic, Error, Result};
 use crate::stats;
@@ -200,49 +202,102 @@ pub fn tests_csv(rows: &[Row], unit: NoiseUnit) -> String {
     s
 }
 
+/// Header of correlations.csv. The first five columns are the original table's, so readers
+/// by position keep working; `kind` says what was correlated: `between_models` (a^{h,l} of
+/// model `a` against a^{h,l} of model `b`) or `act_vs_bias` (a^{h,l} against a^{b,l} within
+/// model `a` = `b`). `skipped` counts images where either map is constant (ρ undefined).
+pub const CORRELATIONS_HEADER: &str = "layer,n,median_rho,p10_rho,p90_rho,kind,a,b,skipped\n";
+
+/// Pearson ρ per image between two [N, H, W] maps of equal shape, over the H×W pixels.
+/// Images where either map is constant have no ρ: they are left out and counted.
+pub fn rho_per_image(ta: &Tensor, tb: &Tensor, what: &str) -> Result<(Vec<f64>, usize)> {
+    let to_f64 = |t: &Tensor| -> Result<Vec<f64>> {
+        Ok(t.flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|v| v as f64)
+            .collect())
+    };
+    let n = ta.dim(0)?;
+    let (mut rhos, mut skipped) = (Vec::with_capacity(n), 0);
+    for i in 0..n {
+        let (x, y) = (to_f64(&ta.get(i)?)?, to_f64(&tb.get(i)?)?);
+        match stats::pearson(&x, &y) {
+            Ok(r) => rhos.push(r),
+            Err(stats::StatsError::ZeroVariance { .. }) => skipped += 1,
+            Err(e) => return Err(Error::input(format!("{what}, image {i}: {e}"))),
+        }
+    }
+    Ok((rhos, skipped))
+}
+
+/// One row of correlations.csv; none when no image has a ρ.
+fn correlation_row(l: usize, rhos: &[f64], skipped: usize, kind: &str, a: &str, b: &str) -> Result<String> {
+    if rhos.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(format!(
+        "{l},{},{},{},{},{kind},{a},{b},{skipped}\n",
+        rhos.len(),
+        fmt(stats::median(rhos)?),
+        fmt(stats::quantile(rhos, 0.1)?),
+        fmt(stats::quantile(rhos, 0.9)?)
+    ))
+}
+
 /// Per layer: Pearson ρ between two models' a^{h,l} per image; median and 10th/90th
-/// percentiles over images (the paper's Fig. 8).
-pub fn correlations_csv(a: &Maps, b: &Maps, layers: usize) -> Result<String> {
-    let mut s = String::from("layer,n,median_rho,p10_rho,p90_rho\n");
+/// percentiles over images (the paper's Fig. 8, orange/green). Rows only, no header.
+pub fn between_models_rows(a: (&str, &Maps), b: (&str, &Maps), layers: usize) -> Result<String> {
+    let mut s = String::new();
     for l in 0..=layers {
         let name = format!("act.{l}");
-        let (Some(ta), Some(tb)) = (a.get(&name), b.get(&name)) else {
+        let (Some(ta), Some(tb)) = (a.1.get(&name), b.1.get(&name)) else {
             continue;
         };
         if ta.dims() != tb.dims() {
             continue;
         }
-        let n = ta.dim(0)?;
-        let mut rhos = Vec::new();
-        for i in 0..n {
-            let x: Vec<f64> = ta
-                .get(i)?
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .into_iter()
-                .map(|v| v as f64)
-                .collect();
-            let y: Vec<f64> = tb
-                .get(i)?
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .into_iter()
-                .map(|v| v as f64)
-                .collect();
-            if let Ok(r) = stats::pearson(&x, &y) {
-                rhos.push(r);
-            }
-        }
-        if rhos.is_empty() {
+        let what = format!("{name} of models {} and {}", a.0, b.0);
+        let (rhos, skipped) = rho_per_image(ta, tb, &what)?;
+        s.push_str(&correlation_row(l, &rhos, skipped, "between_models", a.0, b.0)?);
+    }
+    Ok(s)
+}
+
+/// Per layer: Pearson ρ between a^{h,l} (`act.{l}`) and a^{b,l} (`layerbias.{l}`, the
+/// layer's bias maps at the activation's resolution) within one model, per image, over the
+/// pixels of that resolution (the paper's Fig. 8, blue). Rows only, no header.
+pub fn act_vs_bias_rows(label: &str, maps: &Maps, layers: usize) -> Result<String> {
+    let mut s = String::new();
+    for l in 1..=layers {
+        let (Some(act), Some(bias)) = (maps.get(&format!("act.{l}")), maps.get(&format!("layerbias.{l}")))
+        else {
             continue;
+        };
+        if act.dims() != bias.dims() {
+            return Err(Error::input(format!(
+                "model {label}, layer {l}: a^h has shape {:?} but a^b {:?}",
+                act.dims(),
+                bias.dims()
+            )));
         }
-        s.push_str(&format!(
-            "{l},{},{},{},{}\n",
-            rhos.len(),
-            fmt(stats::median(&rhos)?),
-            fmt(stats::quantile(&rhos, 0.1)?),
-            fmt(stats::quantile(&rhos, 0.9)?)
-        ));
+        let what = format!("act.{l} and the bias maps of layer {l} of model {label}");
+        let (rhos, skipped) = rho_per_image(act, bias, &what)?;
+        s.push_str(&correlation_row(l, &rhos, skipped, "act_vs_bias", label, label)?);
+    }
+    Ok(s)
+}
+
+/// correlations.csv of an evaluation: (label, maps, number of layers L) per model; the
+/// `between_models` rows of the first two models (when there are two), then the
+/// `act_vs_bias` rows of each model.
+pub fn correlations_csv(models: &[(&str, &Maps, usize)]) -> Result<String> {
+    let mut s = String::from(CORRELATIONS_HEADER);
+    if let [a, b] = models {
+        s.push_str(&between_models_rows((a.0, a.1), (b.0, b.1), a.2.min(b.2))?);
+    }
+    for (label, maps, layers) in models {
+        s.push_str(&act_vs_bias_rows(label, maps, *layers)?);
     }
     Ok(s)
 }
