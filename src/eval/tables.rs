@@ -232,7 +232,14 @@ pub fn rho_per_image(ta: &Tensor, tb: &Tensor, what: &str) -> Result<(Vec<f64>, 
 }
 
 /// One row of correlations.csv; none when no image has a ρ.
-fn correlation_row(l: usize, rhos: &[f64], skipped: usize, kind: &str, a: &str, b: &str) -> Result<String> {
+fn correlation_row(
+    l: usize,
+    rhos: &[f64],
+    skipped: usize,
+    kind: &str,
+    a: &str,
+    b: &str,
+) -> Result<String> {
     if rhos.is_empty() {
         return Ok(String::new());
     }
@@ -259,7 +266,14 @@ pub fn between_models_rows(a: (&str, &Maps), b: (&str, &Maps), layers: usize) ->
         }
         let what = format!("{name} of models {} and {}", a.0, b.0);
         let (rhos, skipped) = rho_per_image(ta, tb, &what)?;
-        s.push_str(&correlation_row(l, &rhos, skipped, "between_models", a.0, b.0)?);
+        s.push_str(&correlation_row(
+            l,
+            &rhos,
+            skipped,
+            "between_models",
+            a.0,
+            b.0,
+        )?);
     }
     Ok(s)
 }
@@ -270,8 +284,10 @@ pub fn between_models_rows(a: (&str, &Maps), b: (&str, &Maps), layers: usize) ->
 pub fn act_vs_bias_rows(label: &str, maps: &Maps, layers: usize) -> Result<String> {
     let mut s = String::new();
     for l in 1..=layers {
-        let (Some(act), Some(bias)) = (maps.get(&format!("act.{l}")), maps.get(&format!("layerbias.{l}")))
-        else {
+        let (Some(act), Some(bias)) = (
+            maps.get(&format!("act.{l}")),
+            maps.get(&format!("layerbias.{l}")),
+        ) else {
             continue;
         };
         if act.dims() != bias.dims() {
@@ -283,7 +299,14 @@ pub fn act_vs_bias_rows(label: &str, maps: &Maps, layers: usize) -> Result<Strin
         }
         let what = format!("act.{l} and the bias maps of layer {l} of model {label}");
         let (rhos, skipped) = rho_per_image(act, bias, &what)?;
-        s.push_str(&correlation_row(l, &rhos, skipped, "act_vs_bias", label, label)?);
+        s.push_str(&correlation_row(
+            l,
+            &rhos,
+            skipped,
+            "act_vs_bias",
+            label,
+            label,
+        )?);
     }
     Ok(s)
 }
@@ -333,6 +356,14 @@ pub fn write_tables(
     if let Some(c) = correlations {
         write_atomic(&dir.join("correlations.csv"), c.as_bytes())?;
         names.push("correlations.csv");
+    } else {
+        // Nor would an earlier correlations.csv (Fig. 8 is drawn from it).
+        match std::fs::remove_file(dir.join("correlations.csv")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(dir.join("correlations.csv"), e))
+            }
+            _ => {}
+        }
     }
     Ok(names)
 }

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::plot::{box_plot, save_png, BoxSeries};
-use crate::error::Result;
+use super::plot::{box_plot, line_plot, save_png, BoxSeries, LineSeries};
+use crate::error::{Error, Result};
 use crate::eval::rows::{is_delta, NoiseUnit, Row, METRICS};
 use crate::models::Classifier;
 
@@ -79,7 +79,99 @@ pub fn figures(
             }
         }
     }
+    let csv = out.join("correlations.csv");
+    let p = out.join("fig8-correlations.png");
+    if let Some(first) = labels.first() {
+        if csv.exists() && correlations(&csv, first, &p)? {
+            files.push(p);
+        }
+    }
     Ok(files)
+}
+
+/// Fig. 8 from correlations.csv: per layer, the median (solid colour) and the 10th/90th
+/// percentiles (lighter shade of the same colour) over images of Pearson ρ between a^{h,l}
+/// and a^{b,l} within model `first` (blue) and between the two models' a^{h,l} (orange).
+/// False when the table has no such rows.
+pub fn correlations(csv: &Path, first: &str, path: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(cl), Some(cm), Some(c10), Some(c90)) = (
+        col("layer"),
+        col("median_rho"),
+        col("p10_rho"),
+        col("p90_rho"),
+    ) else {
+        return Err(Error::file(
+            csv,
+            "header lacks layer, median_rho, p10_rho or p90_rho",
+        ));
+    };
+    let (ck, ca) = (col("kind"), col("a"));
+    // (layer, median, p10, p90) per kind; a table without `kind` holds between-model rows.
+    let mut within: Vec<[f64; 4]> = Vec::new();
+    let mut between: Vec<[f64; 4]> = Vec::new();
+    for (k, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let get = |i: usize| -> Result<f64> {
+            f.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| {
+                Error::file(
+                    csv,
+                    format!("line {}: column {} is not a number", k + 2, header[i]),
+                )
+            })
+        };
+        let row = [get(cl)?, get(cm)?, get(c10)?, get(c90)?];
+        // The plot functions refuse non-finite values; such a row has nothing to draw.
+        if row.iter().any(|v| !v.is_finite()) {
+            continue;
+        }
+        match ck
+            .and_then(|i| f.get(i).copied())
+            .unwrap_or("between_models")
+        {
+            "between_models" => between.push(row),
+            "act_vs_bias" if ca.and_then(|i| f.get(i).copied()) == Some(first) => within.push(row),
+            _ => {}
+        }
+    }
+    let mut series = Vec::new();
+    for (rows, name, color) in [
+        (&within, format!("a^h vs a^b in {first}"), [31, 119, 180]),
+        (&between, "a^h between models".to_string(), [255, 127, 14]),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        let x: Vec<f64> = rows.iter().map(|r| r[0]).collect();
+        let light = color.map(|c: u8| c / 2 + 127);
+        for (suffix, i, c) in [
+            ("median", 1, color),
+            ("10th pct", 2, light),
+            ("90th pct", 3, light),
+        ] {
+            series.push(LineSeries {
+                name: format!("{name}, {suffix}"),
+                color: c,
+                x: x.clone(),
+                y: rows.iter().map(|r| r[i]).collect(),
+            });
+        }
+    }
+    if series.is_empty() {
+        return Ok(false);
+    }
+    let img = line_plot(
+        &series,
+        false,
+        "Fig. 8: Pearson rho per image",
+        "layer l",
+        "rho",
+    )?;
+    save_png(&img, path)?;
+    Ok(true)
 }
 
 /// The rows of one model and one metric, in a statistical unit.

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 
 use super::page::{self, Figure, LayerFamily, Page, Section, Table, TestRow};
-use super::plot::{line_plot, save_png, LineSeries};
 use super::{eval_plots, figures, survey_plots};
 use crate::attribution::{all_methods, attribute};
 use crate::error::{write_atomic, Error, Result};
@@ -66,8 +65,10 @@ pub fn run(job: &ReportJob) -> Result<PathBuf> {
     };
     let report = run_with(&ejob, &job.options)?;
     let drawn = eval_plots::figures(&job.models, &report.rows, job.options.noise_unit, &eval_dir)?;
-    let fig8 = correlation_figure(&eval_dir, &job.models)?;
-    sections.extend(eval_sections(job, &drawn, fig8.as_deref()));
+    let fig8 = drawn
+        .iter()
+        .find(|p| p.file_name().is_some_and(|f| f == "fig8-correlations.png"));
+    sections.extend(eval_sections(job, &drawn, fig8.map(|p| p.as_path())));
     sections.push(overlays);
 
     eprintln!("report: bias survey");
@@ -205,61 +206,6 @@ fn example_figures(job: &ReportJob) -> Result<(Section, Section)> {
     Ok((panels, overlays))
 }
 
-/// Fig. 8: per layer, the median and 10th/90th percentiles of Pearson ρ between the two
-/// models' a^{h,l} (correlations.csv). None when there is no such table.
-fn correlation_figure(dir: &Path, models: &[(String, &dyn Classifier)]) -> Result<Option<PathBuf>> {
-    let path = dir.join("correlations.csv");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(None);
-    };
-    let mut cols: [Vec<f64>; 4] = Default::default();
-    for (k, line) in text.lines().skip(1).enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
-        let parse = |i: usize| -> Option<f64> { f.get(i)?.parse::<f64>().ok() };
-        let (Some(l), Some(m), Some(lo), Some(hi)) = (parse(0), parse(2), parse(3), parse(4))
-        else {
-            return Err(Error::file(
-                &path,
-                format!("line {}: expected layer,n,median,p10,p90", k + 2),
-            ));
-        };
-        for (c, v) in cols.iter_mut().zip([l, m, lo, hi]) {
-            c.push(v);
-        }
-    }
-    // A layer where ρ is undefined for every image is absent from the table, never NaN.
-    if cols[0].is_empty() || cols.iter().flatten().any(|v| !v.is_finite()) {
-        return Ok(None);
-    }
-    let [layers, median, p10, p90] = cols;
-    let series: Vec<LineSeries> = [
-        ("median", median, [214, 96, 77]),
-        ("10th percentile", p10, [150, 150, 150]),
-        ("90th percentile", p90, [90, 90, 90]),
-    ]
-    .into_iter()
-    .map(|(name, y, color)| LineSeries {
-        name: name.into(),
-        color,
-        x: layers.clone(),
-        y,
-    })
-    .collect();
-    let img = line_plot(
-        &series,
-        false,
-        &format!(
-            "Pearson rho between a^h,l of {} and {}",
-            models[0].0, models[1].0
-        ),
-        "layer l",
-        "rho per image",
-    )?;
-    let out = dir.join("fig8-correlations.png");
-    save_png(&img, &out)?;
-    Ok(Some(out))
-}
-
 fn eval_sections(job: &ReportJob, drawn: &[PathBuf], fig8: Option<&Path>) -> Vec<Section> {
     let base = &job.out;
     let pair = job.options.noise_unit == NoiseUnit::Pair;
@@ -342,24 +288,27 @@ fn eval_sections(job: &ReportJob, drawn: &[PathBuf], fig8: Option<&Path>) -> Vec
         ),
     ];
     let mut s8 = Section {
-        title: "Fig. 8: correlation of activity attributions between the models".into(),
-        caption: "Pearson ρ between the two models' a^{h,l} per image: median, 10th and 90th \
-                  percentiles per layer."
+        title: "Fig. 8: spatial correlations between attributions".into(),
+        caption: "Pearson ρ per image over the pixels of each layer's activation map: between \
+                  a^{h,l} and a^{b,l} (the layer's bias maps at that resolution) within the \
+                  first model (blue), and between the two models' a^{h,l} (orange); median \
+                  (solid) and 10th/90th percentiles (lighter) per layer. Images where a map is \
+                  constant have no ρ (counted in correlations.csv, column skipped)."
             .into(),
         figures: Vec::new(),
-        missing: vec![
-            "The paper's correlation between a^{h,l} and a^{b,l} within the vanilla model is \
-             not computed by zerobias."
-                .into(),
-        ],
+        missing: Vec::new(),
     };
     match fig8 {
         Some(p) => s8.figures.push(Figure {
             src: relative(base, p).unwrap_or_default(),
-            caption: "ρ(a^{h,l} of the first model, a^{h,l} of the second)".into(),
+            caption: "ρ(a^{h,l}, a^{b,l}) in the first model; ρ(a^{h,l} of the first model, \
+                      a^{h,l} of the second)"
+                .into(),
         }),
         None => s8.missing.push(
-            "Not drawn: the models' layers differ in shape, or no correlation was defined.".into(),
+            "Not drawn: no correlation was defined (constant maps, or maps supplied with \
+             --maps)."
+                .into(),
         ),
     }
     out.push(s8);
