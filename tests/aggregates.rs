@@ -212,3 +212,142 @@ fn attribute_out_holds_both() {
         assert_eq!(t[k].dims(), [1, 32, 32], "{k}");
     }
 }
+
+/// Pearson ρ of two equal-length series, in f64.
+fn pearson(x: &[f32], y: &[f32]) -> f64 {
+    let n = x.len() as f64;
+    let mx = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let my = y.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (&a, &b) in x.iter().zip(y) {
+        let (dx, dy) = (a as f64 - mx, b as f64 - my);
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+/// numpy's default (linear) quantile of values.
+fn np_quantile(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let pos = q * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(v.len() - 1);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// Fig. 8's within-model ρ(a^{h,l}, a^{b,l}) in `evaluate`'s correlations.csv (one model)
+/// against Pearson recomputed here from `attribute`'s act.{l} and bias.{module} maps, with
+/// a^{b,l} the sum of the layer's module maps resampled to the activation's resolution.
+fn check_act_vs_bias(arch: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path(), arch);
+    let n = 4;
+    let x = input(n);
+    let att = attribute(
+        model.as_ref(),
+        &x,
+        &Target::Predicted,
+        &all_methods(model.as_ref()),
+    )
+    .unwrap();
+    let layer_of: HashMap<String, usize> = model.bias_modules().into_iter().collect();
+    let mut summed_modules = 0;
+    let mut want: Vec<(usize, Vec<f64>)> = Vec::new();
+    for l in 1..=model.num_layers() {
+        let act = att.maps.get(&format!("act.{l}")).unwrap();
+        let (_, h, w) = act.dims3().unwrap();
+        let modules: Vec<&Tensor> = att
+            .maps
+            .iter()
+            .filter(|(name, t)| {
+                t.rank() == 3 && name.strip_prefix("bias.").is_some_and(|m| layer_of[m] == l)
+            })
+            .map(|(_, t)| t)
+            .collect();
+        assert!(!modules.is_empty(), "{arch}: layer {l} has no bias map");
+        if modules.len() > 1 {
+            summed_modules += 1;
+        }
+        let mut rhos = Vec::new();
+        for i in 0..n {
+            let mut b = resize(&modules[0].get(i).unwrap(), h, w);
+            for m in &modules[1..] {
+                b = (b + resize(&m.get(i).unwrap(), h, w)).unwrap();
+            }
+            let a: Vec<f32> = act
+                .get(i)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+            rhos.push(pearson(&a, &b));
+        }
+        assert!(
+            rhos.iter().all(|r| r.is_finite()),
+            "{arch} layer {l}: {rhos:?}"
+        );
+        want.push((l, rhos));
+    }
+    // ResNet's blocks carry several BN modules, each first block of a stage one at a
+    // larger resolution than its output; VGG's layers one conv each.
+    if arch == "resnet50" {
+        assert!(summed_modules >= model.num_layers() - 1, "{summed_modules}");
+    } else {
+        assert_eq!(summed_modules, 0);
+    }
+
+    let xp = dir.path().join("x.safetensors");
+    zerobias::checkpoint::save(&xp, &[("input".into(), x)], Default::default()).unwrap();
+    let out = dir.path().join("eval");
+    let o = Command::new(env!("CARGO_BIN_EXE_zerobias"))
+        .args(["evaluate", "--model"])
+        .arg(dir.path().join(format!("{arch}.safetensors")))
+        .arg("--input")
+        .arg(&xp)
+        .args(["--methods", "grad", "--steps", "1", "--noise-samples", "0"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(out.join("correlations.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert!(
+        rows.iter().all(|r| r[5] == "act_vs_bias"),
+        "one model has no between-model rows: {csv}"
+    );
+    assert_eq!(rows.len(), want.len(), "{csv}");
+    for ((l, rhos), r) in want.iter().zip(&rows) {
+        assert_eq!(r[0], l.to_string(), "{csv}");
+        assert_eq!((r[1], r[8]), (n.to_string().as_str(), "0"), "{r:?}");
+        for (col, q) in [(2, 0.5), (3, 0.1), (4, 0.9)] {
+            let got: f64 = r[col].parse().unwrap();
+            let expect = np_quantile(rhos, q);
+            assert!(
+                (got - expect).abs() < 2e-5,
+                "{arch} layer {l} column {col}: {got} vs {expect}"
+            );
+        }
+    }
+    let fig = image::open(out.join("fig8-correlations.png")).unwrap();
+    assert!(fig.width() > 200 && fig.height() > 150);
+}
+
+#[test]
+fn vgg16_act_vs_bias_rho_is_pearson_of_the_maps() {
+    check_act_vs_bias("vgg16");
+}
+
+#[test]
+fn resnet50_act_vs_bias_rho_sums_the_block_modules() {
+    check_act_vs_bias("resnet50");
+}

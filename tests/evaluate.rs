@@ -94,7 +94,48 @@ fn evaluate_two_models_writes_tables_and_figures() {
         "cross-model rows missing"
     );
     let corr = std::fs::read_to_string(out.join("correlations.csv")).unwrap();
-    assert_eq!(corr.lines().count(), 1 + 14, "{corr}");
+    assert!(
+        corr.starts_with("layer,n,median_rho,p10_rho,p90_rho,kind,a,b,skipped\n"),
+        "{corr}"
+    );
+    let rows: Vec<Vec<&str>> = corr
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert!(rows.iter().all(|r| r.len() == 9), "{corr}");
+    assert!(!corr.to_lowercase().contains("nan"), "{corr}");
+    let of = |kind: &str, model: &str| -> Vec<&Vec<&str>> {
+        rows.iter()
+            .filter(|r| r[5] == kind && r[6] == model)
+            .collect()
+    };
+    // Between the models: a^{h,l} of layers 0..=13, every image with a ρ.
+    let between = of("between_models", "vanilla");
+    assert_eq!(between.len(), 14, "{corr}");
+    assert!(between.iter().all(|r| r[7] == "zerobias"), "{corr}");
+    // Within each model: a^{h,l} against a^{b,l}, layers 1..=13.
+    let vanilla = of("act_vs_bias", "vanilla");
+    assert_eq!(vanilla.len(), 13, "{corr}");
+    for r in &vanilla {
+        let (n, skipped): (usize, usize) = (r[1].parse().unwrap(), r[8].parse().unwrap());
+        assert_eq!(n + skipped, 4, "{r:?}");
+        if n > 0 {
+            let rho: f64 = r[2].parse().unwrap();
+            assert!((-1.0..=1.0).contains(&rho), "{r:?}");
+        }
+    }
+    assert!(vanilla.iter().any(|r| r[1] == "4"), "{corr}");
+    // Zero biases make every a^{b,l} constant (zero): no ρ, each image counted as skipped.
+    let zero = of("act_vs_bias", "zerobias");
+    assert_eq!(zero.len(), 13, "{corr}");
+    for r in &zero {
+        assert_eq!(
+            (r[1], r[2], r[3], r[4], r[8]),
+            ("0", "", "", "", "4"),
+            "{r:?}"
+        );
+    }
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     assert!(
         summary.contains("vanilla,grad,delta_e_minus,8,"),
@@ -104,9 +145,12 @@ fn evaluate_two_models_writes_tables_and_figures() {
         "fig5-vanilla-delta_e_minus.png",
         "fig9-difference-delta_e_minus.png",
         "fig6-aggregates-e_minus.png",
+        "fig8-correlations.png",
     ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
+    let fig8 = image::open(out.join("fig8-correlations.png")).unwrap();
+    assert!(fig8.width() > 0 && fig8.height() > 0);
 }
 
 #[test]

@@ -172,6 +172,15 @@ fn report_page_loads_with_every_image() {
     ] {
         assert!(html.contains(part), "index.html lacks '{part}'");
     }
+    // Fig. 8 is computed in full: act vs bias within the first model, and between models.
+    assert!(
+        !html.contains("not computed"),
+        "a 'not computed' note is left"
+    );
+    assert!(
+        html.contains("between a^{h,l} and a^{b,l}"),
+        "no Fig. 8 caption"
+    );
     let srcs = img_sources(&html);
     for want in [
         "attr-vanilla/image-0000-layers.png",

@@ -231,7 +231,8 @@ pub fn rho_per_image(ta: &Tensor, tb: &Tensor, what: &str) -> Result<(Vec<f64>, 
     Ok((rhos, skipped))
 }
 
-/// One row of correlations.csv; none when no image has a ρ.
+/// One row of correlations.csv. When no image has a ρ the statistics are empty (never NaN)
+/// and `skipped` still says why.
 fn correlation_row(
     l: usize,
     rhos: &[f64],
@@ -240,15 +241,19 @@ fn correlation_row(
     a: &str,
     b: &str,
 ) -> Result<String> {
-    if rhos.is_empty() {
-        return Ok(String::new());
-    }
+    let stats = if rhos.is_empty() {
+        ",,".to_string()
+    } else {
+        format!(
+            "{},{},{}",
+            fmt(stats::median(rhos)?),
+            fmt(stats::quantile(rhos, 0.1)?),
+            fmt(stats::quantile(rhos, 0.9)?)
+        )
+    };
     Ok(format!(
-        "{l},{},{},{},{},{kind},{a},{b},{skipped}\n",
-        rhos.len(),
-        fmt(stats::median(rhos)?),
-        fmt(stats::quantile(rhos, 0.1)?),
-        fmt(stats::quantile(rhos, 0.9)?)
+        "{l},{},{stats},{kind},{a},{b},{skipped}\n",
+        rhos.len()
     ))
 }
 

@@ -115,6 +115,10 @@ pub fn correlations(csv: &Path, first: &str, path: &Path) -> Result<bool> {
     let mut between: Vec<[f64; 4]> = Vec::new();
     for (k, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').collect();
+        // No image had a ρ at this layer (constant maps): nothing to draw.
+        if f.get(cm).is_some_and(|v| v.is_empty()) {
+            continue;
+        }
         let get = |i: usize| -> Result<f64> {
             f.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| {
                 Error::file(
