@@ -209,7 +209,8 @@ pub fn tests_csv(rows: &[Row], unit: NoiseUnit) -> String {
 pub const CORRELATIONS_HEADER: &str = "layer,n,median_rho,p10_rho,p90_rho,kind,a,b,skipped\n";
 
 /// Pearson ρ per image between two [N, H, W] maps of equal shape, over the H×W pixels.
-/// Images where either map is constant have no ρ: they are left out and counted.
+/// Images where either map is constant (or a single pixel) have no ρ: they are left out
+/// and counted.
 pub fn rho_per_image(ta: &Tensor, tb: &Tensor, what: &str) -> Result<(Vec<f64>, usize)> {
     let to_f64 = |t: &Tensor| -> Result<Vec<f64>> {
         Ok(t.flatten_all()?
@@ -224,7 +225,10 @@ pub fn rho_per_image(ta: &Tensor, tb: &Tensor, what: &str) -> Result<(Vec<f64>, 
         let (x, y) = (to_f64(&ta.get(i)?)?, to_f64(&tb.get(i)?)?);
         match stats::pearson(&x, &y) {
             Ok(r) => rhos.push(r),
-            Err(stats::StatsError::ZeroVariance { .. }) => skipped += 1,
+            // A single-pixel map (1×1 layers of small inputs) is constant too.
+            Err(
+                stats::StatsError::ZeroVariance { .. } | stats::StatsError::TooFewSamples { .. },
+            ) => skipped += 1,
             Err(e) => return Err(Error::input(format!("{what}, image {i}: {e}"))),
         }
     }
