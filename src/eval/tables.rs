@@ -376,3 +376,84 @@ pub fn write_tables(
     }
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn maps(entries: &[(&str, Vec<f32>, (usize, usize, usize))]) -> Maps {
+        let mut m = Maps::default();
+        for (name, v, shape) in entries {
+            m.insert(
+                name.to_string(),
+                Tensor::from_vec(v.clone(), *shape, &Device::Cpu).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn act_vs_bias_skips_and_counts_constant_maps() {
+        // Image 0: a^b = 2·a^h + 1 (ρ = 1); image 1: a^b constant (no ρ); image 2: a^b = −a^h.
+        let act = vec![1.0, 2.0, 3.0, 5.0, 1.0, 4.0, 2.0, 8.0, 0.0, 1.0, 0.0, 3.0];
+        let bias = vec![
+            3.0, 5.0, 7.0, 11.0, 0.5, 0.5, 0.5, 0.5, 0.0, -1.0, 0.0, -3.0,
+        ];
+        let m = maps(&[
+            ("act.1", act, (3, 2, 2)),
+            ("layerbias.1", bias, (3, 2, 2)),
+            // Single-pixel maps: constant, no ρ for any image.
+            ("act.2", vec![1.0, 2.0, 3.0], (3, 1, 1)),
+            ("layerbias.2", vec![4.0, 5.0, 6.0], (3, 1, 1)),
+        ]);
+        let rows = act_vs_bias_rows("m", &m, 2).unwrap();
+        let lines: Vec<&str> = rows.lines().collect();
+        assert_eq!(lines.len(), 2, "{rows}");
+        // numpy: median([-1, 1]) = 0, quantile 0.1 = -0.8, 0.9 = 0.8.
+        assert_eq!(
+            lines[0],
+            "1,2,0.000000,-0.800000,0.800000,act_vs_bias,m,m,1"
+        );
+        assert_eq!(lines[1], "2,0,,,,act_vs_bias,m,m,3");
+        // Shapes that disagree are a fault, not a skipped image.
+        let bad = maps(&[
+            ("act.1", vec![0.0; 4], (1, 2, 2)),
+            ("layerbias.1", vec![0.0; 1], (1, 1, 1)),
+        ]);
+        assert!(act_vs_bias_rows("m", &bad, 1).is_err());
+        // A NaN is an error too, never a number or a skip.
+        let nan = maps(&[
+            ("act.1", vec![0.0, 1.0, f32::NAN, 2.0], (1, 2, 2)),
+            ("layerbias.1", vec![0.0, 1.0, 2.0, 3.0], (1, 2, 2)),
+        ]);
+        assert!(act_vs_bias_rows("m", &nan, 1).is_err());
+    }
+
+    #[test]
+    fn correlations_table_kinds() {
+        let a = maps(&[
+            ("act.0", vec![1.0, 2.0, 3.0, 4.0], (1, 2, 2)),
+            ("act.1", vec![1.0, 2.0, 3.0, 4.0], (1, 2, 2)),
+            ("layerbias.1", vec![4.0, 3.0, 2.0, 1.0], (1, 2, 2)),
+        ]);
+        let b = maps(&[
+            ("act.0", vec![2.0, 4.0, 6.0, 8.0], (1, 2, 2)),
+            ("act.1", vec![1.0, 1.0, 1.0, 1.0], (1, 2, 2)),
+        ]);
+        let two = correlations_csv(&[("a", &a, 1), ("b", &b, 1)]).unwrap();
+        assert_eq!(
+            two,
+            format!(
+                "{CORRELATIONS_HEADER}0,1,1.000000,1.000000,1.000000,between_models,a,b,0\n\
+                 1,0,,,,between_models,a,b,1\n\
+                 1,1,-1.000000,-1.000000,-1.000000,act_vs_bias,a,a,0\n"
+            )
+        );
+        let one = correlations_csv(&[("a", &a, 1)]).unwrap();
+        assert_eq!(
+            one,
+            format!("{CORRELATIONS_HEADER}1,1,-1.000000,-1.000000,-1.000000,act_vs_bias,a,a,0\n")
+        );
+    }
+}

@@ -478,4 +478,56 @@ mod tests {
         assert_eq!(sel(NoiseUnit::Pair, "e_minus").method("act.1"), [0.5, 0.5]);
         assert!(sel(NoiseUnit::Pair, "e_minus").method("act.3").is_empty());
     }
+
+    #[test]
+    fn fig8_from_correlations_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("correlations.csv");
+        let png = dir.path().join("fig8.png");
+        // Within "v" (drawn), within "z" (another model: not drawn), between the models, and
+        // a layer without any ρ (empty statistics).
+        std::fs::write(
+            &csv,
+            "layer,n,median_rho,p10_rho,p90_rho,kind,a,b,skipped\n\
+             0,4,0.9,0.8,0.95,between_models,v,z,0\n\
+             1,4,0.97,0.9,0.99,between_models,v,z,0\n\
+             1,4,0.4,0.1,0.6,act_vs_bias,v,v,0\n\
+             2,3,0.5,0.2,0.7,act_vs_bias,v,v,1\n\
+             3,0,,,,act_vs_bias,v,v,4\n\
+             1,0,,,,act_vs_bias,z,z,4\n",
+        )
+        .unwrap();
+        assert!(correlations(&csv, "v", &png).unwrap());
+        let img = image::open(&png).unwrap();
+        assert!(img.width() > 200 && img.height() > 150);
+        // The original table (no kind column) still draws, as between-model rows.
+        std::fs::write(
+            &csv,
+            "layer,n,median_rho,p10_rho,p90_rho\n1,2,0.5,0.4,0.6\n",
+        )
+        .unwrap();
+        std::fs::remove_file(&png).unwrap();
+        assert!(correlations(&csv, "v", &png).unwrap());
+        assert!(png.exists());
+        // Nothing to draw: no figure, no error.
+        std::fs::write(
+            &csv,
+            "layer,n,median_rho,p10_rho,p90_rho,kind,a,b,skipped\n1,0,,,,act_vs_bias,v,v,3\n",
+        )
+        .unwrap();
+        std::fs::remove_file(&png).unwrap();
+        assert!(!correlations(&csv, "v", &png).unwrap());
+        assert!(!png.exists());
+        // A malformed value is an error naming the file, not a silent gap.
+        std::fs::write(
+            &csv,
+            "layer,n,median_rho,p10_rho,p90_rho\n1,2,abc,0.4,0.6\n",
+        )
+        .unwrap();
+        let e = correlations(&csv, "v", &png).unwrap_err().to_string();
+        assert!(
+            e.contains("median_rho") && e.contains("correlations.csv"),
+            "{e}"
+        );
+    }
 }
