@@ -13,7 +13,8 @@ use zerobias::report::eval_plots;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// One or more models (repeat --model); two models also give correlations and Fig. 9.
+    /// One or more models (repeat --model); each gives the act-vs-bias correlations (Fig. 8),
+    /// two models also the between-model ones and Fig. 9.
     #[arg(long = "model", required = true)]
     models: Vec<String>,
     #[arg(long, conflicts_with = "data")]
