@@ -382,7 +382,10 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn maps(entries: &[(&str, Vec<f32>, (usize, usize, usize))]) -> Maps {
+    /// (name, values, [N, H, W]) of one map.
+    type Entry<'a> = (&'a str, Vec<f32>, (usize, usize, usize));
+
+    fn maps(entries: &[Entry]) -> Maps {
         let mut m = Maps::default();
         for (name, v, shape) in entries {
             m.insert(
