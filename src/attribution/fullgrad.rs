@@ -105,6 +105,7 @@ impl Method for LayerBias {
             .map(|(_, l)| l)
             .filter(|&l| (1..=top).contains(&l))
             .collect();
+        layers.sort_unstable();
         layers.dedup();
         layers.iter().map(|l| format!("layerbias.{l}")).collect()
     }
