@@ -3,6 +3,8 @@
 //! scipy's Wilcoxon on the written values (skipped with a message when python3 cannot
 //! import scipy; CI installs it; `ZEROBIAS_PYTHON` picks another interpreter).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,23 +14,6 @@ use candle_core::{Device, Tensor};
 const IMAGES: usize = 9;
 const NOISE: usize = 6;
 const METHODS: &str = "act.1,act.13,grad,agg.1";
-
-fn save_model(dir: &Path, name: &str, bias_scale: f32) -> PathBuf {
-    let mut t = zerobias::models::init::vgg16(2, 8, 3, 1, &Device::Cpu).unwrap();
-    let mut rng = zerobias::data::Rng::new(2);
-    for (k, v) in t.iter_mut() {
-        if k.ends_with(".bias") {
-            let n = v.elem_count();
-            let vals: Vec<f32> = (0..n).map(|_| rng.normal() * bias_scale).collect();
-            *v = Tensor::from_vec(vals, n, &Device::Cpu).unwrap();
-        }
-    }
-    let mut named: Vec<(String, Tensor)> = t.into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let p = dir.join(name);
-    zerobias::checkpoint::save(&p, &named, Default::default()).unwrap();
-    p
-}
 
 fn save_inputs(dir: &Path) -> PathBuf {
     let mut rng = zerobias::data::Rng::new(11);
@@ -124,8 +109,8 @@ fn scipy_check(out: &Path, unit: &str) -> Option<serde_json::Value> {
 #[test]
 fn pair_unit_counts_pairs_shares_noise_maps_and_matches_scipy() {
     let dir = tempfile::tempdir().unwrap();
-    let a = save_model(dir.path(), "vanilla.safetensors", 0.2);
-    let b = save_model(dir.path(), "other.safetensors", 0.05);
+    let a = common::save_tiny_vgg(dir.path(), "vanilla.safetensors", 0.2);
+    let b = common::save_tiny_vgg(dir.path(), "other.safetensors", 0.05);
     let x = save_inputs(dir.path());
     let pair = dir.path().join("pair");
     let image = dir.path().join("image");

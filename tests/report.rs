@@ -2,30 +2,14 @@
 //! headless browser (Chromium from the OS packages: skipped with a message when
 //! `chromium` is missing; CI installs it; `ZEROBIAS_CHROMIUM` picks another binary).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
 
 const IMAGES: usize = 6;
-
-/// A width-2 VGG-16 with 3 classes; its biases drawn with `bias_scale` (0 = a zero-bias net).
-fn save_model(dir: &Path, name: &str, bias_scale: f32) -> PathBuf {
-    let mut t = zerobias::models::init::vgg16(2, 8, 3, 1, &Device::Cpu).unwrap();
-    let mut rng = zerobias::data::Rng::new(2);
-    for (k, v) in t.iter_mut() {
-        if k.ends_with(".bias") {
-            let n = v.elem_count();
-            let vals: Vec<f32> = (0..n).map(|_| rng.normal() * bias_scale).collect();
-            *v = Tensor::from_vec(vals, n, &Device::Cpu).unwrap();
-        }
-    }
-    let mut named: Vec<(String, Tensor)> = t.into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let p = dir.join(name);
-    zerobias::checkpoint::save(&p, &named, Default::default()).unwrap();
-    p
-}
 
 fn save_inputs(dir: &Path) -> PathBuf {
     let mut rng = zerobias::data::Rng::new(5);
@@ -126,8 +110,8 @@ fn browse(bin: &str, page: &Path, work: &Path) -> (Vec<String>, String) {
 #[test]
 fn report_page_loads_with_every_image() {
     let dir = tempfile::tempdir().unwrap();
-    let vanilla = save_model(dir.path(), "vanilla.safetensors", 0.3);
-    let zero = save_model(dir.path(), "zero.safetensors", 0.0);
+    let vanilla = common::save_tiny_vgg(dir.path(), "vanilla.safetensors", 0.3);
+    let zero = common::save_tiny_vgg(dir.path(), "zero.safetensors", 0.0);
     let x = save_inputs(dir.path());
     let out = dir.path().join("rep");
     let o = report(&[
@@ -246,7 +230,7 @@ fn report_page_loads_with_every_image() {
 #[test]
 fn report_refuses_bad_arguments_before_work() {
     let dir = tempfile::tempdir().unwrap();
-    let m = save_model(dir.path(), "m.safetensors", 0.3);
+    let m = common::save_tiny_vgg(dir.path(), "m.safetensors", 0.3);
     let x = save_inputs(dir.path());
     let one = report(&[
         "--model",

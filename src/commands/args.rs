@@ -140,3 +140,56 @@ pub fn model_labels(specs: &[String]) -> Vec<String> {
     }
     out
 }
+
+/// The flip scan's settings, shared by `evaluate` and `report`.
+#[derive(clap::Args)]
+pub struct FlipScan {
+    /// Grid steps K of the flip scan.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Maps of other images per image for the noise baseline (0 = none).
+    #[arg(long, default_value_t = 4)]
+    pub noise_samples: usize,
+    /// Statistical unit of the δ metrics: `pair` (one value per image × noise map, the
+    /// paper's) or `image` (noise maps averaged per image).
+    #[arg(long, default_value = "pair", value_parser = ["pair", "image"])]
+    pub noise_unit: String,
+    /// How Ψ brings maps to the input size: `bilinear` (align_corners = False), `nearest`,
+    /// or `linear` (align_corners = True; Supplementary Fig. 12).
+    #[arg(long, default_value = "bilinear", value_parser = ["bilinear", "nearest", "linear"])]
+    pub upsample: String,
+}
+
+impl FlipScan {
+    pub fn options(&self) -> Result<zerobias::eval::run::EvalOptions> {
+        use zerobias::eval::run::{EvalOptions, NoiseUnit, Upsample};
+        Ok(EvalOptions {
+            noise_unit: NoiseUnit::parse(&self.noise_unit)?,
+            upsample: Upsample::parse(&self.upsample)?,
+        })
+    }
+}
+
+/// The files a command reads, named by their flags, for the checks that an output never
+/// overwrites an input.
+pub fn named_inputs<'a>(
+    models: &'a [std::path::PathBuf],
+    input: Option<&'a Path>,
+    data: Option<&'a Path>,
+) -> Vec<(&'static str, &'a Path)> {
+    let mut ins: Vec<(&str, &Path)> = models.iter().map(|m| ("--model", m.as_path())).collect();
+    ins.extend(input.map(|p| ("--input", p)));
+    ins.extend(data.map(|p| ("--data", p)));
+    ins
+}
+
+/// Every `--model`, opened on `dev`.
+pub fn open_models(
+    specs: &[String],
+    dev: &Device,
+) -> Result<Vec<Box<dyn zerobias::models::Classifier>>> {
+    Ok(specs
+        .iter()
+        .map(|s| zerobias::models::open(s, None, dev))
+        .collect::<zerobias::Result<_>>()?)
+}

@@ -1,14 +1,16 @@
 //! `zerobias evaluate`: flip metrics of attribution maps for one or more models, then the
 //! tables (`eval`) and the figures (`report::eval_plots`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use candle_core::Device;
 
-use super::args::{check_results_out, load_inputs, model_labels, positive_batch, Preprocessing};
-use zerobias::eval::run::{read_maps, EvalConfig, EvalOptions, EvaluateJob, NoiseUnit, Upsample};
-use zerobias::models::{self, Classifier};
+use super::args::{
+    check_results_out, load_inputs, model_labels, named_inputs, open_models, positive_batch,
+    FlipScan, Preprocessing,
+};
+use zerobias::eval::run::{read_maps, EvalConfig, EvaluateJob};
 use zerobias::report::eval_plots;
 
 #[derive(clap::Args)]
@@ -31,12 +33,8 @@ pub struct Args {
     /// Saliency maps made elsewhere: tensors maps.{name} [N,H,W] at input resolution.
     #[arg(long)]
     maps: Option<PathBuf>,
-    /// Grid steps K of the flip scan.
-    #[arg(long, default_value_t = 100)]
-    steps: usize,
-    /// Maps of other images per image for the noise baseline (0 = none).
-    #[arg(long, default_value_t = 4)]
-    noise_samples: usize,
+    #[command(flatten)]
+    flip: FlipScan,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Images per forward pass.
@@ -45,14 +43,6 @@ pub struct Args {
     /// Rank pixels by the signed map (the attribution-map variant) instead of |map|.
     #[arg(long)]
     signed: bool,
-    /// Statistical unit of the δ metrics: `pair` (one value per image × noise map, the
-    /// paper's) or `image` (noise maps averaged per image).
-    #[arg(long, default_value = "pair", value_parser = ["pair", "image"])]
-    noise_unit: String,
-    /// How Ψ brings maps to the input size: `bilinear` (align_corners = False), `nearest`,
-    /// or `linear` (align_corners = True; Supplementary Fig. 12).
-    #[arg(long, default_value = "bilinear", value_parser = ["bilinear", "nearest", "linear"])]
-    upsample: String,
     #[command(flatten)]
     preprocessing: Preprocessing,
     #[arg(long)]
@@ -67,27 +57,16 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         limit,
         methods,
         maps,
-        steps,
-        noise_samples,
+        flip,
         seed,
         batch,
         signed,
-        noise_unit,
-        upsample,
         preprocessing,
         out,
     } = args;
-    let options = EvalOptions {
-        noise_unit: NoiseUnit::parse(&noise_unit)?,
-        upsample: Upsample::parse(&upsample)?,
-    };
+    let options = flip.options()?;
     let model_paths: Vec<PathBuf> = specs.iter().map(PathBuf::from).collect();
-    let mut ins: Vec<(&str, &Path)> = model_paths
-        .iter()
-        .map(|m| ("--model", m.as_path()))
-        .collect();
-    ins.extend(input.as_deref().map(|p| ("--input", p)));
-    ins.extend(data.as_deref().map(|p| ("--data", p)));
+    let mut ins = named_inputs(&model_paths, input.as_deref(), data.as_deref());
     ins.extend(maps.as_deref().map(|p| ("--maps", p)));
     check_results_out(&out, data.as_deref(), &ins)?;
     let (batch_in, _) = load_inputs(
@@ -98,10 +77,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         &preprocessing,
         dev,
     )?;
-    let loaded: Vec<Box<dyn Classifier>> = specs
-        .iter()
-        .map(|s| models::open(s, None, dev))
-        .collect::<zerobias::Result<_>>()?;
+    let loaded = open_models(&specs, dev)?;
     let labels = model_labels(&specs);
     let external = maps
         .as_deref()
@@ -116,8 +92,8 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         external_maps: external,
         config: EvalConfig {
             methods,
-            steps,
-            noise_samples,
+            steps: flip.steps,
+            noise_samples: flip.noise_samples,
             seed,
             batch,
             signed,

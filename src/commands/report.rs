@@ -1,16 +1,16 @@
 //! `zerobias report`: the paper's comparison of a vanilla and a zero-bias model in one page
 //! (`report::paper` runs the stages and writes `index.html`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
 
 use super::args::{
-    check_dir_arg, check_dir_out, load_inputs, model_labels, positive_batch, Preprocessing,
+    check_dir_arg, check_dir_out, load_inputs, model_labels, named_inputs, open_models,
+    positive_batch, FlipScan, Preprocessing,
 };
-use zerobias::eval::run::{EvalConfig, EvalOptions, NoiseUnit, Upsample};
-use zerobias::models::{self, Classifier};
+use zerobias::eval::run::EvalConfig;
 use zerobias::report::paper::{self, ReportJob};
 
 #[derive(clap::Args)]
@@ -30,18 +30,8 @@ pub struct Args {
     /// Methods evaluated: names or shorthands (act.*, bias.*, agg.*, all), comma-separated.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     methods: Vec<String>,
-    /// Grid steps K of the flip scan.
-    #[arg(long, default_value_t = 100)]
-    steps: usize,
-    /// Maps of other images per image for the noise baseline.
-    #[arg(long, default_value_t = 4)]
-    noise_samples: usize,
-    /// Statistical unit of the δ metrics: `pair` (the paper's) or `image`.
-    #[arg(long, default_value = "pair", value_parser = ["pair", "image"])]
-    noise_unit: String,
-    /// How Ψ brings maps to the input size: `bilinear`, `nearest` or `linear`.
-    #[arg(long, default_value = "bilinear", value_parser = ["bilinear", "nearest", "linear"])]
-    upsample: String,
+    #[command(flatten)]
+    flip: FlipScan,
     /// Images drawn as attribution panels and saliency maps (Figs 2/4 and 7).
     #[arg(long, default_value_t = 2)]
     examples: usize,
@@ -64,10 +54,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         data,
         limit,
         methods,
-        steps,
-        noise_samples,
-        noise_unit,
-        upsample,
+        flip,
         examples,
         seed,
         batch,
@@ -80,17 +67,9 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
             specs.len()
         );
     }
-    let options = EvalOptions {
-        noise_unit: NoiseUnit::parse(&noise_unit)?,
-        upsample: Upsample::parse(&upsample)?,
-    };
+    let options = flip.options()?;
     let model_paths: Vec<PathBuf> = specs.iter().map(PathBuf::from).collect();
-    let mut ins: Vec<(&str, &Path)> = model_paths
-        .iter()
-        .map(|m| ("--model", m.as_path()))
-        .collect();
-    ins.extend(input.as_deref().map(|p| ("--input", p)));
-    ins.extend(data.as_deref().map(|p| ("--data", p)));
+    let ins = named_inputs(&model_paths, input.as_deref(), data.as_deref());
     check_dir_out("--out", &out, &["csv", "png", "html"], &ins)?;
     check_dir_arg("--out", &out)?;
     if let Some(d) = &data {
@@ -104,10 +83,7 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         &preprocessing,
         dev,
     )?;
-    let loaded: Vec<Box<dyn Classifier>> = specs
-        .iter()
-        .map(|s| models::open(s, None, dev))
-        .collect::<zerobias::Result<_>>()?;
+    let loaded = open_models(&specs, dev)?;
     let model_names = model_labels(&specs);
     // --data takes --limit while listing; an --input batch is cut here.
     if limit > 0 && input.is_some() && batch_in.tensor.dim(0)? > limit {
@@ -142,10 +118,10 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
             },
         ),
         ("methods".into(), methods.join(",")),
-        ("--steps".into(), steps.to_string()),
-        ("--noise-samples".into(), noise_samples.to_string()),
-        ("--noise-unit".into(), noise_unit.clone()),
-        ("--upsample".into(), upsample.clone()),
+        ("--steps".into(), flip.steps.to_string()),
+        ("--noise-samples".into(), flip.noise_samples.to_string()),
+        ("--noise-unit".into(), flip.noise_unit.clone()),
+        ("--upsample".into(), flip.upsample.clone()),
         (
             "--size / --resize".into(),
             format!(
@@ -169,8 +145,8 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         labels,
         config: EvalConfig {
             methods,
-            steps,
-            noise_samples,
+            steps: flip.steps,
+            noise_samples: flip.noise_samples,
             seed,
             batch,
             signed: false,

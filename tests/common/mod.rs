@@ -84,3 +84,23 @@ pub fn device() -> candle_core::Device {
     zerobias::device::parse_device(&spec)
         .unwrap_or_else(|e| panic!("ZEROBIAS_TEST_DEVICE={spec}: {e}"))
 }
+
+/// A width-2 VGG-16 with 3 classes, saved as `dir/name`; its biases drawn with `bias_scale`
+/// (0 = a zero-bias net).
+pub fn save_tiny_vgg(dir: &Path, name: &str, bias_scale: f32) -> PathBuf {
+    use candle_core::{Device, Tensor};
+    let mut t = zerobias::models::init::vgg16(2, 8, 3, 1, &Device::Cpu).unwrap();
+    let mut rng = zerobias::data::Rng::new(2);
+    for (k, v) in t.iter_mut() {
+        if k.ends_with(".bias") {
+            let n = v.elem_count();
+            let vals: Vec<f32> = (0..n).map(|_| rng.normal() * bias_scale).collect();
+            *v = Tensor::from_vec(vals, n, &Device::Cpu).unwrap();
+        }
+    }
+    let mut named: Vec<(String, Tensor)> = t.into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let p = dir.join(name);
+    zerobias::checkpoint::save(&p, &named, Default::default()).unwrap();
+    p
+}
