@@ -60,30 +60,9 @@ impl<'a> WeightReader<'a> {
         stride: usize,
         padding: usize,
     ) -> Result<Conv2d> {
-        let key = format!("{name}.weight");
-        let dims = self
-            .tensors
-            .get(&key)
-            .map(|t| t.dims().to_vec())
-            .unwrap_or_default();
-        if dims.len() != 4 || dims[1] != in_c {
-            if dims.is_empty() {
-                self.take(&key, ParamKind::Weight, None)?;
-            }
-            return Err(Error::Checkpoint {
-                path: self.source.clone().into(),
-                message: format!(
-                    "key '{key}' has shape {dims:?}, expected a conv weight [out, {in_c}, kh, kw]"
-                ),
-            });
-        }
-        let weight = self.take(&key, ParamKind::Weight, None)?;
-        let bias_key = format!("{name}.bias");
-        let bias = if self.has(&bias_key) {
-            Some(self.take(&bias_key, ParamKind::Bias, Some(&[dims[0]]))?)
-        } else {
-            None
-        };
+        let (weight, bias) = self.weight_and_bias(name, 4, in_c, |c| {
+            format!("a conv weight [out, {c}, kh, kw]")
+        })?;
         Ok(Conv2d {
             name: name.to_string(),
             weight,
@@ -94,7 +73,15 @@ impl<'a> WeightReader<'a> {
         })
     }
 
-    pub fn linear(&mut self, name: &str, in_f: usize) -> Result<Linear> {
+    /// `{name}.weight` of rank `rank` whose second axis is `inputs` (else an error saying it
+    /// should be `expected(inputs)`), and `{name}.bias` sized to its outputs when present.
+    fn weight_and_bias(
+        &mut self,
+        name: &str,
+        rank: usize,
+        inputs: usize,
+        expected: impl Fn(usize) -> String,
+    ) -> Result<(Var, Option<Var>)> {
         let key = format!("{name}.weight");
         let dims = self
             .tensors
@@ -102,13 +89,15 @@ impl<'a> WeightReader<'a> {
             .map(|t| t.dims().to_vec())
             .unwrap_or_default();
         if dims.is_empty() {
+            // Missing: the reader's own error names the key.
             self.take(&key, ParamKind::Weight, None)?;
         }
-        if dims.len() != 2 || dims[1] != in_f {
+        if dims.len() != rank || dims[1] != inputs {
             return Err(Error::Checkpoint {
                 path: self.source.clone().into(),
                 message: format!(
-                    "key '{key}' has shape {dims:?}, expected a linear weight [out, {in_f}]"
+                    "key '{key}' has shape {dims:?}, expected {}",
+                    expected(inputs)
                 ),
             });
         }
@@ -119,6 +108,12 @@ impl<'a> WeightReader<'a> {
         } else {
             None
         };
+        Ok((weight, bias))
+    }
+
+    pub fn linear(&mut self, name: &str, in_f: usize) -> Result<Linear> {
+        let (weight, bias) =
+            self.weight_and_bias(name, 2, in_f, |f| format!("a linear weight [out, {f}]"))?;
         Ok(Linear {
             name: name.to_string(),
             weight,
