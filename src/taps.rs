@@ -52,6 +52,8 @@ pub struct Ctx<'a> {
     pub input_grad: bool,
     /// Layer index l that the modules now running belong to (for grouping bias maps).
     pub layer: usize,
+    /// Every layer activation of the pass, in order, graph attached (feature distillation).
+    pub features: Option<Vec<Tensor>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -63,6 +65,7 @@ impl<'a> Ctx<'a> {
             recorder: None,
             input_grad: false,
             layer: 0,
+            features: None,
         }
     }
     /// Gradient to the input only: frozen parameters, no taps, PyTorch's gradients.
@@ -80,6 +83,7 @@ impl<'a> Ctx<'a> {
             recorder: None,
             input_grad: false,
             layer: 0,
+            features: None,
         }
     }
     /// Attribution: frozen parameters, taps recorded.
@@ -90,6 +94,7 @@ impl<'a> Ctx<'a> {
             recorder: Some(recorder),
             input_grad: false,
             layer: 0,
+            features: None,
         }
     }
 
@@ -113,8 +118,19 @@ impl<'a> Ctx<'a> {
         TapPoint::new(self.recorder.is_some())
     }
 
+    /// The same settings, also collecting every layer activation (see `features`).
+    pub fn collecting_features(self) -> Self {
+        Ctx {
+            features: Some(Vec::new()),
+            ..self
+        }
+    }
+
     /// Post-ReLU output of layer `l`, produced by the op `point` was offered to.
     pub fn tap_act(&mut self, l: usize, name: &str, h: Tensor, point: TapPoint) -> Result<Tensor> {
+        if let Some(f) = self.features.as_mut() {
+            f.push(h.clone());
+        }
         match self.recorder.as_deref_mut() {
             Some(r) => r.act(l, name, h, point),
             None => Ok(h),

@@ -1,9 +1,10 @@
-//! Distillation loss (Hinton): KL(softmax(t/T) ‖ softmax(s/T)) · T², averaged over the batch.
+//! Distillation losses: on the logits (Hinton): KL(softmax(t/T) ‖ softmax(s/T)) · T²,
+//! averaged over the batch; on the layer activations (an extension of the paper).
 
 use candle_core::{Tensor, D};
 use candle_nn::ops::{log_softmax, softmax};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub fn kd_loss(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
     let n = student.dim(0)? as f64;
@@ -13,6 +14,39 @@ pub fn kd_loss(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<T
     let log_pt = log_softmax(&t, D::Minus1)?;
     let kl = (pt * (log_pt - log_ps)?)?.sum_all()?;
     Ok((kl * (temperature * temperature / n))?)
+}
+
+/// Mean over layers of ‖s_l − t_l‖² / ‖t_l‖²: each layer's error relative to the
+/// teacher's activation energy, so that wide early maps and the narrow top count alike.
+pub fn feature_loss(student: &[Tensor], teacher: &[Tensor]) -> Result<Tensor> {
+    if student.len() != teacher.len() || student.is_empty() {
+        return Err(Error::Training(format!(
+            "feature distillation: the student recorded {} layer activations and the teacher {}",
+            student.len(),
+            teacher.len()
+        )));
+    }
+    let mut total: Option<Tensor> = None;
+    for (l, (s, t)) in student.iter().zip(teacher).enumerate() {
+        if s.dims() != t.dims() {
+            return Err(Error::Training(format!(
+                "feature distillation: layer {} has shape {:?} in the student and {:?} in the teacher",
+                l + 1,
+                s.dims(),
+                t.dims()
+            )));
+        }
+        let t = t.detach();
+        // A dead teacher layer (all zero) must not divide by zero.
+        let energy = (t.sqr()?.sum_all()? + 1e-12)?;
+        let term = (s - &t)?.sqr()?.sum_all()?.div(&energy)?;
+        total = Some(match total {
+            None => term,
+            Some(acc) => (acc + term)?,
+        });
+    }
+    let total = total.expect("at least one layer, checked above");
+    Ok((total / student.len() as f64)?)
 }
 
 #[cfg(test)]
@@ -56,5 +90,27 @@ mod tests {
                 g[i]
             );
         }
+    }
+
+    #[test]
+    fn feature_loss_is_relative_per_layer_and_refuses_mismatches() {
+        let dev = Device::Cpu;
+        let t1 = Tensor::new(&[[1.0f32, 2.0], [0.0, 2.0]], &dev).unwrap(); // energy 9
+        let t2 = Tensor::new(&[100.0f32, 0.0, 0.0], &dev).unwrap(); // energy 1e4
+        let s1 = Tensor::new(&[[1.0f32, 2.0], [3.0, 2.0]], &dev).unwrap(); // error 9
+        let s2 = Tensor::new(&[100.0f32, 50.0, 0.0], &dev).unwrap(); // error 2500
+        let l = feature_loss(&[s1.clone(), s2.clone()], &[t1.clone(), t2.clone()])
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((l - (1.0 + 0.25) / 2.0).abs() < 1e-5, "{l}");
+        let same = feature_loss(&[t1.clone(), t2.clone()], &[t1.clone(), t2.clone()])
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(same, 0.0);
+        assert!(feature_loss(&[s1.clone()], &[t1.clone(), t2.clone()]).is_err());
+        assert!(feature_loss(&[s2], &[t1]).is_err());
+        assert!(feature_loss(&[], &[]).is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! [`run`] builds a `Trainer` (trainer.rs: the stage loop), which keeps its run directory
 //! through run_dir.rs and reports through summary.rs.
 
+mod bn_variance;
 mod evaluate;
 pub mod loss;
 pub mod optim;
@@ -20,7 +21,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 pub use evaluate::evaluate_top1;
-pub use recipe::{Recipe, Schedule, Stage, StageKind};
+pub use recipe::{BnVariance, Recipe, Schedule, Stage, StageKind};
 pub use run_dir::latest_checkpoint;
 pub use state::{CurvePoint, TrainState};
 pub use summary::{IncompleteRun, Summary};

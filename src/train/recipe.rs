@@ -136,6 +136,15 @@ pub enum Schedule {
     Linear,
 }
 
+/// What a decay stage does with BN running variances (see [`Stage::bn_variance`]).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BnVariance {
+    #[default]
+    Fixed,
+    SecondMoment,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
@@ -170,6 +179,16 @@ pub struct Stage {
     /// running statistics; β and the other biases are trained either way).
     #[serde(default)]
     pub train_gamma: bool,
+    /// decay: weight of a distillation loss on every recorded layer activation (the
+    /// attribution layers), each layer's squared error relative to the teacher's mean
+    /// square, averaged over layers (an extension; 0 = off, the paper's logits only).
+    #[serde(default)]
+    pub feature_weight: f64,
+    /// decay: BN running variance as the running mean is scaled by s: `fixed` (the paper)
+    /// or `second_moment`, var₀ + ((1 − s)·μ₀)², the variance about the scaled mean, so
+    /// that each BN output keeps its scale as μ goes (an extension).
+    #[serde(default)]
+    pub bn_variance: BnVariance,
     /// decay: steps at zero bias after the last rescale, biases frozen.
     #[serde(default)]
     pub zero_steps: usize,
@@ -499,6 +518,24 @@ impl Recipe {
             if s.smooth && s.kind != StageKind::Decay {
                 return bad(&f("smooth"), "only a decay stage rescales biases".into());
             }
+            if s.feature_weight != 0.0 && s.kind != StageKind::Decay {
+                return bad(
+                    &f("feature_weight"),
+                    "only a decay stage has a teacher to distil from".into(),
+                );
+            }
+            if !(s.feature_weight.is_finite() && s.feature_weight >= 0.0) {
+                return bad(
+                    &f("feature_weight"),
+                    format!("{}: expected >= 0 (0 = off)", s.feature_weight),
+                );
+            }
+            if s.bn_variance != BnVariance::Fixed && s.kind != StageKind::Decay {
+                return bad(
+                    &f("bn_variance"),
+                    "only a decay stage scales the BN running means".into(),
+                );
+            }
             if s.train_gamma && s.kind != StageKind::Decay {
                 return bad(
                     &f("train_gamma"),
@@ -706,6 +743,8 @@ const STAGE_FIELDS: Fields = &[
     ("max_restarts", Expect::Count, false),
     ("smooth", Expect::Flag, false),
     ("train_gamma", Expect::Flag, false),
+    ("feature_weight", Expect::Number, false),
+    ("bn_variance", Expect::OneOf(&["fixed", "second_moment"]), false),
     ("skip_non_finite", Expect::Count, false),
     ("decay_curve", Expect::Flag, false),
     ("decay_curve_images", Expect::Count, false),
@@ -1134,5 +1173,35 @@ batch_size = 4
             .unwrap_err()
             .to_string();
         assert!(e.contains("stage[0].train_gamma"), "{e}");
+    }
+
+    #[test]
+    fn feature_weight_and_bn_variance_are_decay_options() {
+        let r = Recipe::parse(
+            BASE,
+            &[
+                "stage.1.feature_weight=0.5".into(),
+                "stage.1.bn_variance=\"second_moment\"".into(),
+            ],
+            "t",
+        )
+        .unwrap();
+        assert_eq!(r.stages[1].feature_weight, 0.5);
+        assert_eq!(r.stages[1].bn_variance, BnVariance::SecondMoment);
+        assert_eq!(r.stages[0].bn_variance, BnVariance::Fixed);
+        // Round trip through the run's recipe.toml.
+        let again = Recipe::parse(&r.to_toml(), &[], "t").unwrap();
+        assert_eq!(again.stages, r.stages);
+        for (set, field) in [
+            ("stage.0.feature_weight=1", "stage[0].feature_weight"),
+            ("stage.1.feature_weight=-1", "stage[1].feature_weight"),
+            ("stage.0.bn_variance=\"second_moment\"", "stage[0].bn_variance"),
+            ("stage.1.bn_variance=\"data\"", "bn_variance"),
+        ] {
+            let e = Recipe::parse(BASE, &[set.into()], "t")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{set}: {e}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use indicatif::ProgressBar;
 
 use super::evaluate::{evaluate_top1, log_probe_panel};
-use super::recipe::{self, Recipe, Schedule, Stage, StageKind};
+use super::recipe::{self, BnVariance, Recipe, Schedule, Stage, StageKind};
 use super::run_dir::{
     check_run_dir, check_same_recipe, default_run_dir, load_resume_checkpoint,
     remove_orphaned_temporaries, save_checkpoint,
@@ -18,7 +18,7 @@ use super::run_dir::{
 use super::setup::{build_model, init_seed, new_optimiser, open_data, parse_device, Data};
 use super::state::{CurvePoint, TrainState};
 use super::summary::{Progress, Summary};
-use super::{loss, optim, schedule};
+use super::{bn_variance, loss, optim, schedule};
 use crate::bias::BiasSet;
 use crate::data::{Batch, Loader};
 use crate::error::{write_atomic, Error, Result};
@@ -388,9 +388,18 @@ impl<'a> Trainer<'a> {
                 (loss, f64::NAN)
             }
             Some(t) => {
-                let t_logits = t.forward(&x)?;
-                let s_logits = self.model.forward_ctx(&x, &mut Ctx::training(false))?;
+                let features = stage.feature_weight > 0.0;
+                let (mut t_ctx, mut s_ctx) = (Ctx::inference(), Ctx::training(false));
+                if features {
+                    (t_ctx, s_ctx) = (t_ctx.collecting_features(), s_ctx.collecting_features());
+                }
+                let t_logits = t.forward_ctx(&x, &mut t_ctx)?;
+                let s_logits = self.model.forward_ctx(&x, &mut s_ctx)?;
                 let mut loss = loss::kd_loss(&s_logits, &t_logits, stage.temperature)?;
+                if let (true, Some(s_f), Some(t_f)) = (features, s_ctx.features, t_ctx.features) {
+                    let feature = loss::feature_loss(&s_f, &t_f)?;
+                    loss = (loss + (feature * stage.feature_weight)?)?;
+                }
                 if stage.ce_weight > 0.0 {
                     loss = (loss
                         + (crate::nn::cross_entropy(&s_logits, &labels)? * stage.ce_weight)?)?;
@@ -534,6 +543,7 @@ impl<'a> Trainer<'a> {
         let stage = &st.stage;
         let state = &mut self.state;
         let before = state.rescales_done;
+        let scale_before = state.bias_scale;
         let schedule = stage.schedule.unwrap_or(Schedule::Exponential);
         let decaying = stage.kind == StageKind::Decay && state.rescales_done < stage.rescales;
         if decaying && stage.smooth {
@@ -569,6 +579,15 @@ impl<'a> Trainer<'a> {
             if k == stage.rescales {
                 st.biases.zero()?;
                 st.adam.freeze(&st.bias_names);
+            }
+        }
+        if stage.bn_variance == BnVariance::SecondMoment && state.bias_scale != scale_before {
+            if let Some(teacher) = &st.teacher {
+                bn_variance::set_second_moment(
+                    self.model.as_ref(),
+                    teacher.as_ref(),
+                    state.bias_scale,
+                )?;
             }
         }
         Ok(state.rescales_done > before)
