@@ -117,21 +117,31 @@ impl Summary {
             "teacher top-1",
             pct(self.teacher_top1)
         ));
-        s.push_str(&format!(
-            "  {:<40} {}\n",
-            "zero-bias student top-1 (decayed)",
-            pct(self.student_top1)
-        ));
-        s.push_str(&format!(
-            "  {:<40} {}\n",
-            "teacher with biases set to zero",
-            pct(self.brute_force_zero_top1)
-        ));
-        s.push_str(&format!(
-            "  {:<40} {}\n",
-            "retention (student / teacher)",
-            pct(self.retention)
-        ));
+        // A recipe without a decay stage has no student, and its final model keeps its
+        // biases: say so rather than report it as a zero-bias student.
+        let decayed = self.brute_force_zero_top1.is_finite();
+        if decayed {
+            s.push_str(&format!(
+                "  {:<40} {}\n",
+                "zero-bias student top-1 (decayed)",
+                pct(self.student_top1)
+            ));
+            s.push_str(&format!(
+                "  {:<40} {}\n",
+                "teacher with biases set to zero",
+                pct(self.brute_force_zero_top1)
+            ));
+            s.push_str(&format!(
+                "  {:<40} {}\n",
+                "retention (student / teacher)",
+                pct(self.retention)
+            ));
+        } else {
+            s.push_str(&format!(
+                "  {:<40} {}\n",
+                "biases", "kept (the recipe has no decay stage)"
+            ));
+        }
         s.push_str(&format!(
             "  {:<40} {} ({} values, max |b| = {:.1e})\n",
             "bias parameters", "all", self.bias_parameters, self.final_max_abs_bias
@@ -143,7 +153,11 @@ impl Summary {
         }
         s.push_str(&format!(
             "  {:<40} {}\n",
-            "zero-bias checkpoint",
+            if decayed {
+                "zero-bias checkpoint"
+            } else {
+                "final checkpoint"
+            },
             self.final_checkpoint.display()
         ));
         s.push_str(&format!(
@@ -156,5 +170,44 @@ impl Summary {
             self.tensorboard_dir.display()
         ));
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(brute_force: f64) -> Summary {
+        Summary {
+            recipe: "r".into(),
+            run_dir: "run".into(),
+            arch: "vgg16".into(),
+            teacher_top1: 0.7,
+            student_top1: 0.69,
+            brute_force_zero_top1: brute_force,
+            retention: 0.69 / 0.7,
+            teacher_checkpoint: None,
+            final_checkpoint: "run/final.safetensors".into(),
+            tensorboard_dir: "run/tb".into(),
+            steps: 10,
+            seconds: 1.0,
+            bias_parameters: 5,
+            final_max_abs_bias: 0.0,
+            completed: true,
+            skipped_non_finite: 0,
+            decay_curve: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_without_decay_reports_no_student() {
+        let decayed = summary(0.1).table();
+        assert!(decayed.contains("zero-bias student top-1 (decayed)        69.00%"));
+        assert!(decayed.contains("retention (student / teacher)            98.57%"));
+        let trained = summary(f64::NAN).table();
+        assert!(!trained.contains("zero-bias"), "{trained}");
+        assert!(!trained.contains("retention"), "{trained}");
+        assert!(trained.contains("kept (the recipe has no decay stage)"));
+        assert!(trained.contains("final checkpoint"));
     }
 }
