@@ -6,7 +6,7 @@ use candle_core::{Tensor, Var};
 use super::kernels::{channel_affine, channel_affine_add_relu, channel_affine_relu};
 use super::module::{add_relu_tapped, Act, Module, Post};
 use crate::error::Result;
-use crate::taps::Ctx;
+use crate::taps::{Ctx, TapPoint};
 
 /// BatchNorm over the channels of [N, C, H, W] followed by its [`Post`]: batch statistics
 /// when the pass trains BN (`ctx.train_bn`), else the running ones.
@@ -109,7 +109,7 @@ impl Module for BatchNorm {
         let (scale, bias) = self.eval_affine(ctx)?;
         if ctx.recorder.is_none() {
             if let Some(h) = channel_affine_relu(x, Some(&scale), &bias, ctx.needs_graph())? {
-                return Ok(h);
+                return self.post.fused_output(h, ctx);
             }
         }
         let h = self.eval_forward(x, &scale, &bias, ctx)?;
@@ -159,7 +159,8 @@ impl BnAddRelu {
             let r = shortcut(ctx)?;
             let graph = ctx.needs_graph();
             if let Some(h) = channel_affine_add_relu(input.main, &scale, &bias, &r, graph)? {
-                return Ok(h);
+                // Nothing records on this path; the activation still goes to the features.
+                return ctx.tap_act(self.act.layer, &self.act.name, h, TapPoint::default());
             }
             let h = self.bn.eval_forward(input.main, &scale, &bias, ctx)?;
             return add_relu_tapped(&h, &r, ctx, &self.act);

@@ -71,7 +71,7 @@ impl Module for Conv2d {
         if self.post.is_relu() {
             if let (None, Some(b)) = (&ctx.recorder, &self.bias) {
                 if let Some(h) = channel_affine_relu(&y, None, &ctx.param(b), ctx.needs_graph())? {
-                    return Ok(h);
+                    return self.post.fused_output(h, ctx);
                 }
             }
         }

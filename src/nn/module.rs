@@ -48,6 +48,15 @@ impl Post {
         !matches!(self, Post::Identity)
     }
 
+    /// The output `h` of a layer whose ReLU ran fused into its own kernel: a tapped ReLU's
+    /// activation still goes to the pass's feature list (nothing records on this path).
+    pub(crate) fn fused_output(&self, h: Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        match self {
+            Post::TappedRelu(act) => ctx.tap_act(act.layer, &act.name, h, TapPoint::default()),
+            _ => Ok(h),
+        }
+    }
+
     /// The post-op as a separate op on the layer's output `h`.
     pub(crate) fn apply(&self, h: Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         match self {

@@ -18,7 +18,11 @@ pub(super) fn set_second_moment(
             .map(|p| p.var.as_tensor().detach())
             .ok_or_else(|| Error::Training(format!("bn_variance: the teacher has no '{name}'")))
     };
-    for p in student.params().iter().filter(|p| p.kind == ParamKind::BnVar) {
+    for p in student
+        .params()
+        .iter()
+        .filter(|p| p.kind == ParamKind::BnVar)
+    {
         let module = p.name.trim_end_matches(".running_var");
         let mean = original(&format!("{module}.running_mean"))?;
         let var = original(&p.name)?;
@@ -48,7 +52,10 @@ mod tests {
             .unwrap()
             .var
             .clone();
-        let var = teacher.params().get(&format!("{name}.running_var")).unwrap();
+        let var = teacher
+            .params()
+            .get(&format!("{name}.running_var"))
+            .unwrap();
         let m0: Vec<f32> = vec![0.5, -2.0][..mean.dims()[0].min(2)].to_vec();
         let mut m = vec![0.0f32; mean.dims()[0]];
         m[..m0.len()].copy_from_slice(&m0);
@@ -70,7 +77,11 @@ mod tests {
             let v = read(s);
             for i in 0..m.len() {
                 let want = v0[i] + ((1.0 - s as f32) * m[i]).powi(2);
-                assert!((v[i] - want).abs() < 1e-6, "s={s} channel {i}: {} vs {want}", v[i]);
+                assert!(
+                    (v[i] - want).abs() < 1e-6,
+                    "s={s} channel {i}: {} vs {want}",
+                    v[i]
+                );
             }
         }
     }

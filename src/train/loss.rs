@@ -109,7 +109,7 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert_eq!(same, 0.0);
-        assert!(feature_loss(&[s1.clone()], &[t1.clone(), t2.clone()]).is_err());
+        assert!(feature_loss(std::slice::from_ref(&s1), &[t1.clone(), t2.clone()]).is_err());
         assert!(feature_loss(&[s2], &[t1]).is_err());
         assert!(feature_loss(&[], &[]).is_err());
     }

@@ -744,7 +744,11 @@ const STAGE_FIELDS: Fields = &[
     ("smooth", Expect::Flag, false),
     ("train_gamma", Expect::Flag, false),
     ("feature_weight", Expect::Number, false),
-    ("bn_variance", Expect::OneOf(&["fixed", "second_moment"]), false),
+    (
+        "bn_variance",
+        Expect::OneOf(&["fixed", "second_moment"]),
+        false,
+    ),
     ("skip_non_finite", Expect::Count, false),
     ("decay_curve", Expect::Flag, false),
     ("decay_curve_images", Expect::Count, false),
@@ -1195,7 +1199,10 @@ batch_size = 4
         for (set, field) in [
             ("stage.0.feature_weight=1", "stage[0].feature_weight"),
             ("stage.1.feature_weight=-1", "stage[1].feature_weight"),
-            ("stage.0.bn_variance=\"second_moment\"", "stage[0].bn_variance"),
+            (
+                "stage.0.bn_variance=\"second_moment\"",
+                "stage[0].bn_variance",
+            ),
             ("stage.1.bn_variance=\"data\"", "bn_variance"),
         ] {
             let e = Recipe::parse(BASE, &[set.into()], "t")

@@ -1,0 +1,152 @@
+//! Decay options beyond the paper: `bn_variance = "second_moment"` and `feature_weight`,
+//! end to end on a tiny ResNet (BatchNorm) run, with resume.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+mod common;
+
+use common::{weights, TINY};
+use zerobias::train::{run, RunOptions};
+
+fn opts(dir: &Path, resume: bool, stop_after: Option<usize>, overrides: &[&str]) -> RunOptions {
+    RunOptions {
+        run_dir: Some(dir.to_path_buf()),
+        resume,
+        overrides: overrides.iter().map(|s| s.to_string()).collect(),
+        quiet: true,
+        stop_after,
+        force: false,
+    }
+}
+
+const RESNET: [&str; 3] = [
+    "model.arch=\"resnet50\"",
+    "model.width=1",
+    "stage.0.lr=1e-2",
+];
+
+fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
+    weights(path).into_iter().collect()
+}
+
+fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    RESNET
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+#[test]
+fn second_moment_variance_follows_the_removed_mean_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let set = with(&["stage.1.bn_variance=\"second_moment\""]);
+    let a = tmp.path().join("a");
+    let sa = run(&recipe, &opts(&a, false, None, &set)).unwrap();
+    assert_eq!(sa.final_max_abs_bias, 0.0);
+    let teacher = tensors(&a.join("teacher-stage1.safetensors"));
+    let student = tensors(&sa.final_checkpoint);
+    let mut checked = 0;
+    for (name, var) in &student {
+        let Some(module) = name.strip_suffix(".running_var") else {
+            continue;
+        };
+        let mean0 = &teacher[&format!("{module}.running_mean")];
+        let var0 = &teacher[name];
+        for i in 0..var.len() {
+            let want = var0[i] + mean0[i] * mean0[i];
+            assert!(
+                (var[i] - want).abs() <= 1e-6 * want.max(1.0),
+                "{name}[{i}]: {} vs var0 + mean0² = {want}",
+                var[i]
+            );
+        }
+        assert!(
+            mean0.iter().any(|m| m.abs() > 1e-6),
+            "{module}: the teacher's running mean is zero, so the test shows nothing"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 50, "only {checked} BN layers");
+
+    // The paper's fixed variance keeps the teacher's.
+    let fixed = run(&recipe, &opts(&tmp.path().join("f"), false, None, &RESNET)).unwrap();
+    let fixed_student = tensors(&fixed.final_checkpoint);
+    for (name, var) in &fixed_student {
+        if name.ends_with(".running_var") {
+            assert_eq!(var, &teacher[name], "{name}");
+        }
+    }
+
+    // Interrupted mid-decay (after a rescale) and resumed: the same network.
+    let b = tmp.path().join("b");
+    run(&recipe, &opts(&b, false, Some(9), &set)).unwrap_err();
+    let sb = run(&recipe, &opts(&b, true, None, &set)).unwrap();
+    assert_eq!(weights(&sa.final_checkpoint), weights(&sb.final_checkpoint));
+}
+
+#[test]
+fn feature_distillation_changes_the_student_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    for arch in [&[][..], &RESNET[..]] {
+        let set: Vec<&str> = arch
+            .iter()
+            .copied()
+            .chain(["stage.1.feature_weight=1"])
+            .collect();
+        let dir = |n: &str| tmp.path().join(format!("{n}-{}", arch.len()));
+        let a = run(&recipe, &opts(&dir("a"), false, None, &set)).unwrap();
+        assert_eq!(a.final_max_abs_bias, 0.0);
+        let plain = run(&recipe, &opts(&dir("p"), false, None, arch)).unwrap();
+        assert_ne!(
+            weights(&a.final_checkpoint),
+            weights(&plain.final_checkpoint),
+            "feature_weight had no effect ({})",
+            a.arch
+        );
+        run(&recipe, &opts(&dir("b"), false, Some(9), &set)).unwrap_err();
+        let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
+        assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
+    }
+}
+
+/// The activations a training pass hands to feature distillation are the layers that
+/// attribution records (layers 1..=L, same values), on the fused kernels too.
+#[test]
+fn collected_features_are_the_recorded_layer_activations() {
+    use candle_core::{Device, Tensor};
+    use zerobias::models::{self, Ctx};
+    use zerobias::taps::{record, Target};
+    let dev = Device::Cpu;
+    for (arch, tensors) in [
+        ("vgg16", models::init::vgg16(2, 8, 3, 1, &dev).unwrap()),
+        ("resnet50", models::init::resnet50(1, 3, 1, &dev).unwrap()),
+    ] {
+        let model = models::build(&tensors, arch).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
+        let recorded = record(model.as_ref(), &x, &Target::Predicted).unwrap();
+        for ctx in [Ctx::inference(), Ctx::training(false)] {
+            let mut ctx = ctx.collecting_features();
+            model.forward_ctx(&x, &mut ctx).unwrap();
+            let features = ctx.features.unwrap();
+            assert_eq!(features.len(), recorded.acts.len(), "{arch}");
+            assert!(features.len() >= 13, "{arch}: {} layers", features.len());
+            for (f, a) in features.iter().zip(&recorded.acts) {
+                let d = (f - &a.value)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(d < 1e-5, "{arch} layer {}: max diff {d}", a.layer);
+            }
+        }
+    }
+}
