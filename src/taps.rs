@@ -54,6 +54,17 @@ pub struct Ctx<'a> {
     pub layer: usize,
     /// Every layer activation of the pass, in order, graph attached (feature distillation).
     pub features: Option<Vec<Tensor>>,
+    /// The input of every convolution of the pass (bias compensation during decay).
+    pub conv_inputs: Option<Vec<ConvInput>>,
+}
+
+/// A convolution's input and geometry, as one pass saw it.
+pub struct ConvInput {
+    /// The convolution's torchvision name (e.g. `layer1.0.conv2`).
+    pub name: String,
+    pub input: Tensor,
+    pub stride: usize,
+    pub padding: usize,
 }
 
 impl<'a> Ctx<'a> {
@@ -66,6 +77,7 @@ impl<'a> Ctx<'a> {
             input_grad: false,
             layer: 0,
             features: None,
+            conv_inputs: None,
         }
     }
     /// Gradient to the input only: frozen parameters, no taps, PyTorch's gradients.
@@ -84,6 +96,7 @@ impl<'a> Ctx<'a> {
             input_grad: false,
             layer: 0,
             features: None,
+            conv_inputs: None,
         }
     }
     /// Attribution: frozen parameters, taps recorded.
@@ -95,6 +108,7 @@ impl<'a> Ctx<'a> {
             input_grad: false,
             layer: 0,
             features: None,
+            conv_inputs: None,
         }
     }
 

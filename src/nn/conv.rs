@@ -5,7 +5,7 @@ use candle_core::{Tensor, Var};
 use super::kernels::{channel_affine, channel_affine_relu, conv2d};
 use super::module::{Module, Post};
 use crate::error::Result;
-use crate::taps::Ctx;
+use crate::taps::{ConvInput, Ctx};
 
 /// A convolution (PyTorch's `Conv2d`, square stride and padding) followed by its [`Post`].
 pub struct Conv2d {
@@ -67,6 +67,14 @@ impl Module for Conv2d {
     /// The bias add and a ReLU post-op are one fused op when nothing records the bias
     /// module's output (the values and gradients are the same).
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        if let Some(inputs) = ctx.conv_inputs.as_mut() {
+            inputs.push(ConvInput {
+                name: self.name.clone(),
+                input: x.detach(),
+                stride: self.stride,
+                padding: self.padding,
+            });
+        }
         let y = self.conv(x, ctx)?;
         if self.post.is_relu() {
             if let (None, Some(b)) = (&ctx.recorder, &self.bias) {

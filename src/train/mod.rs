@@ -6,6 +6,7 @@
 //! through run_dir.rs and reports through summary.rs.
 
 mod bn_variance;
+mod compensate;
 mod evaluate;
 pub mod loss;
 pub mod optim;

@@ -189,6 +189,11 @@ pub struct Stage {
     /// that each BN output keeps its scale as μ goes (an extension).
     #[serde(default)]
     pub bn_variance: BnVariance,
+    /// decay: before each rescale, move the constant it removes into the weights of the
+    /// convolution feeding each bias (least squares over the teacher's input patches; an
+    /// extension, train/compensate.rs).
+    #[serde(default)]
+    pub compensate: bool,
     /// decay: steps at zero bias after the last rescale, biases frozen.
     #[serde(default)]
     pub zero_steps: usize,
@@ -536,6 +541,12 @@ impl Recipe {
                     "only a decay stage scales the BN running means".into(),
                 );
             }
+            if s.compensate && s.kind != StageKind::Decay {
+                return bad(
+                    &f("compensate"),
+                    "only a decay stage rescales biases".into(),
+                );
+            }
             if s.train_gamma && s.kind != StageKind::Decay {
                 return bad(
                     &f("train_gamma"),
@@ -744,6 +755,7 @@ const STAGE_FIELDS: Fields = &[
     ("smooth", Expect::Flag, false),
     ("train_gamma", Expect::Flag, false),
     ("feature_weight", Expect::Number, false),
+    ("compensate", Expect::Flag, false),
     (
         "bn_variance",
         Expect::OneOf(&["fixed", "second_moment"]),
@@ -1204,6 +1216,7 @@ batch_size = 4
                 "stage[0].bn_variance",
             ),
             ("stage.1.bn_variance=\"data\"", "bn_variance"),
+            ("stage.0.compensate=true", "stage[0].compensate"),
         ] {
             let e = Recipe::parse(BASE, &[set.into()], "t")
                 .unwrap_err()

@@ -9,6 +9,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use indicatif::ProgressBar;
 
+use super::compensate::Compensator;
 use super::evaluate::{evaluate_top1, log_probe_panel};
 use super::recipe::{self, BnVariance, Recipe, Schedule, Stage, StageKind};
 use super::run_dir::{
@@ -74,6 +75,8 @@ struct StageRun {
     teacher: Option<Box<dyn Classifier>>,
     /// A second copy of it whose biases are set to each scale for the decay curve.
     curve_teacher: Option<Box<dyn Classifier>>,
+    /// `compensate`: moves each rescale's removed constants into the weights.
+    compensator: Option<Compensator>,
     adam: optim::Adam,
     biases: BiasSet,
     bias_names: Vec<String>,
@@ -297,6 +300,10 @@ impl<'a> Trainer<'a> {
                 self.state.global_step as i64,
             )?;
         }
+        let compensator = match &teacher {
+            Some(t) if stage.compensate => Some(self.compensator(si, &stage, t.as_ref())?),
+            _ => None,
+        };
         let mut adam = new_optimiser(self.model.as_ref(), &stage)?;
         adam.load_state(&self.resume_extra, self.state.adam_t)?;
         let biases = self.model.bias_set();
@@ -333,6 +340,7 @@ impl<'a> Trainer<'a> {
             stage,
             teacher,
             curve_teacher,
+            compensator,
             adam,
             biases,
             bias_names,
@@ -342,6 +350,44 @@ impl<'a> Trainer<'a> {
             window_images: 0,
             ips: 0.0,
         })
+    }
+
+    /// Patch statistics for `compensate` from a few training batches of a stream of its own
+    /// (the training stream is untouched), the same on every resume.
+    fn compensator(
+        &self,
+        si: usize,
+        stage: &Stage,
+        teacher: &dyn Classifier,
+    ) -> Result<Compensator> {
+        let loader = Loader::new(
+            self.data.train.clone(),
+            stage.batch_size,
+            true,
+            self.recipe.seed.wrapping_add(si as u64 * 7919) ^ 0xc0_4e45,
+            self.recipe.data.prefetch,
+        );
+        let images_wanted: usize = 128;
+        let batches: Vec<Tensor> = loader
+            .epoch(0, 0)
+            .take(images_wanted.div_ceil(stage.batch_size))
+            .map(|b| Tensor::from_vec(b.pixels, (b.n, 3, b.height, b.width), &self.device))
+            .collect::<std::result::Result<_, _>>()?;
+        let c = Compensator::new(self.model.as_ref(), teacher, &batches)?;
+        let mut r2: Vec<f64> = c.recovered.iter().map(|(_, r)| *r).collect();
+        r2.sort_by(f64::total_cmp);
+        eprintln!(
+            "stage {si}: compensate through {} convolutions (median R² {:.3}, lowest {:.3}){}",
+            r2.len(),
+            r2.get(r2.len() / 2).copied().unwrap_or(f64::NAN),
+            r2.first().copied().unwrap_or(f64::NAN),
+            if c.skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; not through {}", c.skipped.join(", "))
+            }
+        );
+        Ok(c)
     }
 
     /// The teacher of a decay stage is the model as it entered the stage, kept on disk so
@@ -557,6 +603,9 @@ impl<'a> Trainer<'a> {
                 )
             };
             let (prev, next) = (scale_at(state.stage_step - 1), scale_at(state.stage_step));
+            if let (Some(c), true) = (&st.compensator, prev > 0.0) {
+                c.apply(next / prev)?;
+            }
             if next > 0.0 {
                 st.biases.scale(next / prev)?;
             }
@@ -568,12 +617,11 @@ impl<'a> Trainer<'a> {
             }
         } else if decaying && state.stage_step == (state.rescales_done + 1) * stage.rescale_every {
             let k = state.rescales_done + 1;
-            st.biases.scale(schedule::step_factor(
-                schedule,
-                stage.factor,
-                k,
-                stage.rescales,
-            ))?;
+            let factor = schedule::step_factor(schedule, stage.factor, k, stage.rescales);
+            if let Some(c) = &st.compensator {
+                c.apply(factor)?;
+            }
+            st.biases.scale(factor)?;
             state.rescales_done = k;
             state.bias_scale = schedule::scale_after(schedule, stage.factor, k, stage.rescales);
             if k == stage.rescales {
