@@ -375,7 +375,9 @@ mod tests {
         let error = |compensate: bool| {
             let student = build(&tensors, "s").unwrap();
             if compensate {
-                let c = Compensator::new(student.as_ref(), teacher.as_ref(), &[x.clone()]).unwrap();
+                let c =
+                    Compensator::new(student.as_ref(), teacher.as_ref(), std::slice::from_ref(&x))
+                        .unwrap();
                 c.apply(0.0).unwrap();
             }
             student.bias_set().zero().unwrap();
