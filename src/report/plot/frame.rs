@@ -128,7 +128,16 @@ pub(super) enum Swatch {
     Marker(Marker),
     /// A line through a marker (line plots).
     LineMarker(Marker),
+    /// A line over a light band (reference lines with their interquartile range, a median
+    /// with its percentile band).
+    Band,
+    /// A light band alone.
+    Fill,
 }
+
+/// Opacity of a band's fill over the white background (and over other bands, so that
+/// overlapping bands stay visible).
+pub(super) const BAND_ALPHA: f64 = 0.2;
 
 /// One legend entry.
 #[derive(Debug, Clone)]
@@ -296,6 +305,14 @@ fn draw_legend(
                 Swatch::LineMarker(m) => {
                     area.draw(&line()).map_err(err)?;
                     draw_marker(area, mid, m, 4, c.filled())?;
+                }
+                Swatch::Band | Swatch::Fill => {
+                    let b = [(x0, cy - 6), (x1, cy + 6)];
+                    area.draw(&Rectangle::new(b, c.mix(BAND_ALPHA).filled()))
+                        .map_err(err)?;
+                    if matches!(e.swatch, Swatch::Band) {
+                        area.draw(&line()).map_err(err)?;
+                    }
                 }
             }
             names[i] = (i64::from(x1) + 6, top + i64::from(cy));
