@@ -563,7 +563,8 @@ mod tests {
             color: [0, 0, 0],
             samples: vec![],
         };
-        let err = box_plot_with_refs(&cats, &[act.clone()], &[empty], "", "", "").unwrap_err();
+        let err = box_plot_with_refs(&cats, std::slice::from_ref(&act), &[empty], "", "", "")
+            .unwrap_err();
         assert!(matches!(err, PlotError::Empty(_)) && err.to_string().contains("gradcam"));
         let nan = RefLine {
             name: "grad".into(),
