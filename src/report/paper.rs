@@ -189,7 +189,7 @@ fn example_figures(job: &ReportJob) -> Result<(Section, Section)> {
             crate::finite::check_result(t, &what, name)?;
         }
         let dir = job.out.join(format!("attr-{label}"));
-        figures::attribution_figures(*model, &x, &att, 0, &dir)?;
+        figures::attribution_figures(*model, label, &x, &att, 0, &dir)?;
         for i in 0..n {
             panels.figures.push(Figure {
                 src: format!("attr-{label}/image-{i:04}-layers.png"),
@@ -380,7 +380,7 @@ fn survey_sections(job: &ReportJob) -> Result<Vec<Section>> {
         }
         outputs.figures.push(Figure {
             src: relative(&job.out, &regression).unwrap_or_default(),
-            caption: format!("{label}: zero-bias against vanilla logits"),
+            caption: format!("{label}: logits with biases set to 0 against as loaded"),
         });
         bar.inc(1);
     }

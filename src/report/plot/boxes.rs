@@ -8,7 +8,9 @@ use plotters::prelude::*;
 
 use super::colour::tint;
 use super::error::PlotError;
-use super::frame::{bad_value, render, rgb, Axis, Frame, LegendEntry, Mapping, Swatch, BAND_ALPHA};
+use super::frame::{
+    bad_value, render, rgb, Axis, Frame, LegendEntry, Mapping, Swatch, REF_BAND_ALPHA,
+};
 use super::frame::{PLOT_HEIGHT, PLOT_WIDTH};
 use super::text::{draw_err, text_size};
 use super::ticks::{finite_range, padded};
@@ -234,7 +236,7 @@ fn box_layout(
         .chain(refs.iter().map(|r| LegendEntry {
             name: r.name.clone(),
             color: r.color,
-            swatch: Swatch::Band,
+            swatch: Swatch::Band(REF_BAND_ALPHA),
         }))
         .collect();
     let frame = Frame {
@@ -280,7 +282,7 @@ fn box_layout(
         let bands = refs.iter().zip(&ref_stats).map(|(r, b)| {
             Rectangle::new(
                 [(0.0, b.q3), (span, b.q1)],
-                rgb(r.color).mix(BAND_ALPHA).filled(),
+                rgb(r.color).mix(REF_BAND_ALPHA).filled(),
             )
         });
         chart.draw_series(bands).map_err(e)?;
@@ -487,10 +489,10 @@ mod tests {
         assert_eq!(ink, 0);
     }
 
-    /// The colour of `c` at BAND_ALPHA over white, within plotters' rounding.
+    /// The colour of `c` at REF_BAND_ALPHA over white, within plotters' rounding.
     fn over_white(c: [u8; 3], p: [u8; 3]) -> bool {
         c.iter().zip(p).all(|(&c, p)| {
-            let want = f64::from(c) * BAND_ALPHA + 255.0 * (1.0 - BAND_ALPHA);
+            let want = f64::from(c) * REF_BAND_ALPHA + 255.0 * (1.0 - REF_BAND_ALPHA);
             (f64::from(p) - want).abs() <= 1.5
         })
     }

@@ -128,16 +128,20 @@ pub(super) enum Swatch {
     Marker(Marker),
     /// A line through a marker (line plots).
     LineMarker(Marker),
-    /// A line over a light band (reference lines with their interquartile range, a median
-    /// with its percentile band).
-    Band,
-    /// A light band alone.
+    /// A line over a light band of the given opacity (reference lines over their
+    /// interquartile range).
+    Band(f64),
+    /// A light band alone (a percentile band around a median line).
     Fill,
 }
 
 /// Opacity of a band's fill over the white background (and over other bands, so that
 /// overlapping bands stay visible).
 pub(super) const BAND_ALPHA: f64 = 0.2;
+
+/// Opacity of a reference line's quartile band: fainter, as several span the whole plot
+/// behind the boxes.
+pub(super) const REF_BAND_ALPHA: f64 = 0.1;
 
 /// One legend entry.
 #[derive(Debug, Clone)]
@@ -306,11 +310,15 @@ fn draw_legend(
                     area.draw(&line()).map_err(err)?;
                     draw_marker(area, mid, m, 4, c.filled())?;
                 }
-                Swatch::Band | Swatch::Fill => {
+                Swatch::Band(_) | Swatch::Fill => {
+                    let alpha = match e.swatch {
+                        Swatch::Band(a) => a,
+                        _ => BAND_ALPHA,
+                    };
                     let b = [(x0, cy - 6), (x1, cy + 6)];
-                    area.draw(&Rectangle::new(b, c.mix(BAND_ALPHA).filled()))
+                    area.draw(&Rectangle::new(b, c.mix(alpha).filled()))
                         .map_err(err)?;
-                    if matches!(e.swatch, Swatch::Band) {
+                    if matches!(e.swatch, Swatch::Band(_)) {
                         area.draw(&line()).map_err(err)?;
                     }
                 }
