@@ -395,6 +395,32 @@ fn jpeg_decoding_matches_pil() {
         files.push(path);
     }
     assert_eq!(files.len(), 19, "{listing}");
+    // CMYK, whose conversion to RGB libjpeg leaves to the application, goes through the
+    // `image` crate: close to PIL's own conversion, not equal.
+    let cmyk = dir.path().join("cmyk.jpg");
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert('CMYK'); \
+             im.save(sys.argv[2], quality=90); \
+             open(sys.argv[2] + '.rgb', 'wb').write(Image.open(sys.argv[2]).convert('RGB').tobytes())",
+        ])
+        .arg(&src)
+        .arg(&cmyk)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = std::fs::read(format!("{}.rgb", cmyk.display())).unwrap();
+    let got = zerobias::data::decode_image_file(&cmyk).unwrap().to_rgb8();
+    assert_eq!(got.dimensions(), (133, 91));
+    let max = got
+        .as_raw()
+        .iter()
+        .zip(&want)
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .max()
+        .unwrap();
+    assert!(max <= 2, "CMYK: max difference {max} from PIL");
     // The whole eval pipeline on these files: torchvision's crops, byte for byte.
     files.sort();
     let pre = Preprocess::new(Some(48), Some(56)).unwrap();
