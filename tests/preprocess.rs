@@ -298,3 +298,149 @@ batch_size = 4
         "survey {vanilla} vs run {teacher_top1}\n{acc}"
     );
 }
+
+/// A photo-like image: smooth colour gradients, sharp coloured edges (where chroma
+/// subsampling and upsampling matter most) and fine noise. Odd sizes leave partial MCUs at
+/// the right and bottom edges.
+fn photo_like(w: u32, h: u32) -> image::RgbImage {
+    let mut rng = Rng::new(5);
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+        let disc = ((fx - 0.6).powi(2) + (fy - 0.4).powi(2)) < 0.06;
+        let stripe = (x / 7 + y / 11) % 3 == 0;
+        let base = [
+            200.0 * fx + 30.0 * (fy * 9.0).sin(),
+            160.0 * fy + 40.0 * (fx * 13.0).cos(),
+            120.0 + 100.0 * (fx * fy * 20.0).sin(),
+        ];
+        let mut px = [0u8; 3];
+        for c in 0..3 {
+            let mut v = base[c] + rng.below(17) as f32 - 8.0;
+            if disc {
+                v = [230.0, 40.0, 60.0][c];
+            } else if stripe && fx < 0.3 {
+                v = [20.0, 90.0, 240.0][c];
+            }
+            px[c] = v.clamp(0.0, 255.0) as u8;
+        }
+        image::Rgb(px)
+    })
+}
+
+/// JPEG decoding equals PIL's (libjpeg-turbo: islow IDCT, fancy upsampling): every decoded
+/// pixel, in every chroma subsampling, baseline and progressive, at sizes that are not a
+/// multiple of 16. The `image` crate's decoder (zune-jpeg) was up to 12 levels off at the
+/// edges of 4:2:0 files and 0.17 levels off on average (docs/preprocessing.md); the eval
+/// crops of the same files match torchvision's too.
+#[test]
+fn jpeg_decoding_matches_pil() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.png");
+    photo_like(133, 91).save(&src).unwrap();
+    let jpegs = dir.path().join("data").join("c0");
+    std::fs::create_dir_all(&jpegs).unwrap();
+    match Command::new(python()).args(["-c", "import PIL"]).output() {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            eprintln!(
+                "skipping the PIL JPEG comparison: `{} -c \"import PIL\"` failed",
+                python()
+            );
+            return;
+        }
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pil_jpeg_variants.py");
+    let o = Command::new(python())
+        .arg(script)
+        .arg(&src)
+        .arg(&jpegs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listing = String::from_utf8(o.stdout).unwrap();
+    let mut files = Vec::new();
+    for line in listing.lines() {
+        let mut parts = line.split_whitespace();
+        let (name, w, h) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let path = jpegs.join(name);
+        let want = std::fs::read(format!("{}.rgb", path.display())).unwrap();
+        let got = zerobias::data::decode_image_file(&path).unwrap().to_rgb8();
+        assert_eq!(
+            (got.width().to_string(), got.height().to_string()),
+            (w.to_string(), h.to_string()),
+            "{name}"
+        );
+        let diffs: Vec<i32> = got
+            .as_raw()
+            .iter()
+            .zip(&want)
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .collect();
+        let max = diffs.iter().copied().max().unwrap();
+        let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
+        assert!(
+            max == 0,
+            "{name}: decoded pixels differ from PIL's (max {max}, mean {mean:.4})"
+        );
+        // The .rgb files are not images: move them out of the folder read below.
+        std::fs::rename(
+            format!("{}.rgb", path.display()),
+            dir.path().join(format!("{name}.rgb")),
+        )
+        .unwrap();
+        files.push(path);
+    }
+    assert_eq!(files.len(), 19, "{listing}");
+    // CMYK, whose conversion to RGB libjpeg leaves to the application, goes through the
+    // `image` crate: close to PIL's own conversion, not equal.
+    let cmyk = dir.path().join("cmyk.jpg");
+    let o = Command::new(python())
+        .args([
+            "-c",
+            "import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert('CMYK'); \
+             im.save(sys.argv[2], quality=90); \
+             open(sys.argv[2] + '.rgb', 'wb').write(Image.open(sys.argv[2]).convert('RGB').tobytes())",
+        ])
+        .arg(&src)
+        .arg(&cmyk)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = std::fs::read(format!("{}.rgb", cmyk.display())).unwrap();
+    let got = zerobias::data::decode_image_file(&cmyk).unwrap().to_rgb8();
+    assert_eq!(got.dimensions(), (133, 91));
+    let max = got
+        .as_raw()
+        .iter()
+        .zip(&want)
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .max()
+        .unwrap();
+    assert!(max <= 2, "CMYK: max difference {max} from PIL");
+    // The whole eval pipeline on these files: torchvision's crops, byte for byte.
+    files.sort();
+    let pre = Preprocess::new(Some(48), Some(56)).unwrap();
+    let data = dir.path().join("data");
+    let (batch, _) = load_data_dir_with(&data, 0, 0, pre, &Device::Cpu).unwrap();
+    let want = reference(56, 48, &files).expect("PIL was importable above");
+    for (i, w) in want.iter().enumerate() {
+        let got: Vec<f32> = batch
+            .tensor
+            .get(i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(
+            got,
+            zerobias::data::normalise_hwc(w, 48, 48),
+            "{}",
+            files[i].display()
+        );
+    }
+}

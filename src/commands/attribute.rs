@@ -152,7 +152,14 @@ fn attribute_input(
             check_finite(&att, |i| source.name(start + i))?;
             print_completeness(&att, start)?;
             if let Some(dir) = &staging {
-                zerobias::report::figures::attribution_figures(model, &x, &att, start, dir)?;
+                zerobias::report::figures::attribution_figures(
+                    model,
+                    &model.name(),
+                    &x,
+                    &att,
+                    start,
+                    dir,
+                )?;
             }
             if out.is_some() {
                 parts.push(att);

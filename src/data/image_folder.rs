@@ -50,9 +50,20 @@ pub fn decode_image_file(path: &Path) -> Result<DynamicImage, DataError> {
             )))
         }
     };
-    let img = reader
-        .decode()
-        .map_err(|e| decode_err(format!("corrupt or truncated {format} image: {e}")))?;
+    // JPEGs go through libjpeg-turbo's decoder (`jpeg`), as in PIL; CMYK/YCCK ones, whose
+    // RGB conversion libjpeg leaves to the caller, through the `image` crate.
+    let jpeg = if format == "JPEG" {
+        super::jpeg::decode_jpeg(&bytes)
+            .map_err(|e| decode_err(format!("corrupt or truncated JPEG image: {}", e.0)))?
+    } else {
+        None
+    };
+    let img = match jpeg {
+        Some(rgb) => DynamicImage::ImageRgb8(rgb),
+        None => reader
+            .decode()
+            .map_err(|e| decode_err(format!("corrupt or truncated {format} image: {e}")))?,
+    };
     if img.width() == 0 || img.height() == 0 {
         return Err(decode_err(format!(
             "image has zero size ({}x{})",

@@ -6,10 +6,11 @@
 //!   CenterCrop) and train (RandomResizedCrop + RandomHorizontalFlip) pipelines. Resampling
 //!   (`resample`) reproduces PIL's antialiased bilinear filter (fixed point, Pillow 13's pass
 //!   order), which is what torchvision runs on PIL images, so eval inputs match the PyTorch
-//!   reference bit for bit (up to JPEG decoder differences); `normalise` holds the mean/std.
+//!   reference bit for bit (JPEGs included, see below); `normalise` holds the mean/std.
 //! * [`ImageFolder`] (ImageNet layout, with decoding and listing in `image_folder`) and
 //!   [`Synthetic`] (shapes/textures with object masks, generated from `(seed, index)`)
-//!   implement [`Dataset`] (`dataset`).
+//!   implement [`Dataset`] (`dataset`). JPEGs decode with libjpeg-turbo's code (`jpeg`), as
+//!   PIL does, so decoded pixels equal torchvision's too.
 //! * [`Loader`] (`loader`) batches a dataset with parallel decoding and a prefetch thread; its
 //!   order and augmentation depend only on `(seed, epoch, index)`, so training can resume
 //!   mid-epoch.
@@ -23,6 +24,7 @@
 pub mod dataset;
 pub mod error;
 pub mod image_folder;
+mod jpeg;
 pub mod loader;
 pub mod normalise;
 pub mod resample;

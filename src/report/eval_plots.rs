@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::plot::{box_plot, line_plot, save_png, BoxSeries, LineSeries};
+use super::plot::{
+    box_plot, box_plot_with_refs, line_plot_bands, save_png, Band, BoxSeries, ChartOptions,
+    LineSeries, RefLine,
+};
 use crate::error::{Error, Result};
 use crate::eval::rows::{is_delta, NoiseUnit, Row, METRICS};
 use crate::models::Classifier;
@@ -16,7 +19,6 @@ const BIAS: [u8; 3] = [67, 147, 195];
 const GREY: [u8; 3] = [128, 128, 128];
 const SINGLE: [u8; 3] = [33, 102, 172];
 const AGGREGATE: [u8; 3] = [0, 170, 190];
-const REFERENCE: [u8; 3] = [118, 42, 131];
 const PALETTE: [[u8; 3]; 6] = [
     [214, 96, 77],
     [67, 147, 195],
@@ -28,6 +30,18 @@ const PALETTE: [[u8; 3]; 6] = [
 
 /// The reference methods of Fig. 6, in the order drawn (those evaluated).
 pub const REFERENCES: [&str; 5] = ["agg.0", "fullgrad.layers", "fullgrad", "gradcam", "grad"];
+
+/// Legend name and colour of each reference line of Fig. 6: agg.0 (input and all layers;
+/// the paper's cyan line, green here as the aggregate boxes are cyan), the paper's purple
+/// "FullGrad" (per layer, `fullgrad.layers`), then the
+/// official FullGrad, Grad-CAM and the input-gradient baseline.
+const REFERENCE_STYLE: [(&str, [u8; 3]); 5] = [
+    ("agg.0 (input + all layers)", [27, 158, 119]),
+    ("fullgrad.layers (paper's FullGrad)", [118, 42, 131]),
+    ("fullgrad (official)", [231, 41, 138]),
+    ("gradcam", [230, 171, 2]),
+    ("grad (input gradient)", [90, 90, 90]),
+];
 
 /// Every figure of an evaluation of `models` (label, model) into `out`, for every metric:
 /// Fig. 5 and Fig. 6 per model, the aggregates of all models, and Fig. 9 for two models.
@@ -89,8 +103,8 @@ pub fn figures(
     Ok(files)
 }
 
-/// Fig. 8 from correlations.csv: per layer, the median (solid colour) and the 10th/90th
-/// percentiles (lighter shade of the same colour) over images of Pearson ρ between a^{h,l}
+/// Fig. 8 from correlations.csv: per layer, the median (line) over a shaded band from the
+/// 10th to the 90th percentile over images of Pearson ρ between a^{h,l}
 /// and a^{b,l} within model `first` (blue) and between the two models' a^{h,l} (orange).
 /// False when the table has no such rows.
 pub fn correlations(csv: &Path, first: &str, path: &Path) -> Result<bool> {
@@ -142,6 +156,7 @@ pub fn correlations(csv: &Path, first: &str, path: &Path) -> Result<bool> {
         }
     }
     let mut series = Vec::new();
+    let mut bands = Vec::new();
     for (rows, name, color) in [
         (&within, format!("a^h vs a^b in {first}"), [31, 119, 180]),
         (&between, "a^h between models".to_string(), [255, 127, 14]),
@@ -150,26 +165,28 @@ pub fn correlations(csv: &Path, first: &str, path: &Path) -> Result<bool> {
             continue;
         }
         let x: Vec<f64> = rows.iter().map(|r| r[0]).collect();
-        let light = color.map(|c: u8| c / 2 + 127);
-        for (suffix, i, c) in [
-            ("median", 1, color),
-            ("10th pct", 2, light),
-            ("90th pct", 3, light),
-        ] {
-            series.push(LineSeries {
-                name: format!("{name}, {suffix}"),
-                color: c,
-                x: x.clone(),
-                y: rows.iter().map(|r| r[i]).collect(),
-            });
-        }
+        let col = |i: usize| rows.iter().map(|r| r[i]).collect::<Vec<f64>>();
+        series.push(LineSeries {
+            name: format!("{name}, median"),
+            color,
+            x: x.clone(),
+            y: col(1),
+        });
+        bands.push(Band {
+            name: format!("{name}, 10th-90th pct"),
+            color,
+            x,
+            lo: col(2),
+            hi: col(3),
+        });
     }
     if series.is_empty() {
         return Ok(false);
     }
-    let img = line_plot(
+    let img = line_plot_bands(
         &series,
-        false,
+        &bands,
+        &ChartOptions::default(),
         "Fig. 8: Pearson rho per image",
         "layer l",
         "rho",
@@ -265,29 +282,28 @@ fn unit_note(data: &Selection) -> &'static str {
     }
 }
 
-/// Fig. 6 for one model: single layers act.l and top-down aggregates agg.l per layer, and
-/// the reference methods (agg.0, fullgrad.layers, fullgrad, gradcam, grad) that were
-/// evaluated in their own slots.
+/// Fig. 6 for one model: single layers act.l and top-down aggregates agg.l as boxes per
+/// layer, and the reference methods that were evaluated (agg.0, fullgrad.layers, fullgrad,
+/// gradcam, grad) as horizontal lines at their medians over a band of their quartiles, as
+/// the paper draws its "FullGrad", gradient and agg.0 lines.
 pub fn single_vs_aggregate(data: &Selection, layers: usize, path: &Path) -> Result<bool> {
-    let refs: Vec<&str> = REFERENCES
+    let refs: Vec<RefLine> = REFERENCES
         .iter()
-        .copied()
-        .filter(|m| !data.method(m).is_empty())
+        .zip(REFERENCE_STYLE)
+        .map(|(m, (name, color))| RefLine {
+            name: name.to_string(),
+            color,
+            samples: data.method(m),
+        })
+        .filter(|r| !r.samples.is_empty())
         .collect();
-    let mut cats: Vec<String> = (1..=layers).map(|l| l.to_string()).collect();
-    cats.extend(refs.iter().map(|m| m.to_string()));
-    let pad = |mut v: Vec<Vec<f64>>| {
-        v.resize(cats.len(), Vec::new());
-        v
-    };
-    let single = pad((1..=layers)
+    let cats: Vec<String> = (1..=layers).map(|l| l.to_string()).collect();
+    let single: Vec<Vec<f64>> = (1..=layers)
         .map(|l| data.method(&format!("act.{l}")))
-        .collect());
-    let aggregate = pad((1..=layers)
+        .collect();
+    let aggregate: Vec<Vec<f64>> = (1..=layers)
         .map(|l| data.method(&format!("agg.{l}")))
-        .collect());
-    let mut reference = vec![Vec::new(); layers];
-    reference.extend(refs.iter().map(|m| data.method(m)));
+        .collect();
     if single.iter().chain(&aggregate).all(|v| v.is_empty()) {
         return Ok(false);
     }
@@ -302,22 +318,18 @@ pub fn single_vs_aggregate(data: &Selection, layers: usize, path: &Path) -> Resu
             color: AGGREGATE,
             groups: aggregate,
         },
-        BoxSeries {
-            name: "reference".into(),
-            color: REFERENCE,
-            groups: reference,
-        },
     ];
-    let img = box_plot(
+    let img = box_plot_with_refs(
         &cats,
         &series,
+        &refs,
         &format!(
             "{}: single layers, aggregates and references, {}{}",
             data.model,
             data.metric,
             unit_note(data)
         ),
-        "layer l / first layer l0 / method",
+        "layer l (act.l) / first layer l0 (agg.l0); lines: references (median, quartile band)",
         data.metric,
     )?;
     save_png(&img, path)?;

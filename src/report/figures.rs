@@ -72,16 +72,24 @@ pub fn layer_panel(
         let (h, w) = a.dims2()?;
         act_row.push((format!("l={l}"), map2(&a)?));
         let mut b = Tensor::zeros((h, w), candle_core::DType::F32, a.device())?;
+        // A layer without bias modules (the input) has no a^b: its cell says so.
+        let mut has_bias = false;
         for (m, _) in modules.iter().filter(|(_, ml)| *ml == l) {
             if let Some(t) = att.maps.get(&format!("bias.{m}")) {
                 if t.rank() == 3 {
                     if let Some(p) = sum_pool(&t.get(i)?, h, w)? {
                         b = (b + p)?;
+                        has_bias = true;
                     }
                 }
             }
         }
-        bias_row.push((format!("l={l}"), map2(&b)?));
+        let name = if has_bias {
+            format!("l={l}")
+        } else {
+            format!("l={l}: none")
+        };
+        bias_row.push((name, map2(&b)?));
     }
     let rows = [
         PanelRow {
@@ -96,8 +104,11 @@ pub fn layer_panel(
     Ok(signed_panel(&rows, 96, title)?)
 }
 
+/// Fig. 2/4 panels and Fig. 7 saliency overlays of every image of `x` into `dir`, titled
+/// with `label` (the model's name in a report, its architecture otherwise).
 pub fn attribution_figures(
     model: &dyn Classifier,
+    label: &str,
     x: &Tensor,
     att: &Attribution,
     offset: usize,
@@ -108,7 +119,7 @@ pub fn attribution_figures(
     let layers = model.num_layers();
     for i in 0..n {
         let idx = offset + i;
-        let title = format!("{} image {idx}, class {}", model.name(), att.target[i]);
+        let title = format!("{label} image {idx}, class {}", att.target[i]);
         let panel = layer_panel(model, att, i, &title)?;
         save_png(&panel, &dir.join(format!("image-{idx:04}-layers.png")))?;
 

@@ -189,7 +189,7 @@ fn example_figures(job: &ReportJob) -> Result<(Section, Section)> {
             crate::finite::check_result(t, &what, name)?;
         }
         let dir = job.out.join(format!("attr-{label}"));
-        figures::attribution_figures(*model, &x, &att, 0, &dir)?;
+        figures::attribution_figures(*model, label, &x, &att, 0, &dir)?;
         for i in 0..n {
             panels.figures.push(Figure {
                 src: format!("attr-{label}/image-{i:04}-layers.png"),
@@ -261,9 +261,12 @@ fn eval_sections(job: &ReportJob, drawn: &[PathBuf], fig8: Option<&Path>) -> Vec
         ),
         section(
             "Fig. 6: single layers, top-down aggregates and references",
-            "Single layers act.l (blue), top-down aggregates agg.l (cyan), and the references \
-             that were evaluated (purple): agg.0 (with input attributions), fullgrad.layers \
-             (the paper's FullGrad), the official FullGrad, Grad-CAM and gradients.",
+            "Boxes: single layers act.l (blue) and top-down aggregates agg.l from first \
+             layer l (cyan). Horizontal lines: the references that were evaluated, at their \
+             median over a light band from the first to the third quartile, as the paper \
+             draws its FullGrad and gradient lines: agg.0 (input and all layers; the paper's \
+             cyan line), fullgrad.layers (the paper's FullGrad, purple), the official \
+             FullGrad, Grad-CAM and the input gradient.",
             per_model("fig6"),
             "no act.l or agg.l maps among --methods",
         ),
@@ -292,7 +295,8 @@ fn eval_sections(job: &ReportJob, drawn: &[PathBuf], fig8: Option<&Path>) -> Vec
         caption: "Pearson ρ per image over the pixels of each layer's activation map: between \
                   a^{h,l} and a^{b,l} (the layer's bias maps at that resolution) within the \
                   first model (blue), and between the two models' a^{h,l} (orange); median \
-                  (solid) and 10th/90th percentiles (lighter) per layer. Images where a map is \
+                  (line) over a shaded band from the 10th to the 90th percentile per layer. \
+                  Images where a map is \
                   constant have no ρ (counted in correlations.csv, column skipped)."
             .into(),
         figures: Vec::new(),
@@ -376,7 +380,7 @@ fn survey_sections(job: &ReportJob) -> Result<Vec<Section>> {
         }
         outputs.figures.push(Figure {
             src: relative(&job.out, &regression).unwrap_or_default(),
-            caption: format!("{label}: zero-bias against vanilla logits"),
+            caption: format!("{label}: logits with biases set to 0 against as loaded"),
         });
         bar.inc(1);
     }

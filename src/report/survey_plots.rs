@@ -1,5 +1,8 @@
-//! Figures of the bias survey (`eval::survey`): zero-bias against vanilla logits with their
-//! fit (part b) and top-1 under input scaling and shifts (part c).
+//! Figures of the bias survey (`eval::survey`): the logits with all biases set to 0 against
+//! the model's own (as loaded) with their fit (part b), and top-1 under input scaling and
+//! shifts (part c). The survey's variants are one model with and without its biases, so
+//! the figures say "biases set to 0" rather than "zero-bias", which a report uses for the
+//! second (decayed) model.
 
 use std::path::Path;
 
@@ -7,18 +10,27 @@ use super::plot::{line_plot, save_png, scatter_plot, LineSeries};
 use crate::error::Result;
 use crate::eval::survey::{SurveyReport, SCALES, SHIFTS};
 
-/// The logits of the zero-bias model against the vanilla model's, with the fit.
+/// The logits with every bias set to 0 against the model's as loaded, with the fit.
 pub fn regression(report: &SurveyReport, label: &str, path: &Path) -> Result<()> {
     let img = scatter_plot(
         &report.vanilla_logits,
         &report.zero_logits,
         Some(report.fit),
-        &format!("{label}: zero-bias vs vanilla logits"),
-        "vanilla logit f",
-        "zero-bias logit f0",
+        &format!("{label}: logits with biases set to 0 vs as loaded"),
+        "logit f (biases as loaded)",
+        "logit f0 (biases set to 0)",
     )?;
     save_png(&img, path)?;
     Ok(())
+}
+
+/// Legend name of a survey variant (`robustness.csv` keeps `vanilla` / `zero-bias`).
+fn variant_name(variant: &str) -> String {
+    match variant {
+        "vanilla" => "biases as loaded".into(),
+        "zero-bias" => "biases set to 0".into(),
+        other => other.into(),
+    }
 }
 
 /// Top-1 of both variants under input scaling (into `scaling`) and shifts (into `shift`).
@@ -29,7 +41,7 @@ pub fn robustness(report: &SurveyReport, label: &str, scaling: &Path, shift: &Pa
         .iter()
         .zip(colors)
         .map(|((n, sc, _), c)| LineSeries {
-            name: n.clone(),
+            name: variant_name(n),
             color: c,
             x: SCALES.to_vec(),
             y: sc.clone(),
@@ -50,7 +62,7 @@ pub fn robustness(report: &SurveyReport, label: &str, scaling: &Path, shift: &Pa
         .iter()
         .zip(colors)
         .map(|((n, _, sh), c)| LineSeries {
-            name: n.clone(),
+            name: variant_name(n),
             color: c,
             x: SHIFTS.to_vec(),
             y: sh.clone(),
@@ -116,7 +128,7 @@ pub fn output_fits(
             &index,
             &rho,
             None,
-            &format!("{label}: correlation of vanilla and zero-bias outputs"),
+            &format!("{label}: outputs as loaded vs with biases set to 0"),
             "image",
             "Pearson rho over classes",
         )?,

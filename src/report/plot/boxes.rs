@@ -1,5 +1,6 @@
 //! Tukey box statistics (numpy's percentile definition) and grouped box plots (paper
-//! Figs. 5, 6 and 9), drawn with `plotters`.
+//! Figs. 5, 6 and 9), drawn with `plotters`, optionally with horizontal reference lines
+//! (Fig. 6's reference methods: their median across the plot over a band of their quartiles).
 
 use image::RgbImage;
 use plotters::element::DashedPathElement;
@@ -7,7 +8,9 @@ use plotters::prelude::*;
 
 use super::colour::tint;
 use super::error::PlotError;
-use super::frame::{bad_value, render, rgb, Axis, Frame, LegendEntry, Mapping, Swatch};
+use super::frame::{
+    bad_value, render, rgb, Axis, Frame, LegendEntry, Mapping, Swatch, REF_BAND_ALPHA,
+};
 use super::frame::{PLOT_HEIGHT, PLOT_WIDTH};
 use super::text::{draw_err, text_size};
 use super::ticks::{finite_range, padded};
@@ -21,6 +24,19 @@ pub struct BoxSeries {
     pub color: [u8; 3],
     /// Samples per category, in category order; may be empty.
     pub groups: Vec<Vec<f64>>,
+}
+
+/// A method drawn as a horizontal line across a box plot rather than as boxes (paper Fig. 6:
+/// one value per image, not per layer): the median of `samples`, over a light band from the
+/// first to the third quartile.
+#[derive(Debug, Clone)]
+pub struct RefLine {
+    /// Legend name.
+    pub name: String,
+    /// Line colour; the band is a translucent shade of it.
+    pub color: [u8; 3],
+    /// The method's samples; every value must be finite, and there must be at least one.
+    pub samples: Vec<f64>,
 }
 
 /// Tukey box statistics of one group.
@@ -107,12 +123,28 @@ pub fn box_plot(
     x_label: &str,
     y_label: &str,
 ) -> Result<RgbImage, PlotError> {
-    box_layout(categories, series, title, x_label, y_label).map(|(img, _, _)| img)
+    box_layout(categories, series, &[], title, x_label, y_label).map(|(img, _, _)| img)
+}
+
+/// [`box_plot`] with reference lines: each [`RefLine`] is drawn across the whole plot at its
+/// median, over a translucent band from its first to its third quartile (behind the boxes),
+/// with a legend entry after the series'. A reference line without samples, or with a
+/// non-finite one, is an error.
+pub fn box_plot_with_refs(
+    categories: &[String],
+    series: &[BoxSeries],
+    refs: &[RefLine],
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+) -> Result<RgbImage, PlotError> {
+    box_layout(categories, series, refs, title, x_label, y_label).map(|(img, _, _)| img)
 }
 
 fn box_layout(
     categories: &[String],
     series: &[BoxSeries],
+    refs: &[RefLine],
     title: &str,
     x_label: &str,
     y_label: &str,
@@ -139,16 +171,34 @@ fn box_layout(
             }
         }
     }
+    let mut ref_stats = Vec::with_capacity(refs.len());
+    for r in refs {
+        let what = format!("box_plot: reference '{}'", r.name);
+        if let Some((i, &v)) = r.samples.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(bad_value(&what, i, "value", v, false));
+        }
+        let Some(b) = box_stats(&r.samples) else {
+            return Err(PlotError::Empty(format!("{what} has no samples")));
+        };
+        ref_stats.push(b);
+    }
     let stats: Vec<Vec<Option<BoxStats>>> = series
         .iter()
         .map(|s| s.groups.iter().map(|g| box_stats(g)).collect())
         .collect();
-    let range = finite_range(stats.iter().flatten().flatten().flat_map(|b| {
-        b.outliers
+    let range = finite_range(
+        stats
             .iter()
-            .copied()
-            .chain([b.whisker_lo, b.whisker_hi])
-    }));
+            .flatten()
+            .flatten()
+            .flat_map(|b| {
+                b.outliers
+                    .iter()
+                    .copied()
+                    .chain([b.whisker_lo, b.whisker_hi])
+            })
+            .chain(ref_stats.iter().flat_map(|b| [b.q1, b.q3])),
+    );
     let (y_lo, y_hi) = padded(range, 0.06);
 
     let n_cat = categories.len();
@@ -183,6 +233,11 @@ fn box_layout(
             color: s.color,
             swatch: Swatch::Box,
         })
+        .chain(refs.iter().map(|r| LegendEntry {
+            name: r.name.clone(),
+            color: r.color,
+            swatch: Swatch::Band(REF_BAND_ALPHA),
+        }))
         .collect();
     let frame = Frame {
         width,
@@ -222,6 +277,15 @@ fn box_layout(
             );
             chart.draw_series(std::iter::once(zero)).map_err(e)?;
         }
+        // Reference bands behind the boxes, their median lines over them (drawn below).
+        let span = n_cat as f64;
+        let bands = refs.iter().zip(&ref_stats).map(|(r, b)| {
+            Rectangle::new(
+                [(0.0, b.q3), (span, b.q1)],
+                rgb(r.color).mix(REF_BAND_ALPHA).filled(),
+            )
+        });
+        chart.draw_series(bands).map_err(e)?;
         for (si, s) in series.iter().enumerate() {
             let edge = rgb(s.color);
             for (ci, st) in stats[si].iter().enumerate() {
@@ -264,6 +328,13 @@ fn box_layout(
                 chart.draw_series(dots).map_err(e)?;
             }
         }
+        let lines = refs.iter().zip(&ref_stats).map(|(r, b)| {
+            PathElement::new(
+                vec![(0.0, b.median), (span, b.median)],
+                rgb(r.color).stroke_width(2),
+            )
+        });
+        chart.draw_series(lines).map_err(e)?;
         Ok(())
     })?;
     Ok((img, mapping, centres))
@@ -362,8 +433,15 @@ mod tests {
     #[test]
     fn box_plot_draws_boxes_at_their_quartiles() {
         let (cats, act, bias) = two_series();
-        let (img, m, centres) =
-            box_layout(&cats, &[act.clone(), bias.clone()], "t", "layer", "value").unwrap();
+        let (img, m, centres) = box_layout(
+            &cats,
+            &[act.clone(), bias.clone()],
+            &[],
+            "t",
+            "layer",
+            "value",
+        )
+        .unwrap();
         assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
         // Between q1 = 2 and median = 3 of act in category 1 the box is filled with the tint.
         let (x, y) = m.px(centres[0][0], 2.5);
@@ -388,7 +466,8 @@ mod tests {
     #[test]
     fn box_plot_text_is_drawn_and_anti_aliased() {
         let (cats, act, bias) = two_series();
-        let (img, m, _) = box_layout(&cats, &[act, bias], "A title", "layer", "value").unwrap();
+        let (img, m, _) =
+            box_layout(&cats, &[act, bias], &[], "A title", "layer", "value").unwrap();
         let top = m.area.1.start as u32;
         // Title and legend above the plotting area: ink, with grey anti-aliasing levels.
         let (ink, grey) = grey_levels(&img, 0, 0, img.width(), top);
@@ -404,10 +483,102 @@ mod tests {
         assert!(grey_levels(&img, left, bottom + 6, img.width(), img.height()).1 > 20);
         // Without title and labels that space stays white.
         let (cats, act, bias) = two_series();
-        let (img, m, _) = box_layout(&cats, &[act, bias], "", "", "").unwrap();
+        let (img, m, _) = box_layout(&cats, &[act, bias], &[], "", "", "").unwrap();
         let top = m.area.1.start as u32;
         let (ink, _) = grey_levels(&img, 0, 0, img.width(), top.saturating_sub(30));
         assert_eq!(ink, 0);
+    }
+
+    /// The colour of `c` at REF_BAND_ALPHA over white, within plotters' rounding.
+    fn over_white(c: [u8; 3], p: [u8; 3]) -> bool {
+        c.iter().zip(p).all(|(&c, p)| {
+            let want = f64::from(c) * REF_BAND_ALPHA + 255.0 * (1.0 - REF_BAND_ALPHA);
+            (f64::from(p) - want).abs() <= 1.5
+        })
+    }
+
+    #[test]
+    fn reference_lines_span_the_plot_over_their_quartile_band() {
+        let (cats, act, bias) = two_series();
+        let grad = RefLine {
+            name: "grad".into(),
+            color: [102, 102, 102],
+            // q1 = 11, median 12, q3 = 13: above every box.
+            samples: vec![10.0, 11.0, 12.0, 13.0, 14.0],
+        };
+        let fg = RefLine {
+            name: "fullgrad.layers".into(),
+            color: [118, 42, 131],
+            samples: vec![-6.0, -5.0, -4.0],
+        };
+        let (img, m, centres) = box_layout(
+            &cats,
+            &[act.clone(), bias.clone()],
+            &[grad.clone(), fg.clone()],
+            "t",
+            "layer",
+            "value",
+        )
+        .unwrap();
+        // The median line runs across every category, at both ends of the plot too.
+        for x in [0.02, 1.5, 2.98] {
+            let (px, py) = m.px(x, 12.0);
+            assert_eq!(img.get_pixel(px, py).0, grad.color, "x = {x}");
+            let (px, py) = m.px(x, -5.0);
+            assert_eq!(img.get_pixel(px, py).0, fg.color, "x = {x}");
+        }
+        // Inside the band (between q1 and q3, off the line) the translucent shade; above q3
+        // and between the two bands, white.
+        let (px, py) = m.px(0.5, 12.6);
+        assert!(
+            over_white(grad.color, img.get_pixel(px, py).0),
+            "{:?}",
+            img.get_pixel(px, py)
+        );
+        let (px, py) = m.px(0.5, 11.4);
+        assert!(over_white(grad.color, img.get_pixel(px, py).0));
+        let (px, py) = m.px(0.05, 13.6);
+        assert_eq!(img.get_pixel(px, py).0, [255, 255, 255]);
+        let (px, py) = m.px(0.05, 8.0);
+        assert_eq!(img.get_pixel(px, py).0, [255, 255, 255]);
+        // Boxes are drawn over the bands: act's box in category 1 keeps its tint.
+        let (px, py) = m.px(centres[0][0], 2.5);
+        assert_eq!(img.get_pixel(px, py).0, tint(act.color));
+        // The y range grew to hold the bands; the legend shows both references.
+        let top = m.area.1.start as u32;
+        let head: Vec<[u8; 3]> = (0..top)
+            .flat_map(|y| (0..img.width()).map(move |x| (x, y)))
+            .map(|(x, y)| img.get_pixel(x, y).0)
+            .collect();
+        assert!(head.contains(&grad.color) && head.contains(&fg.color));
+        // Without references the same pixels are white.
+        let (img, m, _) = box_layout(&cats, &[act, bias], &[], "t", "layer", "value").unwrap();
+        let (px, py) = m.px(0.05, 0.5);
+        assert_eq!(img.get_pixel(px, py).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn reference_lines_refuse_what_they_cannot_draw() {
+        let (cats, act, _) = two_series();
+        let empty = RefLine {
+            name: "gradcam".into(),
+            color: [0, 0, 0],
+            samples: vec![],
+        };
+        let err = box_plot_with_refs(&cats, std::slice::from_ref(&act), &[empty], "", "", "")
+            .unwrap_err();
+        assert!(matches!(err, PlotError::Empty(_)) && err.to_string().contains("gradcam"));
+        let nan = RefLine {
+            name: "grad".into(),
+            color: [0, 0, 0],
+            samples: vec![1.0, f64::NAN],
+        };
+        let err = box_plot_with_refs(&cats, &[act], &[nan], "", "", "").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, PlotError::NonFinite(_)) && msg.contains("'grad'"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -457,7 +628,7 @@ mod tests {
             color: [0, 0, 0],
             groups: vec![vec![]],
         };
-        let (img, m, _) = box_layout(&cats, &[s], "t", "", "").unwrap();
+        let (img, m, _) = box_layout(&cats, &[s], &[], "t", "", "").unwrap();
         assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
         // "no data" is written in the middle of the plotting area.
         let (cx, cy) = (

@@ -1,5 +1,5 @@
-//! Line and scatter charts (survey curves, logit regressions), drawn with `plotters` in the
-//! shared `frame`.
+//! Line and scatter charts (survey curves, logit regressions, Fig. 8's medians with their
+//! percentile bands), drawn with `plotters` in the shared `frame`.
 
 use image::RgbImage;
 use plotters::prelude::*;
@@ -7,7 +7,8 @@ use plotters::series::LineSeries as PlotLine;
 
 use super::error::PlotError;
 use super::frame::{
-    bad_value, draw_marker, render, rgb, Axis, Frame, LegendEntry, Mapping, Marker, Swatch, MARKERS,
+    bad_value, draw_marker, render, rgb, Axis, Frame, LegendEntry, Mapping, Marker, Swatch,
+    BAND_ALPHA, MARKERS,
 };
 use super::frame::{PLOT_HEIGHT, PLOT_WIDTH};
 use super::text::draw_err;
@@ -50,6 +51,22 @@ pub struct LineSeries {
     pub y: Vec<f64>,
 }
 
+/// A filled area between two curves over the same x (a percentile range around a median):
+/// `lo` and `hi` must have `x`'s length; which of the two is larger may change along x.
+#[derive(Debug, Clone)]
+pub struct Band {
+    /// Legend name.
+    pub name: String,
+    /// Colour; the band is a translucent shade of it.
+    pub color: [u8; 3],
+    /// X values.
+    pub x: Vec<f64>,
+    /// One edge of the band, same length as `x`.
+    pub lo: Vec<f64>,
+    /// The other edge, same length as `x`.
+    pub hi: Vec<f64>,
+}
+
 /// Line plot with markers (shape cycles per series), legend, axes and nice ticks; `log_x`
 /// gives a decade-ticked log x axis. Every value must be finite, and every x > 0 on a log
 /// axis ([`PlotError::NonFinite`] otherwise).
@@ -75,7 +92,21 @@ pub fn line_plot_with(
     x_label: &str,
     y_label: &str,
 ) -> Result<RgbImage, PlotError> {
-    line_layout(series, opts, title, x_label, y_label).map(|(img, _)| img)
+    line_layout(series, &[], opts, title, x_label, y_label).map(|(img, _)| img)
+}
+
+/// [`line_plot_with`] over translucent [`Band`]s, drawn behind the lines in order, each with
+/// a legend entry after the series'. Every band value must be finite (and > 0 on a log
+/// axis), like the series'.
+pub fn line_plot_bands(
+    series: &[LineSeries],
+    bands: &[Band],
+    opts: &ChartOptions,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+) -> Result<RgbImage, PlotError> {
+    line_layout(series, bands, opts, title, x_label, y_label).map(|(img, _)| img)
 }
 
 fn check_size(opts: &ChartOptions, what: &str) -> Result<(), PlotError> {
@@ -100,6 +131,7 @@ fn axis_for(range: Option<(f64, f64)>, log: bool, pad: f64) -> Axis {
 
 pub(super) fn line_layout(
     series: &[LineSeries],
+    bands: &[Band],
     opts: &ChartOptions,
     title: &str,
     x_label: &str,
@@ -128,13 +160,45 @@ pub(super) fn line_layout(
             }
         }
     }
+    for b in bands {
+        if b.lo.len() != b.x.len() || b.hi.len() != b.x.len() {
+            return Err(PlotError::Shape(format!(
+                "line_plot: band '{}' has {} x values but {} lower and {} upper values",
+                b.name,
+                b.x.len(),
+                b.lo.len(),
+                b.hi.len()
+            )));
+        }
+        let what = format!("line_plot: band '{}'", b.name);
+        for (i, ((&x, &lo), &hi)) in b.x.iter().zip(&b.lo).zip(&b.hi).enumerate() {
+            if !x.is_finite() || (opts.log_x && x <= 0.0) {
+                return Err(bad_value(&what, i, "x", x, opts.log_x));
+            }
+            for v in [lo, hi] {
+                if !v.is_finite() || (opts.log_y && v <= 0.0) {
+                    return Err(bad_value(&what, i, "y", v, opts.log_y));
+                }
+            }
+        }
+    }
     if series.iter().all(|s| s.x.is_empty()) {
         return Err(PlotError::Empty(
             "line_plot: every series has zero points".into(),
         ));
     }
-    let xs = finite_range(series.iter().flat_map(|s| s.x.iter().copied()));
-    let ys = finite_range(series.iter().flat_map(|s| s.y.iter().copied()));
+    let xs = finite_range(
+        series
+            .iter()
+            .flat_map(|s| s.x.iter().copied())
+            .chain(bands.iter().flat_map(|b| b.x.iter().copied())),
+    );
+    let ys = finite_range(
+        series
+            .iter()
+            .flat_map(|s| s.y.iter().copied())
+            .chain(bands.iter().flat_map(|b| b.lo.iter().chain(&b.hi).copied())),
+    );
     let legend = series
         .iter()
         .enumerate()
@@ -143,6 +207,11 @@ pub(super) fn line_layout(
             color: s.color,
             swatch: Swatch::LineMarker(MARKERS[i % MARKERS.len()]),
         })
+        .chain(bands.iter().map(|b| LegendEntry {
+            name: b.name.clone(),
+            color: b.color,
+            swatch: Swatch::Fill,
+        }))
         .collect();
     let frame = Frame {
         width: opts.width,
@@ -157,6 +226,19 @@ pub(super) fn line_layout(
     };
     let (fx, fy) = (frame.x.clone(), frame.y.clone());
     render(&frame, |chart| {
+        for b in bands.iter().filter(|b| !b.x.is_empty()) {
+            // The outline: along `hi`, back along `lo`.
+            let outline: Vec<(f64, f64)> =
+                b.x.iter()
+                    .zip(&b.hi)
+                    .chain(b.x.iter().zip(&b.lo).rev())
+                    .map(|(&x, &y)| (fx.coord(x), fy.coord(y)))
+                    .collect();
+            let fill = rgb(b.color).mix(BAND_ALPHA).filled();
+            chart
+                .draw_series(std::iter::once(Polygon::new(outline, fill)))
+                .map_err(draw_err)?;
+        }
         for (i, s) in series.iter().enumerate() {
             let c = rgb(s.color);
             let pts: Vec<(f64, f64)> =
@@ -331,7 +413,8 @@ mod tests {
                 log_x,
                 ..ChartOptions::default()
             };
-            let (img, m) = line_layout(std::slice::from_ref(&s), &opts, "t", "x", "y").unwrap();
+            let (img, m) =
+                line_layout(std::slice::from_ref(&s), &[], &opts, "t", "x", "y").unwrap();
             assert_eq!((img.width(), img.height()), (PLOT_WIDTH, PLOT_HEIGHT));
             for (x, y) in [(1.0, 0.0), (10.0, 1.0), (100.0, 0.5)] {
                 let (px, py) = m.px(x, y);
@@ -350,6 +433,65 @@ mod tests {
     }
 
     #[test]
+    fn band_fills_between_its_edges_behind_the_line() {
+        // Median 0 at every x, band from -1 to +1 growing to -2..+2 at x = 4.
+        let x: Vec<f64> = (0..5).map(f64::from).collect();
+        let median = series("median", [31, 119, 180], x.clone(), vec![0.0; 5]);
+        let band = Band {
+            name: "10th-90th pct".into(),
+            color: [31, 119, 180],
+            x: x.clone(),
+            lo: vec![-1.0, -1.0, -1.0, -1.0, -2.0],
+            hi: vec![1.0, 1.0, 1.0, 1.0, 2.0],
+        };
+        // A second curve far above the band widens the y range, leaving white around it.
+        let other = series("other", [255, 127, 14], x.clone(), vec![6.0; 5]);
+        let opts = ChartOptions::default();
+        let all = [median.clone(), other.clone()];
+        let (img, m) =
+            line_layout(&all, std::slice::from_ref(&band), &opts, "t", "x", "y").unwrap();
+        let shade = |p: [u8; 3]| {
+            [31u8, 119, 180].iter().zip(p).all(|(&c, p)| {
+                let want = f64::from(c) * BAND_ALPHA + 255.0 * (1.0 - BAND_ALPHA);
+                (f64::from(p) - want).abs() <= 1.5
+            })
+        };
+        for (xv, yv) in [(1.5, 0.6), (2.5, -0.6), (3.9, 1.7), (3.9, -1.7)] {
+            let (px, py) = m.px(xv, yv);
+            assert!(
+                shade(img.get_pixel(px, py).0),
+                "({xv},{yv}): {:?}",
+                img.get_pixel(px, py)
+            );
+        }
+        // Outside the band, above and below it: white.
+        for (xv, yv) in [(1.5, 1.5), (1.5, -1.5), (2.5, 3.5), (0.5, -3.0)] {
+            let (px, py) = m.px(xv, yv);
+            assert_eq!(img.get_pixel(px, py).0, [255, 255, 255], "({xv},{yv})");
+        }
+        // The median line is drawn over the band.
+        let (px, py) = m.px(2.5, 0.0);
+        assert_eq!(img.get_pixel(px, py).0, [31, 119, 180]);
+        // Legend: a band swatch besides the series'.
+        let top = m.area.1.start as u32;
+        let head = (0..top).flat_map(|y| (0..img.width()).map(move |x| (x, y)));
+        assert!(head.map(|(x, y)| img.get_pixel(x, y).0).any(shade));
+        // Without the band the same pixels are white.
+        let (img, m) = line_layout(&all, &[], &opts, "t", "x", "y").unwrap();
+        let (px, py) = m.px(1.5, 0.6);
+        assert_eq!(img.get_pixel(px, py).0, [255, 255, 255]);
+        // Bad bands are refused with their name.
+        let mut short = band.clone();
+        short.hi.pop();
+        let err = line_plot_bands(&all, &[short], &opts, "", "", "").unwrap_err();
+        assert!(matches!(err, PlotError::Shape(_)) && err.to_string().contains("10th-90th"));
+        let mut nan = band;
+        nan.lo[2] = f64::NAN;
+        let err = line_plot_bands(&all, &[nan], &opts, "", "", "").unwrap_err();
+        assert!(matches!(err, PlotError::NonFinite(_)), "{err}");
+    }
+
+    #[test]
     fn line_plot_log_y_and_size() {
         let s = series("a", [0, 90, 0], vec![0.0, 1.0, 2.0], vec![1e-4, 1e-2, 1.0]);
         let opts = ChartOptions {
@@ -358,7 +500,7 @@ mod tests {
             height: 400,
             ..ChartOptions::default()
         };
-        let (img, m) = line_layout(std::slice::from_ref(&s), &opts, "", "x", "y").unwrap();
+        let (img, m) = line_layout(std::slice::from_ref(&s), &[], &opts, "", "x", "y").unwrap();
         assert_eq!((img.width(), img.height()), (640, 400));
         let ys: Vec<u32> = [1e-4, 1e-2, 1.0].iter().map(|&y| m.px(0.0, y).1).collect();
         assert!((i64::from(ys[1]) * 2 - i64::from(ys[0]) - i64::from(ys[2])).abs() <= 1);
@@ -414,7 +556,7 @@ mod tests {
         let a = series("vanilla", [214, 96, 77], vec![0.0, 1.0], vec![0.2, 0.4]);
         let b = series("zero-bias", [67, 147, 195], vec![0.0, 1.0], vec![0.3, 0.1]);
         let opts = ChartOptions::default();
-        let (img, m) = line_layout(&[a, b], &opts, "Title", "x label", "y label").unwrap();
+        let (img, m) = line_layout(&[a, b], &[], &opts, "Title", "x label", "y label").unwrap();
         let (left, top) = (m.area.0.start as u32, m.area.1.start as u32);
         let bottom = m.area.1.end as u32;
         // Legend strip (between title and plot): names in grey-edged glyphs and both colours.

@@ -128,7 +128,20 @@ pub(super) enum Swatch {
     Marker(Marker),
     /// A line through a marker (line plots).
     LineMarker(Marker),
+    /// A line over a light band of the given opacity (reference lines over their
+    /// interquartile range).
+    Band(f64),
+    /// A light band alone (a percentile band around a median line).
+    Fill,
 }
+
+/// Opacity of a band's fill over the white background (and over other bands, so that
+/// overlapping bands stay visible).
+pub(super) const BAND_ALPHA: f64 = 0.2;
+
+/// Opacity of a reference line's quartile band: fainter, as several span the whole plot
+/// behind the boxes.
+pub(super) const REF_BAND_ALPHA: f64 = 0.1;
 
 /// One legend entry.
 #[derive(Debug, Clone)]
@@ -296,6 +309,18 @@ fn draw_legend(
                 Swatch::LineMarker(m) => {
                     area.draw(&line()).map_err(err)?;
                     draw_marker(area, mid, m, 4, c.filled())?;
+                }
+                Swatch::Band(_) | Swatch::Fill => {
+                    let alpha = match e.swatch {
+                        Swatch::Band(a) => a,
+                        _ => BAND_ALPHA,
+                    };
+                    let b = [(x0, cy - 6), (x1, cy + 6)];
+                    area.draw(&Rectangle::new(b, c.mix(alpha).filled()))
+                        .map_err(err)?;
+                    if matches!(e.swatch, Swatch::Band(_)) {
+                        area.draw(&line()).map_err(err)?;
+                    }
                 }
             }
             names[i] = (i64::from(x1) + 6, top + i64::from(cy));

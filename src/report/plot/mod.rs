@@ -41,8 +41,12 @@ mod panels;
 mod text;
 mod ticks;
 
-pub use boxes::{box_plot, box_stats, quantile_sorted, BoxSeries, BoxStats};
-pub use charts::{line_plot, line_plot_with, scatter_plot, ChartOptions, LineSeries};
+pub use boxes::{
+    box_plot, box_plot_with_refs, box_stats, quantile_sorted, BoxSeries, BoxStats, RefLine,
+};
+pub use charts::{
+    line_plot, line_plot_bands, line_plot_with, scatter_plot, Band, ChartOptions, LineSeries,
+};
 pub use colour::{diverging_rgb, sequential_rgb};
 pub use error::PlotError;
 pub use frame::{PLOT_HEIGHT, PLOT_WIDTH};

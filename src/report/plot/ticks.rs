@@ -172,12 +172,16 @@ pub(super) fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f6
 /// value still gets a sensible axis.
 pub(super) fn padded(range: Option<(f64, f64)>, frac: f64) -> (f64, f64) {
     let (lo, hi) = range.unwrap_or((0.0, 1.0));
-    if hi > lo {
+    // A spread below 1e-9 of the values is rounding (ρ = 1 ± 1e-16 for a model whose biases
+    // are already 0): scaling it up to the axis would draw noise as structure, with tick
+    // labels that cannot tell the values apart. It is drawn as a constant.
+    if hi - lo > 1e-9 * lo.abs().max(hi.abs()) {
         let pad = (hi - lo) * frac;
         (lo - pad, hi + pad)
     } else {
-        let half = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
-        (lo - half, hi + half)
+        let mid = lo + (hi - lo) / 2.0;
+        let half = if mid == 0.0 { 1.0 } else { mid.abs() * 0.1 };
+        (mid - half, mid + half)
     }
 }
 
@@ -194,6 +198,19 @@ pub(super) fn padded_log(range: Option<(f64, f64)>, frac: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padded_treats_rounding_spread_as_constant() {
+        let (lo, hi) = padded(Some((1.0 - 2e-16, 1.0 + 4e-16)), 0.06);
+        assert!(
+            (lo - 0.9).abs() < 1e-12 && (hi - 1.1).abs() < 1e-12,
+            "{lo} {hi}"
+        );
+        assert_eq!(padded(Some((0.0, 0.0)), 0.06), (-1.0, 1.0));
+        // A real spread, however small against 1, is padded by its own size.
+        let (lo, hi) = padded(Some((1.0, 1.0 + 1e-6)), 0.5);
+        assert!((lo - (1.0 - 5e-7)).abs() < 1e-12 && (hi - (1.0 + 1.5e-6)).abs() < 1e-12);
+    }
 
     fn approx(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9 * (1.0 + a.abs().max(b.abs()))
