@@ -150,3 +150,42 @@ fn collected_features_are_the_recorded_layer_activations() {
         }
     }
 }
+
+/// With `freeze_biases`, a bias handle mid-decay is the teacher's times the scale: nothing
+/// but the rescales touched it. Without, training moves it.
+#[test]
+fn frozen_biases_are_only_rescaled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    for arch in [&[][..], &RESNET[..]] {
+        let drift = |freeze: bool| -> f32 {
+            let mut set: Vec<&str> = arch.to_vec();
+            if freeze {
+                set.push("stage.1.freeze_biases=true");
+            }
+            let dir = tmp.path().join(format!("{}-{freeze}", arch.len()));
+            run(&recipe, &opts(&dir, false, None, &set)).unwrap();
+            let teacher = tensors(&dir.join("teacher-stage1.safetensors"));
+            // Global step 8: the decay stage's second step, then its first rescale (linear,
+            // 2 rescales: scale ½).
+            let mid = tensors(&dir.join("step-000008.safetensors"));
+            let mut worst = 0f32;
+            let mut seen = 0;
+            for (name, b) in &mid {
+                let is_bias = name.ends_with(".bias") || name.ends_with(".running_mean");
+                if !is_bias {
+                    continue;
+                }
+                for (v, t) in b.iter().zip(&teacher[name]) {
+                    worst = worst.max((v - 0.5 * t).abs());
+                    seen += 1;
+                }
+            }
+            assert!(seen > 0);
+            worst
+        };
+        assert_eq!(drift(true), 0.0, "frozen biases moved");
+        assert!(drift(false) > 0.0, "trained biases did not move");
+    }
+}

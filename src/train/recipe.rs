@@ -194,6 +194,11 @@ pub struct Stage {
     /// extension, train/compensate.rs).
     #[serde(default)]
     pub compensate: bool,
+    /// decay: the bias handles are only rescaled, never trained, so that what the student
+    /// learns between rescales goes into the weights rather than regrowing biases that the
+    /// next rescale takes away (an extension; the default trains them).
+    #[serde(default)]
+    pub freeze_biases: bool,
     /// decay: steps at zero bias after the last rescale, biases frozen.
     #[serde(default)]
     pub zero_steps: usize,
@@ -541,6 +546,12 @@ impl Recipe {
                     "only a decay stage scales the BN running means".into(),
                 );
             }
+            if s.freeze_biases && s.kind != StageKind::Decay {
+                return bad(
+                    &f("freeze_biases"),
+                    "only a decay stage rescales biases; a train stage trains them".into(),
+                );
+            }
             if s.compensate && s.kind != StageKind::Decay {
                 return bad(
                     &f("compensate"),
@@ -756,6 +767,7 @@ const STAGE_FIELDS: Fields = &[
     ("train_gamma", Expect::Flag, false),
     ("feature_weight", Expect::Number, false),
     ("compensate", Expect::Flag, false),
+    ("freeze_biases", Expect::Flag, false),
     (
         "bn_variance",
         Expect::OneOf(&["fixed", "second_moment"]),
@@ -1217,6 +1229,7 @@ batch_size = 4
             ),
             ("stage.1.bn_variance=\"data\"", "bn_variance"),
             ("stage.0.compensate=true", "stage[0].compensate"),
+            ("stage.0.freeze_biases=true", "stage[0].freeze_biases"),
         ] {
             let e = Recipe::parse(BASE, &[set.into()], "t")
                 .unwrap_err()

@@ -123,13 +123,13 @@ pub(super) fn trainable(model: &dyn Classifier, stage: &Stage) -> Vec<(String, c
                 ParamKind::Weight | ParamKind::Bias | ParamKind::BnGamma | ParamKind::BnBeta
             ),
             // The running statistics stay fixed, γ too unless the stage says otherwise; β and
-            // biases are trained and rescaled.
-            StageKind::Decay => {
-                matches!(
-                    p.kind,
-                    ParamKind::Weight | ParamKind::Bias | ParamKind::BnBeta
-                ) || (stage.train_gamma && p.kind == ParamKind::BnGamma)
-            }
+            // the biases are trained and rescaled, or only rescaled with `freeze_biases`.
+            StageKind::Decay => match p.kind {
+                ParamKind::Weight => true,
+                ParamKind::Bias | ParamKind::BnBeta => !stage.freeze_biases,
+                ParamKind::BnGamma => stage.train_gamma,
+                ParamKind::BnMean | ParamKind::BnVar => false,
+            },
         })
         .map(|p| (p.name.clone(), p.var.clone()))
         .collect()
@@ -157,6 +157,13 @@ mod tests {
         assert!(!has_gamma(&stage));
         stage.train_gamma = true;
         assert!(has_gamma(&stage));
+        stage.freeze_biases = true;
+        let names: Vec<String> = trainable(m.as_ref(), &stage)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.iter().any(|n| n == "layer1.0.conv1.weight"));
+        assert!(!names.iter().any(|n| n.ends_with(".bias")), "{names:?}");
         // Running statistics are never trained.
         assert!(!trainable(m.as_ref(), &stage)
             .iter()
