@@ -189,3 +189,26 @@ fn frozen_biases_are_only_rescaled() {
         assert!(drift(false) > 0.0, "trained biases did not move");
     }
 }
+
+/// mixup changes what the student learns, with or without labels, and a resumed run draws
+/// the same blends.
+#[test]
+fn mixup_changes_the_student_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    for ce in ["stage.1.ce_weight=0", "stage.1.ce_weight=1"] {
+        let set = ["stage.1.mixup=true", ce];
+        let dir = |n: &str| tmp.path().join(format!("{n}-{}", &ce[ce.len() - 1..]));
+        let a = run(&recipe, &opts(&dir("a"), false, None, &set)).unwrap();
+        let plain = run(&recipe, &opts(&dir("p"), false, None, &[ce])).unwrap();
+        assert_ne!(
+            weights(&a.final_checkpoint),
+            weights(&plain.final_checkpoint),
+            "mixup had no effect ({ce})"
+        );
+        run(&recipe, &opts(&dir("b"), false, Some(9), &set)).unwrap_err();
+        let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
+        assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
+    }
+}

@@ -199,6 +199,10 @@ pub struct Stage {
     /// next rescale takes away (an extension; the default trains them).
     #[serde(default)]
     pub freeze_biases: bool,
+    /// decay: teacher and student see mixup blends λ·x_i + (1 − λ)·x_j of the batch's
+    /// images, λ ~ U(0, 1) per step (an extension: distillation as function matching).
+    #[serde(default)]
+    pub mixup: bool,
     /// decay: steps at zero bias after the last rescale, biases frozen.
     #[serde(default)]
     pub zero_steps: usize,
@@ -546,6 +550,12 @@ impl Recipe {
                     "only a decay stage scales the BN running means".into(),
                 );
             }
+            if s.mixup && s.kind != StageKind::Decay {
+                return bad(
+                    &f("mixup"),
+                    "only a decay stage distils; a train stage has no teacher".into(),
+                );
+            }
             if s.freeze_biases && s.kind != StageKind::Decay {
                 return bad(
                     &f("freeze_biases"),
@@ -768,6 +778,7 @@ const STAGE_FIELDS: Fields = &[
     ("feature_weight", Expect::Number, false),
     ("compensate", Expect::Flag, false),
     ("freeze_biases", Expect::Flag, false),
+    ("mixup", Expect::Flag, false),
     (
         "bn_variance",
         Expect::OneOf(&["fixed", "second_moment"]),
@@ -1230,6 +1241,7 @@ batch_size = 4
             ("stage.1.bn_variance=\"data\"", "bn_variance"),
             ("stage.0.compensate=true", "stage[0].compensate"),
             ("stage.0.freeze_biases=true", "stage[0].freeze_biases"),
+            ("stage.0.mixup=true", "stage[0].mixup"),
         ] {
             let e = Recipe::parse(BASE, &[set.into()], "t")
                 .unwrap_err()

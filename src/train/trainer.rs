@@ -434,6 +434,23 @@ impl<'a> Trainer<'a> {
                 (loss, f64::NAN)
             }
             Some(t) => {
+                // mixup: the pair sees a blend of two images (function matching away from
+                // the training images themselves), drawn from the step number so that a
+                // resumed run draws the same.
+                let mut mixed = None;
+                let mut x = x;
+                if stage.mixup {
+                    let mut rng = crate::data::Rng::derive(
+                        self.recipe.seed,
+                        &[0x313c_0b, st.si as u64, self.state.global_step as u64],
+                    );
+                    let lambda = rng.uniform_f64();
+                    let mut order: Vec<u32> = (0..batch.n as u32).collect();
+                    rng.shuffle(&mut order);
+                    let order = Tensor::from_vec(order, batch.n, &self.device)?;
+                    x = ((&x * lambda)? + (x.index_select(&order, 0)? * (1.0 - lambda))?)?;
+                    mixed = Some((lambda, labels.index_select(&order, 0)?));
+                }
                 let features = stage.feature_weight > 0.0;
                 let (mut t_ctx, mut s_ctx) = (Ctx::inference(), Ctx::training(false));
                 if features {
@@ -447,8 +464,14 @@ impl<'a> Trainer<'a> {
                     loss = (loss + (feature * stage.feature_weight)?)?;
                 }
                 if stage.ce_weight > 0.0 {
-                    loss = (loss
-                        + (crate::nn::cross_entropy(&s_logits, &labels)? * stage.ce_weight)?)?;
+                    let ce = match &mixed {
+                        None => crate::nn::cross_entropy(&s_logits, &labels)?,
+                        Some((lambda, other)) => {
+                            ((crate::nn::cross_entropy(&s_logits, &labels)? * *lambda)?
+                                + (crate::nn::cross_entropy(&s_logits, other)? * (1.0 - lambda))?)?
+                        }
+                    };
+                    loss = (loss + (ce * stage.ce_weight)?)?;
                 }
                 let a: Vec<u32> = s_logits.detach().argmax(1)?.to_vec1()?;
                 let b: Vec<u32> = t_logits.argmax(1)?.to_vec1()?;
