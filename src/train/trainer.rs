@@ -442,7 +442,7 @@ impl<'a> Trainer<'a> {
                 if stage.mixup {
                     let mut rng = crate::data::Rng::derive(
                         self.recipe.seed,
-                        &[0x313c_0b, st.si as u64, self.state.global_step as u64],
+                        &[0x0031_3c0b, st.si as u64, self.state.global_step as u64],
                     );
                     let lambda = rng.uniform_f64();
                     let mut order: Vec<u32> = (0..batch.n as u32).collect();
