@@ -212,3 +212,53 @@ fn mixup_changes_the_student_and_resumes_exactly() {
         assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
     }
 }
+
+#[test]
+fn train_gamma_is_a_decay_option() {
+    let r =
+        zerobias::train::Recipe::parse(TINY, &["stage.1.train_gamma=true".into()], "t").unwrap();
+    assert!(r.stages[1].train_gamma && !r.stages[0].train_gamma);
+    let e = zerobias::train::Recipe::parse(TINY, &["stage.0.train_gamma=true".into()], "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stage[0].train_gamma"), "{e}");
+}
+
+#[test]
+fn feature_weight_and_bn_variance_are_decay_options() {
+    let r = zerobias::train::Recipe::parse(
+        TINY,
+        &[
+            "stage.1.feature_weight=0.5".into(),
+            "stage.1.bn_variance=\"second_moment\"".into(),
+        ],
+        "t",
+    )
+    .unwrap();
+    assert_eq!(r.stages[1].feature_weight, 0.5);
+    assert_eq!(
+        r.stages[1].bn_variance,
+        zerobias::train::BnVariance::SecondMoment
+    );
+    assert_eq!(r.stages[0].bn_variance, zerobias::train::BnVariance::Fixed);
+    // Round trip through the run's recipe.toml.
+    let again = zerobias::train::Recipe::parse(&r.to_toml(), &[], "t").unwrap();
+    assert_eq!(again.stages, r.stages);
+    for (set, field) in [
+        ("stage.0.feature_weight=1", "stage[0].feature_weight"),
+        ("stage.1.feature_weight=-1", "stage[1].feature_weight"),
+        (
+            "stage.0.bn_variance=\"second_moment\"",
+            "stage[0].bn_variance",
+        ),
+        ("stage.1.bn_variance=\"data\"", "bn_variance"),
+        ("stage.0.compensate=true", "stage[0].compensate"),
+        ("stage.0.freeze_biases=true", "stage[0].freeze_biases"),
+        ("stage.0.mixup=true", "stage[0].mixup"),
+    ] {
+        let e = zerobias::train::Recipe::parse(TINY, &[set.into()], "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{set}: {e}");
+    }
+}

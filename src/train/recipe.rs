@@ -529,49 +529,33 @@ impl Recipe {
                         );
                 }
             }
-            if s.smooth && s.kind != StageKind::Decay {
-                return bad(&f("smooth"), "only a decay stage rescales biases".into());
-            }
-            if s.feature_weight != 0.0 && s.kind != StageKind::Decay {
-                return bad(
-                    &f("feature_weight"),
-                    "only a decay stage has a teacher to distil from".into(),
-                );
+            // Fields that only mean something in a decay stage.
+            let (rescale, distil) = (
+                "only a decay stage rescales biases",
+                "only a decay stage distils",
+            );
+            let decay_only = [
+                (s.smooth, "smooth", rescale),
+                (s.feature_weight != 0.0, "feature_weight", distil),
+                (s.bn_variance != BnVariance::Fixed, "bn_variance", rescale),
+                (s.mixup, "mixup", distil),
+                (s.freeze_biases, "freeze_biases", rescale),
+                (s.compensate, "compensate", rescale),
+                (
+                    s.train_gamma,
+                    "train_gamma",
+                    "only a decay stage holds γ fixed",
+                ),
+            ];
+            for (set, field, why) in decay_only {
+                if set && s.kind != StageKind::Decay {
+                    return bad(&f(field), why.into());
+                }
             }
             if !(s.feature_weight.is_finite() && s.feature_weight >= 0.0) {
                 return bad(
                     &f("feature_weight"),
                     format!("{}: expected >= 0 (0 = off)", s.feature_weight),
-                );
-            }
-            if s.bn_variance != BnVariance::Fixed && s.kind != StageKind::Decay {
-                return bad(
-                    &f("bn_variance"),
-                    "only a decay stage scales the BN running means".into(),
-                );
-            }
-            if s.mixup && s.kind != StageKind::Decay {
-                return bad(
-                    &f("mixup"),
-                    "only a decay stage distils; a train stage has no teacher".into(),
-                );
-            }
-            if s.freeze_biases && s.kind != StageKind::Decay {
-                return bad(
-                    &f("freeze_biases"),
-                    "only a decay stage rescales biases; a train stage trains them".into(),
-                );
-            }
-            if s.compensate && s.kind != StageKind::Decay {
-                return bad(
-                    &f("compensate"),
-                    "only a decay stage rescales biases".into(),
-                );
-            }
-            if s.train_gamma && s.kind != StageKind::Decay {
-                return bad(
-                    &f("train_gamma"),
-                    "only a decay stage holds γ fixed; a train stage always trains it".into(),
                 );
             }
             match s.kind {
@@ -1202,51 +1186,5 @@ batch_size = 4
             .unwrap_err()
             .to_string();
         assert!(e.contains("out of range"), "{e}");
-    }
-
-    #[test]
-    fn train_gamma_is_a_decay_option() {
-        let r = Recipe::parse(BASE, &["stage.1.train_gamma=true".into()], "t").unwrap();
-        assert!(r.stages[1].train_gamma && !r.stages[0].train_gamma);
-        let e = Recipe::parse(BASE, &["stage.0.train_gamma=true".into()], "t")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("stage[0].train_gamma"), "{e}");
-    }
-
-    #[test]
-    fn feature_weight_and_bn_variance_are_decay_options() {
-        let r = Recipe::parse(
-            BASE,
-            &[
-                "stage.1.feature_weight=0.5".into(),
-                "stage.1.bn_variance=\"second_moment\"".into(),
-            ],
-            "t",
-        )
-        .unwrap();
-        assert_eq!(r.stages[1].feature_weight, 0.5);
-        assert_eq!(r.stages[1].bn_variance, BnVariance::SecondMoment);
-        assert_eq!(r.stages[0].bn_variance, BnVariance::Fixed);
-        // Round trip through the run's recipe.toml.
-        let again = Recipe::parse(&r.to_toml(), &[], "t").unwrap();
-        assert_eq!(again.stages, r.stages);
-        for (set, field) in [
-            ("stage.0.feature_weight=1", "stage[0].feature_weight"),
-            ("stage.1.feature_weight=-1", "stage[1].feature_weight"),
-            (
-                "stage.0.bn_variance=\"second_moment\"",
-                "stage[0].bn_variance",
-            ),
-            ("stage.1.bn_variance=\"data\"", "bn_variance"),
-            ("stage.0.compensate=true", "stage[0].compensate"),
-            ("stage.0.freeze_biases=true", "stage[0].freeze_biases"),
-            ("stage.0.mixup=true", "stage[0].mixup"),
-        ] {
-            let e = Recipe::parse(BASE, &[set.into()], "t")
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(field), "{set}: {e}");
-        }
     }
 }
