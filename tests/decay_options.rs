@@ -6,19 +6,8 @@ use std::path::Path;
 
 mod common;
 
-use common::{weights, TINY};
-use zerobias::train::{run, RunOptions};
-
-fn opts(dir: &Path, resume: bool, stop_after: Option<usize>, overrides: &[&str]) -> RunOptions {
-    RunOptions {
-        run_dir: Some(dir.to_path_buf()),
-        resume,
-        overrides: overrides.iter().map(|s| s.to_string()).collect(),
-        quiet: true,
-        stop_after,
-        force: false,
-    }
-}
+use common::{run_opts as opts, weights, TINY};
+use zerobias::train::run;
 
 const RESNET: [&str; 3] = [
     "model.arch=\"resnet50\"",

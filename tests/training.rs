@@ -1,23 +1,11 @@
 //! The trainer: resume equivalence, failure handling, and a short quickstart run.
 
-use std::path::Path;
 
 use candle_core::Device;
 mod common;
 
-use common::{weights, TINY};
-use zerobias::train::{run, RunOptions};
-
-fn opts(dir: &Path, resume: bool, stop_after: Option<usize>, overrides: &[&str]) -> RunOptions {
-    RunOptions {
-        run_dir: Some(dir.to_path_buf()),
-        resume,
-        overrides: overrides.iter().map(|s| s.to_string()).collect(),
-        quiet: true,
-        stop_after,
-        force: false,
-    }
-}
+use common::{run_opts as opts, weights, TINY};
+use zerobias::train::run;
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {

@@ -104,3 +104,20 @@ pub fn save_tiny_vgg(dir: &Path, name: &str, bias_scale: f32) -> PathBuf {
     zerobias::checkpoint::save(&p, &named, Default::default()).unwrap();
     p
 }
+
+/// Run options for a test run in `dir`: quiet, `--set` overrides, optional stop.
+pub fn run_opts(
+    dir: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    overrides: &[&str],
+) -> zerobias::train::RunOptions {
+    zerobias::train::RunOptions {
+        run_dir: Some(dir.to_path_buf()),
+        resume,
+        overrides: overrides.iter().map(|s| s.to_string()).collect(),
+        quiet: true,
+        stop_after,
+        force: false,
+    }
+}
