@@ -1,6 +1,5 @@
 //! The trainer: resume equivalence, failure handling, and a short quickstart run.
 
-
 use candle_core::Device;
 mod common;
 
