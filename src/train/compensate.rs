@@ -14,6 +14,7 @@ use candle_core::{DType, Tensor, Var};
 use crate::bias::BiasKind;
 use crate::error::{Error, Result};
 use crate::models::{Classifier, Ctx};
+use crate::nn::window_out_len;
 use crate::taps::ConvInput;
 
 /// Patch positions sampled per convolution and batch.
@@ -212,8 +213,15 @@ fn feeding_conv(bn: &str) -> Option<String> {
 /// evenly spread over the batch (zero padding as the convolution sees it).
 fn patches(c: &ConvInput, kh: usize, kw: usize) -> Result<Tensor> {
     let (n, ch, h, w) = c.input.dims4()?;
-    let out_len = |len: usize, k: usize| (len + 2 * c.padding).saturating_sub(k) / c.stride + 1;
-    let (oh, ow) = (out_len(h, kh), out_len(w, kw));
+    let out_len = |len: usize, k: usize| {
+        window_out_len(len, k, c.stride, c.padding).ok_or_else(|| {
+            Error::Training(format!(
+                "compensate: '{}' saw a {h}x{w} input, smaller than its {kh}x{kw} kernel",
+                c.name
+            ))
+        })
+    };
+    let (oh, ow) = (out_len(h, kh)?, out_len(w, kw)?);
     let total = n * oh * ow;
     let m = total.min(POSITIONS_PER_BATCH);
     let x = c

@@ -315,7 +315,7 @@ impl<'a> Trainer<'a> {
             self.data.train.clone(),
             stage.batch_size,
             true,
-            self.recipe.seed.wrapping_add(si as u64 * 7919),
+            self.stage_seed(si),
             self.recipe.data.prefetch,
         );
         if loader.batches_per_epoch() == 0 {
@@ -352,6 +352,11 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// Seed of stage `si`'s training stream (and, mixed further, its other streams).
+    fn stage_seed(&self, si: usize) -> u64 {
+        self.recipe.seed.wrapping_add(si as u64 * 7919)
+    }
+
     /// Patch statistics for `compensate` from a few training batches of a stream of its own
     /// (the training stream is untouched), the same on every resume.
     fn compensator(
@@ -364,7 +369,7 @@ impl<'a> Trainer<'a> {
             self.data.train.clone(),
             stage.batch_size,
             true,
-            self.recipe.seed.wrapping_add(si as u64 * 7919) ^ 0xc0_4e45,
+            self.stage_seed(si) ^ 0xc0_4e45,
             self.recipe.data.prefetch,
         );
         let images_wanted: usize = 128;
