@@ -1,5 +1,6 @@
-//! Decay options beyond the paper: `bn_variance = "second_moment"` and `feature_weight`,
-//! end to end on a tiny ResNet (BatchNorm) run, with resume.
+//! Decay options beyond the paper (`bn_variance`, `feature_weight`, `freeze_biases`,
+//! `mixup`, `anchor`, `ema`), end to end on tiny VGG and ResNet (BatchNorm) runs, with
+//! resume.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -244,10 +245,106 @@ fn feature_weight_and_bn_variance_are_decay_options() {
         ("stage.0.compensate=true", "stage[0].compensate"),
         ("stage.0.freeze_biases=true", "stage[0].freeze_biases"),
         ("stage.0.mixup=true", "stage[0].mixup"),
+        ("stage.0.anchor=1", "stage[0].anchor"),
+        ("stage.1.anchor=-1", "stage[1].anchor"),
+        ("stage.0.ema=0.9", "stage[0].ema"),
+        ("stage.1.ema=1", "stage[1].ema"),
+        ("stage.1.ema=-0.5", "stage[1].ema"),
     ] {
         let e = zerobias::train::Recipe::parse(TINY, &[set.into()], "t")
             .unwrap_err()
             .to_string();
         assert!(e.contains(field), "{set}: {e}");
+    }
+}
+
+/// `ema`: the zero phase's average begins as the zeroed student, follows
+/// a ← d·a + (1 − d)·w each step, becomes the final student (no bias), and resumes exactly.
+#[test]
+fn ema_student_is_the_zero_phase_average_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    for arch in [&[][..], &RESNET[..]] {
+        let set: Vec<&str> = arch.iter().copied().chain(["stage.1.ema=0.5"]).collect();
+        let dir = |n: &str| tmp.path().join(format!("{n}-{}", arch.len()));
+        let a = run(&recipe, &opts(&dir("a"), false, None, &set)).unwrap();
+        assert_eq!(a.final_max_abs_bias, 0.0);
+        // Train 6 steps; decay: rescales after global steps 8 and 10 (zero), then 3 steps.
+        let all = |step: usize| -> HashMap<String, Vec<f32>> {
+            let path = dir("a").join(format!("step-{step:06}.safetensors"));
+            let (t, _) = zerobias::checkpoint::read_tensors(&path, &candle_core::Device::Cpu)
+                .unwrap();
+            t.into_iter()
+                .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+                .collect()
+        };
+        let (at8, at10, at12, last) = (all(8), all(10), all(12), all(13));
+        assert!(
+            !at8.keys().any(|k| k.starts_with("optim.avg.")),
+            "averaging began before the zero phase"
+        );
+        let student = tensors(&a.final_checkpoint);
+        let mut trained = 0;
+        for (name, w) in &student {
+            let Some(avg10) = at10.get(&format!("optim.avg.{name}")) else {
+                continue;
+            };
+            assert_eq!(avg10, &at10[name], "{name}: the average begins as the weights");
+            let (avg12, w13) = (&at12[&format!("optim.avg.{name}")], &last[name]);
+            for i in 0..w.len() {
+                let want = 0.5 * avg12[i] + 0.5 * w13[i];
+                assert!((w[i] - want).abs() <= 1e-6 * want.abs().max(1e-3), "{name}[{i}]");
+            }
+            if w != w13 {
+                trained += 1;
+            }
+        }
+        assert!(trained > 0, "the final student is the last step's weights");
+        run(&recipe, &opts(&dir("b"), false, Some(12), &set)).unwrap_err();
+        let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
+        assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
+    }
+}
+
+/// `anchor` = 1/lr pulls every weight and γ all the way back to the teacher's each step,
+/// while the biases still decay to zero; resumed, the same network.
+#[test]
+fn anchor_pulls_weights_to_the_teacher_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    for arch in [&[][..], &RESNET[..]] {
+        // lr: stage.1's 1e-4 (both archs' decay stage).
+        let free_set: Vec<&str> = arch
+            .iter()
+            .copied()
+            .chain(["stage.1.train_gamma=true"])
+            .collect();
+        let mut set = free_set.clone();
+        set.push("stage.1.anchor=1e4");
+        let dir = |n: &str| tmp.path().join(format!("{n}-{}", arch.len()));
+        let a = run(&recipe, &opts(&dir("a"), false, None, &set)).unwrap();
+        assert_eq!(a.final_max_abs_bias, 0.0);
+        let teacher = tensors(&dir("a").join("teacher-stage1.safetensors"));
+        let student = tensors(&a.final_checkpoint);
+        let free = run(&recipe, &opts(&dir("f"), false, None, &free_set)).unwrap();
+        let free = tensors(&free.final_checkpoint);
+        let (mut pulled, mut moved) = (0, 0);
+        for (name, w) in &student {
+            // Conv, linear and BN γ: the torchvision names end in `.weight`.
+            if !name.ends_with(".weight") {
+                continue;
+            }
+            for (x, t) in w.iter().zip(&teacher[name]) {
+                assert!((x - t).abs() <= 1e-6 * t.abs().max(1e-3), "{name}: {x} vs {t}");
+            }
+            pulled += 1;
+            moved += usize::from(free[name] != teacher[name]);
+        }
+        assert!(pulled >= 14 && moved > 0, "{pulled} weights, {moved} moved unanchored");
+        run(&recipe, &opts(&dir("b"), false, Some(9), &set)).unwrap_err();
+        let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
+        assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
     }
 }

@@ -1,4 +1,5 @@
-//! Adam (decoupled weight decay optional) with state that checkpoints can save and restore.
+//! Adam (decoupled weight decay optional, toward zero or toward anchor values) with an
+//! optional running average of the weights, and state that checkpoints can save and restore.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,9 @@ pub struct Adam {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Decoupled pull toward the anchored values (L2-SP): each step moves an anchored
+    /// weight by −lr·anchor·(w − w₀).
+    pub anchor: f64,
     /// Maximum global gradient L2 norm; larger gradients are scaled down to it (0 = none).
     pub clip_grad_norm: f64,
     /// Optimiser steps taken.
@@ -20,6 +24,11 @@ pub struct Adam {
     frozen: Vec<bool>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    anchors: Vec<Option<Tensor>>,
+    /// Decay of the exponential moving average of the weights (0 = none kept).
+    pub average_decay: f64,
+    /// The moving average, once [`Adam::start_averaging`] has begun it.
+    average: Option<Vec<Tensor>>,
 }
 
 /// What [`Adam::step`] did.
@@ -68,18 +77,23 @@ impl Adam {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let v = m.clone();
         let frozen = vec![false; params.len()];
+        let anchors = vec![None; params.len()];
         Ok(Self {
             lr,
             beta1,
             beta2,
             eps: 1e-8,
             weight_decay,
+            anchor: 0.0,
             clip_grad_norm: 0.0,
             t: 0,
             params,
             frozen,
             m,
             v,
+            anchors,
+            average_decay: 0.0,
+            average: None,
         })
     }
 
@@ -141,7 +155,11 @@ impl Adam {
             if self.weight_decay > 0.0 {
                 value = (&value * (1.0 - self.lr * self.weight_decay))?;
             }
-            let value = (value - (update * self.lr)?)?;
+            let mut value = (value - (update * self.lr)?)?;
+            // After the update, as a proximal step would: lr·anchor = 1 lands on the anchor.
+            if let (true, Some(a)) = (self.anchor > 0.0, &self.anchors[i]) {
+                value = (&value - ((&value - a)? * (self.lr * self.anchor))?)?;
+            }
             // Checked tensor by tensor so that no copy of the whole model is held; the
             // parameters before this one are already updated, so the caller must stop.
             if !all_finite(&value)? {
@@ -152,6 +170,10 @@ impl Adam {
                         self.params[i].0, self.lr
                     ))),
                 });
+            }
+            if let Some(avg) = &mut self.average {
+                let d = self.average_decay;
+                avg[i] = ((&avg[i] * d)? + (&value * (1.0 - d))?)?;
             }
             p.set(&value)?;
             self.m[i] = m;
@@ -172,12 +194,51 @@ impl Adam {
         }
     }
 
-    /// Moments as named tensors (`optim.m.{param}`, `optim.v.{param}`).
+    /// Pull each named parameter toward the given value (see [`Adam::anchor`]); the
+    /// others are not pulled.
+    pub fn anchor_to(&mut self, values: &HashMap<String, Tensor>) -> Result<()> {
+        for (i, (name, p)) in self.params.iter().enumerate() {
+            self.anchors[i] = match values.get(name) {
+                Some(v) => Some(v.to_device(p.device())?.detach()),
+                None => None,
+            };
+        }
+        Ok(())
+    }
+
+    /// Begin the moving average of the weights at their current values (no-op once begun).
+    pub fn start_averaging(&mut self) -> Result<()> {
+        if self.average.is_none() {
+            self.average = Some(
+                self.params
+                    .iter()
+                    .map(|(_, p)| p.as_tensor().copy())
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Set the parameters to their moving average, if one was kept.
+    pub fn assign_average(&self) -> Result<()> {
+        if let Some(avg) = &self.average {
+            for ((_, p), a) in self.params.iter().zip(avg) {
+                p.set(a)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moments as named tensors (`optim.m.{param}`, `optim.v.{param}`), and the weights'
+    /// moving average (`optim.avg.{param}`) once begun.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::with_capacity(2 * self.params.len());
+        let mut out = Vec::with_capacity(3 * self.params.len());
         for (i, (name, _)) in self.params.iter().enumerate() {
             out.push((format!("optim.m.{name}"), self.m[i].clone()));
             out.push((format!("optim.v.{name}"), self.v[i].clone()));
+            if let Some(avg) = &self.average {
+                out.push((format!("optim.avg.{name}"), avg[i].clone()));
+            }
         }
         out
     }
@@ -191,6 +252,19 @@ impl Adam {
                 self.m[i] = m.to_device(p.device())?;
                 self.v[i] = v.to_device(p.device())?;
             }
+        }
+        let saved: Option<Vec<Tensor>> = self
+            .params
+            .iter()
+            .map(|(name, p)| {
+                tensors
+                    .get(&format!("optim.avg.{name}"))
+                    .map(|a| a.to_device(p.device()))
+            })
+            .collect::<Option<candle_core::Result<Vec<_>>>>()
+            .transpose()?;
+        if saved.is_some() {
+            self.average = saved;
         }
         self.t = t;
         Ok(())

@@ -203,6 +203,15 @@ pub struct Stage {
     /// images, λ ~ U(0, 1) per step (an extension: distillation as function matching).
     #[serde(default)]
     pub mixup: bool,
+    /// decay: decoupled pull of every trained weight and γ toward the teacher's value: after
+    /// each Adam update, w ← w − lr·anchor·(w − w_teacher) (L2-SP; an extension, 0 = off).
+    /// Biases are not pulled: the schedule takes them to zero.
+    #[serde(default)]
+    pub anchor: f64,
+    /// decay: the student ends as the exponential moving average, with this decay per step,
+    /// of its weights over the zero phase (an extension; 0 = off, the last weights).
+    #[serde(default)]
+    pub ema: f64,
     /// decay: steps at zero bias after the last rescale, biases frozen.
     #[serde(default)]
     pub zero_steps: usize,
@@ -541,6 +550,8 @@ impl Recipe {
                 (s.mixup, "mixup", distil),
                 (s.freeze_biases, "freeze_biases", rescale),
                 (s.compensate, "compensate", rescale),
+                (s.anchor != 0.0, "anchor", distil),
+                (s.ema != 0.0, "ema", "only a decay stage has a zero phase to average"),
                 (
                     s.train_gamma,
                     "train_gamma",
@@ -551,6 +562,21 @@ impl Recipe {
                 if set && s.kind != StageKind::Decay {
                     return bad(&f(field), why.into());
                 }
+            }
+            if !(s.anchor.is_finite() && s.anchor >= 0.0) {
+                return bad(
+                    &f("anchor"),
+                    format!("{}: expected >= 0 (0 = off)", s.anchor),
+                );
+            }
+            if !(0.0..1.0).contains(&s.ema) {
+                return bad(
+                    &f("ema"),
+                    format!(
+                        "{}: expected a decay per step in [0, 1), e.g. 0.99 (0 = off)",
+                        s.ema
+                    ),
+                );
             }
             if !(s.feature_weight.is_finite() && s.feature_weight >= 0.0) {
                 return bad(
@@ -763,6 +789,8 @@ const STAGE_FIELDS: Fields = &[
     ("compensate", Expect::Flag, false),
     ("freeze_biases", Expect::Flag, false),
     ("mixup", Expect::Flag, false),
+    ("anchor", Expect::Number, false),
+    ("ema", Expect::Number, false),
     (
         "bn_variance",
         Expect::OneOf(&["fixed", "second_moment"]),

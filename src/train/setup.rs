@@ -110,6 +110,8 @@ pub(super) fn new_optimiser(model: &dyn Classifier, stage: &Stage) -> Result<opt
         stage.weight_decay,
     )?;
     adam.clip_grad_norm = stage.clip_grad_norm;
+    adam.anchor = stage.anchor;
+    adam.average_decay = stage.ema;
     Ok(adam)
 }
 

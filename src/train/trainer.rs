@@ -23,7 +23,7 @@ use super::{bn_variance, loss, optim, schedule};
 use crate::bias::BiasSet;
 use crate::data::{Batch, Loader};
 use crate::error::{write_atomic, Error, Result};
-use crate::models::{self, Classifier, Ctx};
+use crate::models::{self, Classifier, Ctx, ParamKind};
 use crate::report::plot::{line_plot, save_png, LineSeries};
 use crate::report::tensorboard::EventWriter;
 
@@ -306,10 +306,17 @@ impl<'a> Trainer<'a> {
         };
         let mut adam = new_optimiser(self.model.as_ref(), &stage)?;
         adam.load_state(&self.resume_extra, self.state.adam_t)?;
+        if let (true, Some(t)) = (stage.anchor > 0.0, &teacher) {
+            adam.anchor_to(&anchor_values(self.model.as_ref(), t.as_ref()))?;
+        }
         let biases = self.model.bias_set();
         let bias_names: Vec<String> = biases.iter().map(|h| h.param.clone()).collect();
         if stage.kind == StageKind::Decay && self.state.rescales_done >= stage.rescales {
             adam.freeze(&bias_names);
+            if stage.ema > 0.0 {
+                // A checkpoint from the zero phase carries the average; begun here otherwise.
+                adam.start_averaging()?;
+            }
         }
         let loader = Loader::new(
             self.data.train.clone(),
@@ -640,8 +647,7 @@ impl<'a> Trainer<'a> {
             state.rescales_done = state.stage_step / stage.rescale_every;
             state.bias_scale = next;
             if state.rescales_done == stage.rescales {
-                st.biases.zero()?;
-                st.adam.freeze(&st.bias_names);
+                reach_zero(&st.biases, &mut st.adam, &st.bias_names, stage.ema > 0.0)?;
             }
         } else if decaying && state.stage_step == (state.rescales_done + 1) * stage.rescale_every {
             let k = state.rescales_done + 1;
@@ -653,8 +659,7 @@ impl<'a> Trainer<'a> {
             state.rescales_done = k;
             state.bias_scale = schedule::scale_after(schedule, stage.factor, k, stage.rescales);
             if k == stage.rescales {
-                st.biases.zero()?;
-                st.adam.freeze(&st.bias_names);
+                reach_zero(&st.biases, &mut st.adam, &st.bias_names, stage.ema > 0.0)?;
             }
         }
         if stage.bn_variance == BnVariance::SecondMoment && state.bias_scale != scale_before {
@@ -851,6 +856,10 @@ impl<'a> Trainer<'a> {
                 st.loader.skipped()
             );
         }
+        if st.stage.kind == StageKind::Decay {
+            // `ema`: the student is the average of its zero phase (no-op without one).
+            st.adam.assign_average()?;
+        }
         let top1 = evaluate_top1(
             self.model.as_ref(),
             &self.data.val,
@@ -947,4 +956,35 @@ impl<'a> Trainer<'a> {
         )?;
         Ok(summary)
     }
+}
+
+/// The last rescale: biases to zero and no longer trained; with `ema` the average of the
+/// zero phase begins here, so that it holds no bias.
+fn reach_zero(
+    biases: &BiasSet,
+    adam: &mut optim::Adam,
+    bias_names: &[String],
+    ema: bool,
+) -> Result<()> {
+    biases.zero()?;
+    adam.freeze(bias_names);
+    if ema {
+        adam.start_averaging()?;
+    }
+    Ok(())
+}
+
+/// `anchor`: the teacher's value of every weight and γ of the student (biases, β and
+/// the running statistics are not pulled).
+fn anchor_values(student: &dyn Classifier, teacher: &dyn Classifier) -> HashMap<String, Tensor> {
+    let teacher = teacher.params();
+    student
+        .params()
+        .iter()
+        .filter(|p| matches!(p.kind, ParamKind::Weight | ParamKind::BnGamma))
+        .filter_map(|p| {
+            let t = teacher.get(&p.name)?;
+            Some((p.name.clone(), t.var.as_tensor().detach()))
+        })
+        .collect()
 }
