@@ -180,22 +180,29 @@ fn frozen_biases_are_only_rescaled() {
     }
 }
 
-/// mixup changes what the student learns, with or without labels, and a resumed run draws
-/// the same blends.
+/// mixup (with or without labels) and `standardize_logits` change what the student
+/// learns, and a resumed run draws the same blends.
 #[test]
-fn mixup_changes_the_student_and_resumes_exactly() {
+fn mixup_and_standardized_logits_change_the_student_and_resume_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = tmp.path().join("tiny.toml");
     std::fs::write(&recipe, TINY).unwrap();
-    for ce in ["stage.1.ce_weight=0", "stage.1.ce_weight=1"] {
-        let set = ["stage.1.mixup=true", ce];
-        let dir = |n: &str| tmp.path().join(format!("{n}-{}", &ce[ce.len() - 1..]));
+    for (i, (option, ce)) in [
+        ("stage.1.mixup=true", "stage.1.ce_weight=0"),
+        ("stage.1.mixup=true", "stage.1.ce_weight=1"),
+        ("stage.1.standardize_logits=true", "stage.1.ce_weight=0"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let set = [option, ce];
+        let dir = |n: &str| tmp.path().join(format!("{n}-{i}"));
         let a = run(&recipe, &opts(&dir("a"), false, None, &set)).unwrap();
         let plain = run(&recipe, &opts(&dir("p"), false, None, &[ce])).unwrap();
         assert_ne!(
             weights(&a.final_checkpoint),
             weights(&plain.final_checkpoint),
-            "mixup had no effect ({ce})"
+            "{option} had no effect ({ce})"
         );
         run(&recipe, &opts(&dir("b"), false, Some(9), &set)).unwrap_err();
         let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
@@ -250,6 +257,10 @@ fn feature_weight_and_bn_variance_are_decay_options() {
         ("stage.0.ema=0.9", "stage[0].ema"),
         ("stage.1.ema=1", "stage[1].ema"),
         ("stage.1.ema=-0.5", "stage[1].ema"),
+        (
+            "stage.0.standardize_logits=true",
+            "stage[0].standardize_logits",
+        ),
     ] {
         let e = zerobias::train::Recipe::parse(TINY, &[set.into()], "t")
             .unwrap_err()
@@ -273,8 +284,8 @@ fn ema_student_is_the_zero_phase_average_and_resumes() {
         // Train 6 steps; decay: rescales after global steps 8 and 10 (zero), then 3 steps.
         let all = |step: usize| -> HashMap<String, Vec<f32>> {
             let path = dir("a").join(format!("step-{step:06}.safetensors"));
-            let (t, _) = zerobias::checkpoint::read_tensors(&path, &candle_core::Device::Cpu)
-                .unwrap();
+            let (t, _) =
+                zerobias::checkpoint::read_tensors(&path, &candle_core::Device::Cpu).unwrap();
             t.into_iter()
                 .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
                 .collect()
@@ -290,11 +301,17 @@ fn ema_student_is_the_zero_phase_average_and_resumes() {
             let Some(avg10) = at10.get(&format!("optim.avg.{name}")) else {
                 continue;
             };
-            assert_eq!(avg10, &at10[name], "{name}: the average begins as the weights");
+            assert_eq!(
+                avg10, &at10[name],
+                "{name}: the average begins as the weights"
+            );
             let (avg12, w13) = (&at12[&format!("optim.avg.{name}")], &last[name]);
             for i in 0..w.len() {
                 let want = 0.5 * avg12[i] + 0.5 * w13[i];
-                assert!((w[i] - want).abs() <= 1e-6 * want.abs().max(1e-3), "{name}[{i}]");
+                assert!(
+                    (w[i] - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                    "{name}[{i}]"
+                );
             }
             if w != w13 {
                 trained += 1;
@@ -337,12 +354,18 @@ fn anchor_pulls_weights_to_the_teacher_and_resumes() {
                 continue;
             }
             for (x, t) in w.iter().zip(&teacher[name]) {
-                assert!((x - t).abs() <= 1e-6 * t.abs().max(1e-3), "{name}: {x} vs {t}");
+                assert!(
+                    (x - t).abs() <= 1e-6 * t.abs().max(1e-3),
+                    "{name}: {x} vs {t}"
+                );
             }
             pulled += 1;
             moved += usize::from(free[name] != teacher[name]);
         }
-        assert!(pulled >= 14 && moved > 0, "{pulled} weights, {moved} moved unanchored");
+        assert!(
+            pulled >= 14 && moved > 0,
+            "{pulled} weights, {moved} moved unanchored"
+        );
         run(&recipe, &opts(&dir("b"), false, Some(9), &set)).unwrap_err();
         let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
         assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));

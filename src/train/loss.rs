@@ -16,6 +16,15 @@ pub fn kd_loss(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<T
     Ok((kl * (temperature * temperature / n))?)
 }
 
+/// Each row z-scored, (z − mean)/std over the classes (logit standardisation, Sun et al.
+/// 2024): distillation on these matches the shape of the teacher's logits and leaves their
+/// scale free, which a zero-bias (positively homogeneous) student cannot always match.
+pub fn standardize(logits: &Tensor) -> Result<Tensor> {
+    let centred = logits.broadcast_sub(&logits.mean_keepdim(D::Minus1)?)?;
+    let std = (centred.sqr()?.mean_keepdim(D::Minus1)? + 1e-7)?.sqrt()?;
+    Ok(centred.broadcast_div(&std)?)
+}
+
 /// Mean over layers of ‖s_l − t_l‖² / ‖t_l‖²: each layer's error relative to the
 /// teacher's activation energy, so that wide early maps and the narrow top count alike.
 pub fn feature_loss(student: &[Tensor], teacher: &[Tensor]) -> Result<Tensor> {
@@ -112,5 +121,26 @@ mod tests {
         assert!(feature_loss(std::slice::from_ref(&s1), &[t1.clone(), t2.clone()]).is_err());
         assert!(feature_loss(&[s2], &[t1]).is_err());
         assert!(feature_loss(&[], &[]).is_err());
+    }
+
+    /// Each row has mean 0 and standard deviation 1, and a row's positive scaling and
+    /// shift do not change it (the student's logit scale is free).
+    #[test]
+    fn standardized_rows_are_z_scores_free_of_scale_and_shift() {
+        let dev = Device::Cpu;
+        let z = Tensor::new(&[[1.0f32, -2.0, 0.5, 4.0], [0.3, 0.1, -0.7, 0.2]], &dev).unwrap();
+        let a = standardize(&z).unwrap().to_vec2::<f32>().unwrap();
+        for row in &a {
+            let mean = row.iter().sum::<f32>() / 4.0;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / 4.0;
+            assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{row:?}");
+        }
+        let moved = ((&z * 7.5).unwrap() + 3.0).unwrap();
+        let b = standardize(&moved).unwrap().to_vec2::<f32>().unwrap();
+        for (ra, rb) in a.iter().zip(&b) {
+            for (x, y) in ra.iter().zip(rb) {
+                assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+            }
+        }
     }
 }

@@ -203,6 +203,10 @@ pub struct Stage {
     /// images, λ ~ U(0, 1) per step (an extension: distillation as function matching).
     #[serde(default)]
     pub mixup: bool,
+    /// decay: distil z-scored logits, (z − mean)/std per image, of student and teacher (logit
+    /// standardisation; an extension: the student's logit scale is left free).
+    #[serde(default)]
+    pub standardize_logits: bool,
     /// decay: decoupled pull of every trained weight and γ toward the teacher's value: after
     /// each Adam update, w ← w − lr·anchor·(w − w_teacher) (L2-SP; an extension, 0 = off).
     /// Biases are not pulled: the schedule takes them to zero.
@@ -551,7 +555,12 @@ impl Recipe {
                 (s.freeze_biases, "freeze_biases", rescale),
                 (s.compensate, "compensate", rescale),
                 (s.anchor != 0.0, "anchor", distil),
-                (s.ema != 0.0, "ema", "only a decay stage has a zero phase to average"),
+                (s.standardize_logits, "standardize_logits", distil),
+                (
+                    s.ema != 0.0,
+                    "ema",
+                    "only a decay stage has a zero phase to average",
+                ),
                 (
                     s.train_gamma,
                     "train_gamma",
@@ -790,6 +799,7 @@ const STAGE_FIELDS: Fields = &[
     ("freeze_biases", Expect::Flag, false),
     ("mixup", Expect::Flag, false),
     ("anchor", Expect::Number, false),
+    ("standardize_logits", Expect::Flag, false),
     ("ema", Expect::Number, false),
     (
         "bn_variance",

@@ -470,7 +470,12 @@ impl<'a> Trainer<'a> {
                 }
                 let t_logits = t.forward_ctx(&x, &mut t_ctx)?;
                 let s_logits = self.model.forward_ctx(&x, &mut s_ctx)?;
-                let mut loss = loss::kd_loss(&s_logits, &t_logits, stage.temperature)?;
+                let mut loss = if stage.standardize_logits {
+                    let (s, t) = (loss::standardize(&s_logits)?, loss::standardize(&t_logits)?);
+                    loss::kd_loss(&s, &t, stage.temperature)?
+                } else {
+                    loss::kd_loss(&s_logits, &t_logits, stage.temperature)?
+                };
                 if let (true, Some(s_f), Some(t_f)) = (features, s_ctx.features, t_ctx.features) {
                     let feature = loss::feature_loss(&s_f, &t_f)?;
                     loss = (loss + (feature * stage.feature_weight)?)?;
