@@ -20,6 +20,20 @@ fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
     weights(path).into_iter().collect()
 }
 
+/// Stopped after `stop_after` steps and resumed in `dir`, the run ends with the same network
+/// as the uninterrupted one that wrote `expected`.
+fn assert_resumes_exactly(
+    recipe: &Path,
+    dir: &Path,
+    set: &[&str],
+    stop_after: usize,
+    expected: &Path,
+) {
+    run(recipe, &opts(dir, false, Some(stop_after), set)).unwrap_err();
+    let resumed = run(recipe, &opts(dir, true, None, set)).unwrap();
+    assert_eq!(weights(expected), weights(&resumed.final_checkpoint));
+}
+
 fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     RESNET
         .iter()
@@ -73,9 +87,7 @@ fn second_moment_variance_follows_the_removed_mean_and_resumes() {
 
     // Interrupted mid-decay (after a rescale) and resumed: the same network.
     let b = tmp.path().join("b");
-    run(&recipe, &opts(&b, false, Some(9), &set)).unwrap_err();
-    let sb = run(&recipe, &opts(&b, true, None, &set)).unwrap();
-    assert_eq!(weights(&sa.final_checkpoint), weights(&sb.final_checkpoint));
+    assert_resumes_exactly(&recipe, &b, &set, 9, &sa.final_checkpoint);
 }
 
 #[test]
@@ -99,9 +111,7 @@ fn feature_distillation_changes_the_student_and_resumes_exactly() {
             "feature_weight had no effect ({})",
             a.arch
         );
-        run(&recipe, &opts(&dir("b"), false, Some(9), &set)).unwrap_err();
-        let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
-        assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
+        assert_resumes_exactly(&recipe, &dir("b"), &set, 9, &a.final_checkpoint);
     }
 }
 
@@ -204,9 +214,7 @@ fn mixup_and_standardized_logits_change_the_student_and_resume_exactly() {
             weights(&plain.final_checkpoint),
             "{option} had no effect ({ce})"
         );
-        run(&recipe, &opts(&dir("b"), false, Some(9), &set)).unwrap_err();
-        let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
-        assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
+        assert_resumes_exactly(&recipe, &dir("b"), &set, 9, &a.final_checkpoint);
     }
 }
 
@@ -318,9 +326,7 @@ fn ema_student_is_the_zero_phase_average_and_resumes() {
             }
         }
         assert!(trained > 0, "the final student is the last step's weights");
-        run(&recipe, &opts(&dir("b"), false, Some(12), &set)).unwrap_err();
-        let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
-        assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
+        assert_resumes_exactly(&recipe, &dir("b"), &set, 12, &a.final_checkpoint);
     }
 }
 
@@ -366,8 +372,6 @@ fn anchor_pulls_weights_to_the_teacher_and_resumes() {
             pulled >= 14 && moved > 0,
             "{pulled} weights, {moved} moved unanchored"
         );
-        run(&recipe, &opts(&dir("b"), false, Some(9), &set)).unwrap_err();
-        let b = run(&recipe, &opts(&dir("b"), true, None, &set)).unwrap();
-        assert_eq!(weights(&a.final_checkpoint), weights(&b.final_checkpoint));
+        assert_resumes_exactly(&recipe, &dir("b"), &set, 9, &a.final_checkpoint);
     }
 }
