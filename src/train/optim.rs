@@ -206,9 +206,10 @@ impl Adam {
         Ok(())
     }
 
-    /// Begin the moving average of the weights at their current values (no-op once begun).
+    /// Begin the moving average of the weights at their current values (no-op once begun,
+    /// or when no average is kept: `average_decay` 0).
     pub fn start_averaging(&mut self) -> Result<()> {
-        if self.average.is_none() {
+        if self.average.is_none() && self.average_decay > 0.0 {
             self.average = Some(
                 self.params
                     .iter()

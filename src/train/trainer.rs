@@ -312,11 +312,8 @@ impl<'a> Trainer<'a> {
         let biases = self.model.bias_set();
         let bias_names: Vec<String> = biases.iter().map(|h| h.param.clone()).collect();
         if stage.kind == StageKind::Decay && self.state.rescales_done >= stage.rescales {
-            adam.freeze(&bias_names);
-            if stage.ema > 0.0 {
-                // A checkpoint from the zero phase carries the average; begun here otherwise.
-                adam.start_averaging()?;
-            }
+            // A checkpoint from the zero phase carries any average; begun here otherwise.
+            hold_at_zero(&mut adam, &bias_names)?;
         }
         let loader = Loader::new(
             self.data.train.clone(),
@@ -652,7 +649,8 @@ impl<'a> Trainer<'a> {
             state.rescales_done = state.stage_step / stage.rescale_every;
             state.bias_scale = next;
             if state.rescales_done == stage.rescales {
-                reach_zero(&st.biases, &mut st.adam, &st.bias_names, stage.ema > 0.0)?;
+                st.biases.zero()?;
+                hold_at_zero(&mut st.adam, &st.bias_names)?;
             }
         } else if decaying && state.stage_step == (state.rescales_done + 1) * stage.rescale_every {
             let k = state.rescales_done + 1;
@@ -664,7 +662,8 @@ impl<'a> Trainer<'a> {
             state.rescales_done = k;
             state.bias_scale = schedule::scale_after(schedule, stage.factor, k, stage.rescales);
             if k == stage.rescales {
-                reach_zero(&st.biases, &mut st.adam, &st.bias_names, stage.ema > 0.0)?;
+                st.biases.zero()?;
+                hold_at_zero(&mut st.adam, &st.bias_names)?;
             }
         }
         if stage.bn_variance == BnVariance::SecondMoment && state.bias_scale != scale_before {
@@ -963,20 +962,11 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// The last rescale: biases to zero and no longer trained; with `ema` the average of the
-/// zero phase begins here, so that it holds no bias.
-fn reach_zero(
-    biases: &BiasSet,
-    adam: &mut optim::Adam,
-    bias_names: &[String],
-    ema: bool,
-) -> Result<()> {
-    biases.zero()?;
+/// From the last rescale on: biases no longer trained, and with `ema` the zero phase's
+/// average begun, so that it holds no bias.
+fn hold_at_zero(adam: &mut optim::Adam, bias_names: &[String]) -> Result<()> {
     adam.freeze(bias_names);
-    if ema {
-        adam.start_averaging()?;
-    }
-    Ok(())
+    adam.start_averaging()
 }
 
 /// `anchor`: the teacher's value of every weight and γ of the student (biases, β and
