@@ -11,6 +11,7 @@ mod evaluate;
 pub mod loss;
 pub mod optim;
 pub mod recipe;
+mod recipe_fields;
 mod run_dir;
 pub mod schedule;
 mod setup;
