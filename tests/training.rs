@@ -60,6 +60,7 @@ fn resumed_run_equals_uninterrupted_run() {
         "teacher_top1",
         "student_top1",
         "brute_force_zero_top1",
+        "agreement",
         "final_checkpoint",
         "tensorboard_dir",
         "steps",
@@ -67,6 +68,15 @@ fn resumed_run_equals_uninterrupted_run() {
     ] {
         assert!(summary.get(k).is_some(), "summary.json lacks {k}");
     }
+    // Agreement with the teacher bounds the top-1 gap: images on which both predict the
+    // same class count alike for both. A resumed run agrees as often as an uninterrupted one.
+    let agreement = sa.agreement.expect("a decay stage reports agreement");
+    assert!((0.0..=1.0).contains(&agreement), "{agreement}");
+    assert!(
+        (sa.student_top1 - sa.teacher_top1).abs() <= 1.0 - agreement + 1e-12,
+        "{sa:?}"
+    );
+    assert_eq!(sb.agreement, sa.agreement);
     assert!(std::fs::read_dir(a.join("tb")).unwrap().count() >= 1);
     // Existing checkpoints without --resume are refused.
     let e = run(&recipe, &opts(&a, false, None, &[]))

@@ -10,16 +10,48 @@ use crate::error::{Error, Result};
 use crate::models::Classifier;
 use crate::report::tensorboard::EventWriter;
 
-/// Fraction of images whose argmax is the label (and agreement with `reference` if given).
-pub fn evaluate_top1(
+/// A model's top-1 class for each validation image, beside the labels.
+pub struct Predictions {
+    pub predicted: Vec<u32>,
+    pub labels: Vec<u32>,
+}
+
+impl Predictions {
+    /// Fraction of images whose predicted class is the label.
+    pub fn top1(&self) -> f64 {
+        matching(&self.predicted, &self.labels)
+    }
+
+    /// Fraction of images on which two models predict the same class (the same images,
+    /// in the same order).
+    pub fn agreement(&self, other: &Predictions) -> Result<f64> {
+        if self.labels != other.labels {
+            return Err(Error::input(format!(
+                "agreement needs predictions for the same images ({} vs {} images, or another order)",
+                self.labels.len(),
+                other.labels.len()
+            )));
+        }
+        Ok(matching(&self.predicted, &other.predicted))
+    }
+}
+
+fn matching(a: &[u32], b: &[u32]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
+}
+
+/// The top-1 class of the first `limit` validation images (all when 0), in order.
+pub fn predict(
     model: &dyn Classifier,
     data: &Arc<dyn Dataset>,
     limit: usize,
     device: &Device,
-) -> Result<f64> {
+) -> Result<Predictions> {
     let loader = Loader::new(data.clone(), 64, false, 0, 2);
-    let mut correct = 0usize;
-    let mut total = 0usize;
+    let mut out = Predictions {
+        predicted: Vec::new(),
+        labels: Vec::new(),
+    };
     for batch in loader.epoch(0, 0) {
         let x = Tensor::from_vec(
             batch.pixels,
@@ -29,25 +61,33 @@ pub fn evaluate_top1(
         let logits = model.forward(&x)?;
         // The argmax of a NaN row is meaningless: no accuracy from such logits.
         if !optim::all_finite(&logits)? {
+            let total = out.labels.len();
             return Err(Error::Diverged(format!(
                 "non-finite logits for validation images {}..{}",
                 total,
                 total + batch.n
             )));
         }
-        let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-        for (p, l) in pred.iter().zip(&batch.labels) {
-            correct += (p == l) as usize;
-        }
-        total += batch.n;
-        if limit > 0 && total >= limit {
+        out.predicted.extend(logits.argmax(1)?.to_vec1::<u32>()?);
+        out.labels.extend(&batch.labels);
+        if limit > 0 && out.labels.len() >= limit {
             break;
         }
     }
-    if total == 0 {
+    if out.labels.is_empty() {
         return Err(Error::input("validation set is empty"));
     }
-    Ok(correct as f64 / total as f64)
+    Ok(out)
+}
+
+/// Fraction of the first `limit` validation images (all when 0) whose argmax is the label.
+pub fn evaluate_top1(
+    model: &dyn Classifier,
+    data: &Arc<dyn Dataset>,
+    limit: usize,
+    device: &Device,
+) -> Result<f64> {
+    Ok(predict(model, data, limit, device)?.top1())
 }
 
 /// TensorBoard image: the attribution panel of a fixed probe image (validation image 0).
@@ -80,4 +120,37 @@ pub(super) fn log_probe_panel(
         step,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn predictions(predicted: &[u32], labels: &[u32]) -> Predictions {
+        Predictions {
+            predicted: predicted.to_vec(),
+            labels: labels.to_vec(),
+        }
+    }
+
+    #[test]
+    fn agreement_counts_equal_predictions_not_correct_ones() {
+        let labels = [0, 1, 2, 3];
+        let student = predictions(&[0, 1, 0, 0], &labels);
+        let teacher = predictions(&[0, 2, 0, 3], &labels);
+        assert_eq!(student.top1(), 0.5);
+        assert_eq!(teacher.top1(), 0.5);
+        // Both right on image 0, both wrong alike on image 2, apart on 1 and 3.
+        assert_eq!(student.agreement(&teacher).unwrap(), 0.5);
+        assert_eq!(teacher.agreement(&teacher).unwrap(), 1.0);
+    }
+
+    #[test]
+    fn agreement_of_different_images_is_an_error() {
+        let a = predictions(&[0, 1], &[0, 1]);
+        let shorter = predictions(&[0], &[0]);
+        let reordered = predictions(&[1, 0], &[1, 0]);
+        assert!(a.agreement(&shorter).is_err());
+        assert!(a.agreement(&reordered).is_err());
+    }
 }

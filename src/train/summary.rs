@@ -18,6 +18,11 @@ pub struct Summary {
     pub student_top1: f64,
     pub brute_force_zero_top1: f64,
     pub retention: f64,
+    /// Share of validation images on which the zero-bias student's top-1 class is its
+    /// teacher's (absent without a decay stage). Retention can pass 100% with agreement
+    /// below it; |student − teacher top-1| is at most 1 − agreement.
+    #[serde(default)]
+    pub agreement: Option<f64>,
     pub teacher_checkpoint: Option<PathBuf>,
     pub final_checkpoint: PathBuf,
     pub tensorboard_dir: PathBuf,
@@ -136,6 +141,13 @@ impl Summary {
                 "retention (student / teacher)",
                 pct(self.retention)
             ));
+            if let Some(a) = self.agreement {
+                s.push_str(&format!(
+                    "  {:<40} {}\n",
+                    "same top-1 class as the teacher",
+                    pct(a)
+                ));
+            }
         } else {
             s.push_str(&format!(
                 "  {:<40} {}\n",
@@ -186,6 +198,7 @@ mod tests {
             student_top1: 0.69,
             brute_force_zero_top1: brute_force,
             retention: 0.69 / 0.7,
+            agreement: brute_force.is_finite().then_some(0.95),
             teacher_checkpoint: None,
             final_checkpoint: "run/final.safetensors".into(),
             tensorboard_dir: "run/tb".into(),
@@ -204,9 +217,11 @@ mod tests {
         let decayed = summary(0.1).table();
         assert!(decayed.contains("zero-bias student top-1 (decayed)        69.00%"));
         assert!(decayed.contains("retention (student / teacher)            98.57%"));
+        assert!(decayed.contains("same top-1 class as the teacher          95.00%"));
         let trained = summary(f64::NAN).table();
         assert!(!trained.contains("zero-bias"), "{trained}");
         assert!(!trained.contains("retention"), "{trained}");
+        assert!(!trained.contains("same top-1"), "{trained}");
         assert!(trained.contains("kept (the recipe has no decay stage)"));
         assert!(trained.contains("final checkpoint"));
     }

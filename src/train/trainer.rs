@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use indicatif::ProgressBar;
 
 use super::compensate::Compensator;
-use super::evaluate::{evaluate_top1, log_probe_panel};
+use super::evaluate::{evaluate_top1, log_probe_panel, predict};
 use super::recipe::{self, BnVariance, Recipe, Schedule, Stage, StageKind};
 use super::run_dir::{
     check_run_dir, check_same_recipe, default_run_dir, load_resume_checkpoint,
@@ -64,6 +64,8 @@ pub(super) struct Trainer<'a> {
     teacher_top1: f64,
     teacher_ckpt: Option<PathBuf>,
     student_top1: f64,
+    /// Share of validation images on which the student's top-1 class is the teacher's.
+    agreement: Option<f64>,
     brute_force: f64,
 }
 
@@ -176,6 +178,7 @@ impl<'a> Trainer<'a> {
             teacher_top1: f64::NAN,
             teacher_ckpt: None,
             student_top1: f64::NAN,
+            agreement: None,
             brute_force: f64::NAN,
         })
     }
@@ -864,12 +867,13 @@ impl<'a> Trainer<'a> {
             // `ema`: the student is the average of its zero phase (no-op without one).
             st.adam.assign_average()?;
         }
-        let top1 = evaluate_top1(
+        let predicted = predict(
             self.model.as_ref(),
             &self.data.val,
             self.recipe.data.val_limit,
             &self.device,
         )?;
+        let top1 = predicted.top1();
         match st.stage.kind {
             StageKind::Train => {
                 self.teacher_top1 = top1;
@@ -886,6 +890,13 @@ impl<'a> Trainer<'a> {
             StageKind::Decay => {
                 self.student_top1 = top1;
                 if let Some(t) = &st.teacher {
+                    let teacher = predict(
+                        t.as_ref(),
+                        &self.data.val,
+                        self.recipe.data.val_limit,
+                        &self.device,
+                    )?;
+                    self.agreement = Some(predicted.agreement(&teacher)?);
                     let set = t.bias_set();
                     set.zero()?;
                     self.brute_force = evaluate_top1(
@@ -941,6 +952,7 @@ impl<'a> Trainer<'a> {
             student_top1: self.student_top1,
             brute_force_zero_top1: self.brute_force,
             retention: self.student_top1 / self.teacher_top1,
+            agreement: self.agreement,
             teacher_checkpoint: self.teacher_ckpt.clone(),
             final_checkpoint: final_path,
             tensorboard_dir: self.tb_dir.clone(),
