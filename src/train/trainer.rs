@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use indicatif::ProgressBar;
 
 use super::compensate::Compensator;
-use super::evaluate::{evaluate_top1, log_probe_panel, predict};
+use super::evaluate::{evaluate_top1, log_probe_panel, predict, Predictions};
 use super::recipe::{self, BnVariance, Recipe, Schedule, Stage, StageKind};
 use super::run_dir::{
     check_run_dir, check_same_recipe, default_run_dir, load_resume_checkpoint,
@@ -75,6 +75,8 @@ struct StageRun {
     stage: Stage,
     /// The frozen original of a decay stage.
     teacher: Option<Box<dyn Classifier>>,
+    /// The teacher's top-1 class of each validation image, for the closing agreement.
+    teacher_predictions: Option<Predictions>,
     /// A second copy of it whose biases are set to each scale for the decay curve.
     curve_teacher: Option<Box<dyn Classifier>>,
     /// `compensate`: moves each rescale's removed constants into the weights.
@@ -289,13 +291,17 @@ impl<'a> Trainer<'a> {
             }
             _ => None,
         };
-        if let Some(t) = &teacher {
-            self.teacher_top1 = evaluate_top1(
+        let teacher_predictions = match &teacher {
+            Some(t) => Some(predict(
                 t.as_ref(),
                 &self.data.val,
                 self.recipe.data.val_limit,
                 &self.device,
-            )?;
+            )?),
+            None => None,
+        };
+        if let Some(p) = &teacher_predictions {
+            self.teacher_top1 = p.top1();
             self.progress.teacher_top1 = Some(self.teacher_top1);
             self.tb.add_scalar(
                 "eval/teacher_top1",
@@ -346,6 +352,7 @@ impl<'a> Trainer<'a> {
             per_epoch: loader.batches_per_epoch(),
             stage,
             teacher,
+            teacher_predictions,
             curve_teacher,
             compensator,
             adam,
@@ -889,14 +896,10 @@ impl<'a> Trainer<'a> {
             }
             StageKind::Decay => {
                 self.student_top1 = top1;
+                if let Some(teacher) = &st.teacher_predictions {
+                    self.agreement = Some(predicted.agreement(teacher)?);
+                }
                 if let Some(t) = &st.teacher {
-                    let teacher = predict(
-                        t.as_ref(),
-                        &self.data.val,
-                        self.recipe.data.val_limit,
-                        &self.device,
-                    )?;
-                    self.agreement = Some(predicted.agreement(&teacher)?);
                     let set = t.bias_set();
                     set.zero()?;
                     self.brute_force = evaluate_top1(
