@@ -897,7 +897,13 @@ impl<'a> Trainer<'a> {
             StageKind::Decay => {
                 self.student_top1 = top1;
                 if let Some(teacher) = &st.teacher_predictions {
-                    self.agreement = Some(predicted.agreement(teacher)?);
+                    let agreement = predicted.agreement(teacher)?;
+                    self.agreement = Some(agreement);
+                    self.tb.add_scalar(
+                        "eval/teacher_agreement",
+                        agreement as f32,
+                        self.state.global_step as i64,
+                    )?;
                 }
                 if let Some(t) = &st.teacher {
                     let set = t.bias_set();
