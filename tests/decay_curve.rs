@@ -5,7 +5,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{run_opts as opts, weights, TINY};
+use common::{run_opts as opts, tensorboard_events, weights, TINY};
 use zerobias::train::{run, Summary};
 
 fn tiny(dir: &Path) -> std::path::PathBuf {
@@ -64,22 +64,16 @@ fn curve_has_a_point_per_rescale_ending_at_the_brute_force_number() {
     let img = image::load_from_memory(&png).unwrap();
     assert!(img.width() >= 300 && img.height() >= 200);
     // And in TensorBoard.
-    let tb = std::fs::read_dir(a.join("tb"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    let events = std::fs::read(tb.path()).unwrap();
     for tag in [
         "decay/teacher_scaled_top1",
         "decay/student_top1",
         "decay/scale",
     ] {
-        let n = events
-            .windows(tag.len())
-            .filter(|w| *w == tag.as_bytes())
-            .count();
-        assert_eq!(n, 2, "{tag}: one event per rescale");
+        assert_eq!(
+            tensorboard_events(&a, tag),
+            2,
+            "{tag}: one event per rescale"
+        );
     }
 
     // Smooth decay: points at the same rescale boundaries and the same scales.

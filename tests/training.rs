@@ -3,7 +3,7 @@
 use candle_core::Device;
 mod common;
 
-use common::{run_opts as opts, weights, TINY};
+use common::{run_opts as opts, tensorboard_events, weights, TINY};
 use zerobias::train::run;
 
 #[test]
@@ -79,13 +79,7 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!(sb.agreement, sa.agreement);
     assert!(std::fs::read_dir(a.join("tb")).unwrap().count() >= 1);
     // TensorBoard gets the closing agreement once, as the decay stage ends.
-    let tag = b"eval/teacher_agreement";
-    let tag_events: usize = std::fs::read_dir(a.join("tb"))
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .map(|bytes| bytes.windows(tag.len()).filter(|w| w == tag).count())
-        .sum();
-    assert_eq!(tag_events, 1);
+    assert_eq!(tensorboard_events(&a, "eval/teacher_agreement"), 1);
     // Existing checkpoints without --resume are refused.
     let e = run(&recipe, &opts(&a, false, None, &[]))
         .unwrap_err()

@@ -291,15 +291,17 @@ impl<'a> Trainer<'a> {
             }
             _ => None,
         };
-        let teacher_predictions = match &teacher {
-            Some(t) => Some(predict(
-                t.as_ref(),
-                &self.data.val,
-                self.recipe.data.val_limit,
-                &self.device,
-            )?),
-            None => None,
-        };
+        let teacher_predictions = teacher
+            .as_ref()
+            .map(|t| {
+                predict(
+                    t.as_ref(),
+                    &self.data.val,
+                    self.recipe.data.val_limit,
+                    &self.device,
+                )
+            })
+            .transpose()?;
         if let Some(p) = &teacher_predictions {
             self.teacher_top1 = p.top1();
             self.progress.teacher_top1 = Some(self.teacher_top1);

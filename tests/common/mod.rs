@@ -121,3 +121,18 @@ pub fn run_opts(
         force: false,
     }
 }
+
+/// How many events of TensorBoard tag `tag` the event files in `run_dir/tb` hold (the tag
+/// name appears once per scalar event).
+pub fn tensorboard_events(run_dir: &Path, tag: &str) -> usize {
+    std::fs::read_dir(run_dir.join("tb"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .map(|bytes| {
+            bytes
+                .windows(tag.len())
+                .filter(|w| *w == tag.as_bytes())
+                .count()
+        })
+        .sum()
+}
