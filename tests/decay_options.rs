@@ -1,6 +1,6 @@
 //! Decay options beyond the paper (`bn_variance`, `feature_weight`, `freeze_biases`,
-//! `mixup`, `anchor`, `ema`), end to end on tiny VGG and ResNet (BatchNorm) runs, with
-//! resume.
+//! `mixup`, `anchor`, `ema`, `ce_weight`), end to end on tiny VGG and ResNet (BatchNorm)
+//! runs, with resume.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -215,6 +215,42 @@ fn mixup_and_standardized_logits_change_the_student_and_resume_exactly() {
             "{option} had no effect ({ce})"
         );
         assert_resumes_exactly(&recipe, &dir("b"), &set, 9, &a.final_checkpoint);
+    }
+}
+
+/// `ce_weight` adds the labels' cross-entropy to the distillation loss in a decay stage:
+/// it changes what the student learns, on BN-free and BatchNorm networks, and a resumed
+/// run ends the same.
+#[test]
+fn labels_in_the_decay_change_the_student_and_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    for (i, arch) in [&[][..], &RESNET[..]].into_iter().enumerate() {
+        let set = |ce: &'static str| -> Vec<&str> { arch.iter().copied().chain([ce]).collect() };
+        let dir = |n: &str| tmp.path().join(format!("{n}-{i}"));
+        let labels = run(
+            &recipe,
+            &opts(&dir("a"), false, None, &set("stage.1.ce_weight=2")),
+        )
+        .unwrap();
+        let plain = run(
+            &recipe,
+            &opts(&dir("p"), false, None, &set("stage.1.ce_weight=0")),
+        )
+        .unwrap();
+        assert_ne!(
+            weights(&labels.final_checkpoint),
+            weights(&plain.final_checkpoint),
+            "ce_weight had no effect (arch {arch:?})"
+        );
+        assert_resumes_exactly(
+            &recipe,
+            &dir("b"),
+            &set("stage.1.ce_weight=2"),
+            9,
+            &labels.final_checkpoint,
+        );
     }
 }
 
