@@ -8,7 +8,7 @@ use std::path::Path;
 mod common;
 
 use common::{run_opts as opts, weights, TINY};
-use zerobias::train::run;
+use zerobias::train::{run, Summary};
 
 const RESNET: [&str; 3] = [
     "model.arch=\"resnet50\"",
@@ -40,6 +40,29 @@ fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         .copied()
         .chain(extra.iter().copied())
         .collect()
+}
+
+/// The run with `set` ends with another network than the run with `plain` (in `tmp`, run
+/// directories named after `tag`), and stopped after 9 steps and resumed it ends the same.
+/// Returns the summary of the run with `set`.
+fn assert_changes_student_and_resumes(
+    tmp: &Path,
+    tag: &str,
+    set: &[&str],
+    plain: &[&str],
+) -> Summary {
+    let recipe = tmp.join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let dir = |n: &str| tmp.join(format!("{n}-{tag}"));
+    let changed = run(&recipe, &opts(&dir("a"), false, None, set)).unwrap();
+    let unchanged = run(&recipe, &opts(&dir("p"), false, None, plain)).unwrap();
+    assert_ne!(
+        weights(&changed.final_checkpoint),
+        weights(&unchanged.final_checkpoint),
+        "{set:?} had no effect against {plain:?}"
+    );
+    assert_resumes_exactly(&recipe, &dir("b"), set, 9, &changed.final_checkpoint);
+    changed
 }
 
 #[test]
@@ -93,25 +116,14 @@ fn second_moment_variance_follows_the_removed_mean_and_resumes() {
 #[test]
 fn feature_distillation_changes_the_student_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = tmp.path().join("tiny.toml");
-    std::fs::write(&recipe, TINY).unwrap();
     for arch in [&[][..], &RESNET[..]] {
         let set: Vec<&str> = arch
             .iter()
             .copied()
             .chain(["stage.1.feature_weight=1"])
             .collect();
-        let dir = |n: &str| tmp.path().join(format!("{n}-{}", arch.len()));
-        let a = run(&recipe, &opts(&dir("a"), false, None, &set)).unwrap();
+        let a = assert_changes_student_and_resumes(tmp.path(), &arch.len().to_string(), &set, arch);
         assert_eq!(a.final_max_abs_bias, 0.0);
-        let plain = run(&recipe, &opts(&dir("p"), false, None, arch)).unwrap();
-        assert_ne!(
-            weights(&a.final_checkpoint),
-            weights(&plain.final_checkpoint),
-            "feature_weight had no effect ({})",
-            a.arch
-        );
-        assert_resumes_exactly(&recipe, &dir("b"), &set, 9, &a.final_checkpoint);
     }
 }
 
@@ -195,8 +207,6 @@ fn frozen_biases_are_only_rescaled() {
 #[test]
 fn mixup_and_standardized_logits_change_the_student_and_resume_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = tmp.path().join("tiny.toml");
-    std::fs::write(&recipe, TINY).unwrap();
     for (i, (option, ce)) in [
         ("stage.1.mixup=true", "stage.1.ce_weight=0"),
         ("stage.1.mixup=true", "stage.1.ce_weight=1"),
@@ -205,16 +215,7 @@ fn mixup_and_standardized_logits_change_the_student_and_resume_exactly() {
     .into_iter()
     .enumerate()
     {
-        let set = [option, ce];
-        let dir = |n: &str| tmp.path().join(format!("{n}-{i}"));
-        let a = run(&recipe, &opts(&dir("a"), false, None, &set)).unwrap();
-        let plain = run(&recipe, &opts(&dir("p"), false, None, &[ce])).unwrap();
-        assert_ne!(
-            weights(&a.final_checkpoint),
-            weights(&plain.final_checkpoint),
-            "{option} had no effect ({ce})"
-        );
-        assert_resumes_exactly(&recipe, &dir("b"), &set, 9, &a.final_checkpoint);
+        assert_changes_student_and_resumes(tmp.path(), &i.to_string(), &[option, ce], &[ce]);
     }
 }
 
@@ -224,32 +225,13 @@ fn mixup_and_standardized_logits_change_the_student_and_resume_exactly() {
 #[test]
 fn labels_in_the_decay_change_the_student_and_resume_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = tmp.path().join("tiny.toml");
-    std::fs::write(&recipe, TINY).unwrap();
     for (i, arch) in [&[][..], &RESNET[..]].into_iter().enumerate() {
         let set = |ce: &'static str| -> Vec<&str> { arch.iter().copied().chain([ce]).collect() };
-        let dir = |n: &str| tmp.path().join(format!("{n}-{i}"));
-        let labels = run(
-            &recipe,
-            &opts(&dir("a"), false, None, &set("stage.1.ce_weight=2")),
-        )
-        .unwrap();
-        let plain = run(
-            &recipe,
-            &opts(&dir("p"), false, None, &set("stage.1.ce_weight=0")),
-        )
-        .unwrap();
-        assert_ne!(
-            weights(&labels.final_checkpoint),
-            weights(&plain.final_checkpoint),
-            "ce_weight had no effect (arch {arch:?})"
-        );
-        assert_resumes_exactly(
-            &recipe,
-            &dir("b"),
+        assert_changes_student_and_resumes(
+            tmp.path(),
+            &i.to_string(),
             &set("stage.1.ce_weight=2"),
-            9,
-            &labels.final_checkpoint,
+            &set("stage.1.ce_weight=0"),
         );
     }
 }
