@@ -242,6 +242,10 @@ pub struct Stage {
     /// Cosine decay of the learning rate to 0 over the stage.
     #[serde(default)]
     pub cosine: bool,
+    /// decay: the learning rate stays constant through the rescales and falls to 0 by
+    /// cosine over the zero phase only (an extension: a schedule per phase).
+    #[serde(default)]
+    pub zero_phase_cosine: bool,
     /// train, new model: if after this many steps the mean training loss of the last
     /// [`PLATEAU_WINDOW`] steps is still near chance level (above
     /// [`PLATEAU_FRACTION`]·ln C), re-initialise with the next seed and start the stage
@@ -312,8 +316,12 @@ impl Stage {
         } else {
             1.0
         };
+        let cosine = |fraction: f64| 0.5 * (1.0 + (std::f64::consts::PI * fraction).cos());
+        let rescaling = self.rescales * self.rescale_every;
         let decay = if self.cosine {
-            0.5 * (1.0 + (std::f64::consts::PI * done as f64 / total).cos())
+            cosine(done as f64 / total)
+        } else if self.zero_phase_cosine && self.kind == StageKind::Decay && done >= rescaling {
+            cosine((done - rescaling) as f64 / self.zero_steps.max(1) as f64)
         } else {
             1.0
         };
@@ -567,11 +575,28 @@ impl Recipe {
                     "train_gamma",
                     "only a decay stage holds γ fixed",
                 ),
+                (
+                    s.zero_phase_cosine,
+                    "zero_phase_cosine",
+                    "only a decay stage has a zero phase",
+                ),
             ];
             for (set, field, why) in decay_only {
                 if set && s.kind != StageKind::Decay {
                     return bad(&f(field), why.into());
                 }
+            }
+            if s.zero_phase_cosine && s.cosine {
+                return bad(
+                    &f("zero_phase_cosine"),
+                    "set either cosine (over the whole stage) or zero_phase_cosine (over the zero phase), not both".into(),
+                );
+            }
+            if s.zero_phase_cosine && s.zero_steps == 0 {
+                return bad(
+                    &f("zero_phase_cosine"),
+                    "the stage has no zero phase (zero_steps = 0) for the rate to fall over".into(),
+                );
             }
             if !(s.anchor.is_finite() && s.anchor >= 0.0) {
                 return bad(
@@ -760,6 +785,41 @@ batch_size = 4
         assert_eq!(r.stages[1].zero_steps, 7);
         assert_eq!(r.data.size, 48);
         assert_eq!(r.stages[1].total_steps(), 3 * 2 + 7);
+    }
+
+    #[test]
+    fn zero_phase_cosine_holds_the_rate_through_the_rescales_then_falls_to_zero() {
+        let r = Recipe::parse(
+            BASE,
+            &[
+                "stage.1.zero_phase_cosine=true".into(),
+                "stage.1.zero_steps=4".into(),
+            ],
+            "t",
+        )
+        .unwrap();
+        let decay = &r.stages[1];
+        let rates: Vec<f64> = (0..decay.total_steps()).map(|d| decay.lr_at(d)).collect();
+        // 3 rescales × 2 steps at the full rate, then cos over the 4 zero steps.
+        let expected = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.853553, 0.5, 0.146447];
+        for (got, want) in rates.iter().zip(expected) {
+            assert!((got / 1e-4 - want).abs() < 1e-5, "{rates:?}");
+        }
+        for (sets, needle) in [
+            (
+                vec!["stage.1.zero_phase_cosine=true", "stage.1.cosine=true"],
+                "not both",
+            ),
+            (
+                vec!["stage.1.zero_phase_cosine=true", "stage.1.zero_steps=0"],
+                "no zero phase",
+            ),
+            (vec!["stage.0.zero_phase_cosine=true"], "only a decay stage"),
+        ] {
+            let sets: Vec<String> = sets.into_iter().map(String::from).collect();
+            let e = Recipe::parse(BASE, &sets, "t").unwrap_err().to_string();
+            assert!(e.contains("zero_phase_cosine") && e.contains(needle), "{e}");
+        }
     }
 
     #[test]

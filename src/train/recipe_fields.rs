@@ -76,6 +76,7 @@ pub(super) const STAGE_FIELDS: Fields = &[
     ("clip_grad_norm", Expect::Number, false),
     ("warmup_steps", Expect::Count, false),
     ("cosine", Expect::Flag, false),
+    ("zero_phase_cosine", Expect::Flag, false),
     ("restart_patience", Expect::Count, false),
     ("max_restarts", Expect::Count, false),
     ("smooth", Expect::Flag, false),
