@@ -1,5 +1,5 @@
 //! Decay options beyond the paper (`bn_variance`, `feature_weight`, `freeze_biases`,
-//! `mixup`, `anchor`, `ema`, `ce_weight`), end to end on tiny VGG and ResNet (BatchNorm)
+//! `mixup`, `anchor`, `ema`, `ce_weight`, `ce_target`), end to end on tiny VGG and ResNet (BatchNorm)
 //! runs, with resume.
 
 use std::collections::HashMap;
@@ -219,20 +219,37 @@ fn mixup_and_standardized_logits_change_the_student_and_resume_exactly() {
     }
 }
 
-/// `ce_weight` adds the labels' cross-entropy to the distillation loss in a decay stage:
-/// it changes what the student learns, on BN-free and BatchNorm networks, and a resumed
-/// run ends the same.
+/// `ce_weight` adds a cross-entropy to the distillation loss in a decay stage, toward the
+/// labels or (`ce_target = "teacher"`) the teacher's top-1: each changes what the student
+/// learns, on BN-free and BatchNorm networks, and a resumed run ends the same.
 #[test]
-fn labels_in_the_decay_change_the_student_and_resume_exactly() {
+fn cross_entropy_in_the_decay_changes_the_student_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
+    let teacher_target = "stage.1.ce_target=\"teacher\"";
     for (i, arch) in [&[][..], &RESNET[..]].into_iter().enumerate() {
-        let set = |ce: &'static str| -> Vec<&str> { arch.iter().copied().chain([ce]).collect() };
-        assert_changes_student_and_resumes(
-            tmp.path(),
-            &i.to_string(),
-            &set("stage.1.ce_weight=2"),
-            &set("stage.1.ce_weight=0"),
-        );
+        let set = |extra: &[&'static str]| -> Vec<&str> {
+            arch.iter().copied().chain(extra.iter().copied()).collect()
+        };
+        let labels = set(&["stage.1.ce_weight=2"]);
+        let teacher = set(&["stage.1.ce_weight=2", teacher_target]);
+        let none = set(&["stage.1.ce_weight=0"]);
+        assert_changes_student_and_resumes(tmp.path(), &format!("l{i}"), &labels, &none);
+        assert_changes_student_and_resumes(tmp.path(), &format!("t{i}"), &teacher, &labels);
+        assert_changes_student_and_resumes(tmp.path(), &format!("n{i}"), &teacher, &none);
+    }
+    // The target without the term, or outside a decay stage, is a recipe error.
+    let recipe = tmp.path().join("tiny.toml");
+    for (set, needle) in [
+        (vec![teacher_target], "set ce_weight too"),
+        (
+            vec!["stage.0.ce_target=\"teacher\"", "stage.1.ce_weight=1"],
+            "only a decay stage",
+        ),
+    ] {
+        let e = run(&recipe, &opts(&tmp.path().join("e"), false, None, &set))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ce_target") && e.contains(needle), "{e}");
     }
 }
 

@@ -146,6 +146,18 @@ pub enum BnVariance {
     SecondMoment,
 }
 
+/// Whose classes the decay's cross-entropy term (`ce_weight`) trains toward.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CeTarget {
+    /// The data set's labels.
+    #[default]
+    Labels,
+    /// The teacher's top-1 class on the same (augmented) image: hard distillation, no
+    /// labels needed.
+    Teacher,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
@@ -223,9 +235,12 @@ pub struct Stage {
     /// decay: distillation temperature (paper: 100).
     #[serde(default = "default_temperature")]
     pub temperature: f64,
-    /// decay: weight of an extra cross-entropy on labels.
+    /// decay: weight of an extra cross-entropy term (an extension; 0 = off).
     #[serde(default)]
     pub ce_weight: f64,
+    /// decay: that term's target classes: the labels, or the teacher's top-1.
+    #[serde(default)]
+    pub ce_target: CeTarget,
     #[serde(default = "default_beta1")]
     pub beta1: f64,
     #[serde(default = "default_beta2")]
@@ -580,6 +595,7 @@ impl Recipe {
                     "zero_phase_cosine",
                     "only a decay stage has a zero phase",
                 ),
+                (s.ce_target != CeTarget::Labels, "ce_target", distil),
             ];
             for (set, field, why) in decay_only {
                 if set && s.kind != StageKind::Decay {
@@ -596,6 +612,12 @@ impl Recipe {
                 return bad(
                     &f("zero_phase_cosine"),
                     "the stage has no zero phase (zero_steps = 0) for the rate to fall over".into(),
+                );
+            }
+            if s.ce_target != CeTarget::Labels && s.ce_weight == 0.0 {
+                return bad(
+                    &f("ce_target"),
+                    "it chooses the target of the ce_weight term, which is 0 (off); set ce_weight too".into(),
                 );
             }
             if !(s.anchor.is_finite() && s.anchor >= 0.0) {

@@ -70,6 +70,7 @@ pub(super) const STAGE_FIELDS: Fields = &[
     ("zero_steps", Expect::Count, false),
     ("temperature", Expect::Number, false),
     ("ce_weight", Expect::Number, false),
+    ("ce_target", Expect::OneOf(&["labels", "teacher"]), false),
     ("beta1", Expect::Number, false),
     ("beta2", Expect::Number, false),
     ("weight_decay", Expect::Number, false),

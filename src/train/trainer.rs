@@ -11,7 +11,7 @@ use indicatif::ProgressBar;
 
 use super::compensate::Compensator;
 use super::evaluate::{evaluate_top1, log_probe_panel, predict, Predictions};
-use super::recipe::{self, BnVariance, Recipe, Schedule, Stage, StageKind};
+use super::recipe::{self, BnVariance, CeTarget, Recipe, Schedule, Stage, StageKind};
 use super::run_dir::{
     check_run_dir, check_same_recipe, default_run_dir, load_resume_checkpoint,
     remove_orphaned_temporaries, save_checkpoint,
@@ -490,9 +490,12 @@ impl<'a> Trainer<'a> {
                     loss = (loss + (feature * stage.feature_weight)?)?;
                 }
                 if stage.ce_weight > 0.0 {
-                    let ce = match &mixed {
-                        None => crate::nn::cross_entropy(&s_logits, &labels)?,
-                        Some((lambda, other)) => {
+                    let ce = match (&mixed, stage.ce_target) {
+                        (_, CeTarget::Teacher) => {
+                            crate::nn::cross_entropy(&s_logits, &t_logits.argmax(1)?)?
+                        }
+                        (None, CeTarget::Labels) => crate::nn::cross_entropy(&s_logits, &labels)?,
+                        (Some((lambda, other)), CeTarget::Labels) => {
                             ((crate::nn::cross_entropy(&s_logits, &labels)? * *lambda)?
                                 + (crate::nn::cross_entropy(&s_logits, other)? * (1.0 - lambda))?)?
                         }
