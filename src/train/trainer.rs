@@ -489,11 +489,10 @@ impl<'a> Trainer<'a> {
                     let feature = loss::feature_loss(&s_f, &t_f)?;
                     loss = (loss + (feature * stage.feature_weight)?)?;
                 }
+                let t_top1 = t_logits.argmax(1)?;
                 if stage.ce_weight > 0.0 {
                     let ce = match (&mixed, stage.ce_target) {
-                        (_, CeTarget::Teacher) => {
-                            crate::nn::cross_entropy(&s_logits, &t_logits.argmax(1)?)?
-                        }
+                        (_, CeTarget::Teacher) => crate::nn::cross_entropy(&s_logits, &t_top1)?,
                         (None, CeTarget::Labels) => crate::nn::cross_entropy(&s_logits, &labels)?,
                         (Some((lambda, other)), CeTarget::Labels) => {
                             ((crate::nn::cross_entropy(&s_logits, &labels)? * *lambda)?
@@ -503,7 +502,7 @@ impl<'a> Trainer<'a> {
                     loss = (loss + (ce * stage.ce_weight)?)?;
                 }
                 let a: Vec<u32> = s_logits.detach().argmax(1)?.to_vec1()?;
-                let b: Vec<u32> = t_logits.argmax(1)?.to_vec1()?;
+                let b: Vec<u32> = t_top1.to_vec1()?;
                 let agree =
                     a.iter().zip(&b).filter(|(p, q)| p == q).count() as f64 / a.len() as f64;
                 (loss, agree)
