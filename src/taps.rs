@@ -56,6 +56,10 @@ pub struct Ctx<'a> {
     pub features: Option<Vec<Tensor>>,
     /// The input of every convolution of the pass (bias compensation during decay).
     pub conv_inputs: Option<Vec<ConvInput>>,
+    /// Eval-mode BN first folds its input's second moment about the running mean into the
+    /// running variance with this weight, then normalises with the result, so that later
+    /// layers see the recalibrated scales in the same pass (`bn_variance = "recalibrate"`).
+    pub bn_recalibration: Option<f64>,
 }
 
 /// A convolution's input and geometry, as one pass saw it.
@@ -78,6 +82,7 @@ impl<'a> Ctx<'a> {
             layer: 0,
             features: None,
             conv_inputs: None,
+            bn_recalibration: None,
         }
     }
     /// Gradient to the input only: frozen parameters, no taps, PyTorch's gradients.
@@ -97,6 +102,7 @@ impl<'a> Ctx<'a> {
             layer: 0,
             features: None,
             conv_inputs: None,
+            bn_recalibration: None,
         }
     }
     /// Attribution: frozen parameters, taps recorded.
@@ -109,6 +115,7 @@ impl<'a> Ctx<'a> {
             layer: 0,
             features: None,
             conv_inputs: None,
+            bn_recalibration: None,
         }
     }
 
@@ -130,6 +137,15 @@ impl<'a> Ctx<'a> {
     /// A tap point for the output of the op about to be built (see [`TapPoint`]).
     pub fn tap_point(&self) -> TapPoint {
         TapPoint::new(self.recorder.is_some())
+    }
+
+    /// Plain inference that recalibrates every BN's running variance on the way (see
+    /// `bn_recalibration`): the batch's weight `weight` in the running average.
+    pub fn recalibrating_bn(weight: f64) -> Self {
+        Ctx {
+            bn_recalibration: Some(weight),
+            ..Ctx::inference()
+        }
     }
 
     /// The same settings, also collecting every layer activation (see `features`).

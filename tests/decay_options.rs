@@ -114,6 +114,27 @@ fn second_moment_variance_follows_the_removed_mean_and_resumes() {
 }
 
 #[test]
+fn recalibrated_variance_is_measured_on_the_student_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = with(&["stage.1.bn_variance=\"recalibrate\""]);
+    let second_moment = with(&["stage.1.bn_variance=\"second_moment\""]);
+    let s = assert_changes_student_and_resumes(tmp.path(), "recal", &set, &second_moment);
+    assert_eq!(s.final_max_abs_bias, 0.0);
+    // Neither the teacher's variance nor var₀ + μ₀²: the student's own second moments.
+    let teacher = tensors(&tmp.path().join("a-recal/teacher-stage1.safetensors"));
+    let student = tensors(&s.final_checkpoint);
+    let mut changed = 0;
+    for (name, var) in &student {
+        if !name.ends_with(".running_var") {
+            continue;
+        }
+        assert!(var.iter().all(|v| v.is_finite() && *v >= 0.0), "{name}");
+        changed += usize::from(var != &teacher[name]);
+    }
+    assert!(changed >= 50, "only {changed} BN variances moved");
+}
+
+#[test]
 fn feature_distillation_changes_the_student_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     for arch in [&[][..], &RESNET[..]] {

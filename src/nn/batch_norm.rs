@@ -40,6 +40,25 @@ impl BatchNorm {
         Ok((gamma / (var + self.eps)?.sqrt()?)?)
     }
 
+    /// With `ctx.bn_recalibration = Some(w)`: running variance ← (1 − w)·running variance +
+    /// w·E[(x − μ)²] over the batch and positions, μ the running mean. Not a gradient path.
+    fn recalibrate(&self, x: &Tensor, ctx: &Ctx) -> Result<()> {
+        let Some(weight) = ctx.bn_recalibration else {
+            return Ok(());
+        };
+        let c = self.gamma.dims()[0];
+        let mean = self
+            .running_mean
+            .as_tensor()
+            .detach()
+            .reshape((1, c, 1, 1))?;
+        let moment = x.detach().broadcast_sub(&mean)?.sqr()?.mean((0, 2, 3))?;
+        let old = self.running_var.as_tensor().detach();
+        self.running_var
+            .set(&((old * (1.0 - weight))? + (moment * weight)?)?)?;
+        Ok(())
+    }
+
     /// (scale, bias) of the affine map eval-mode BN computes, from the parameters as `ctx`
     /// tracks them.
     fn eval_affine(&self, ctx: &Ctx) -> Result<(Tensor, Tensor)> {
@@ -93,6 +112,7 @@ impl BatchNorm {
         if ctx.train_bn {
             return self.train_forward(x, ctx);
         }
+        self.recalibrate(x, ctx)?;
         let (scale, bias) = self.eval_affine(ctx)?;
         self.eval_forward(x, &scale, &bias, ctx)
     }
@@ -106,6 +126,7 @@ impl Module for BatchNorm {
             let h = self.forward_plain(x, ctx)?;
             return self.post.apply(h, ctx);
         }
+        self.recalibrate(x, ctx)?;
         let (scale, bias) = self.eval_affine(ctx)?;
         if ctx.recorder.is_none() {
             if let Some(h) = channel_affine_relu(x, Some(&scale), &bias, ctx.needs_graph())? {
@@ -155,6 +176,7 @@ impl BnAddRelu {
             None => Ok(input.shortcut.clone()),
         };
         if !ctx.train_bn && ctx.recorder.is_none() {
+            self.bn.recalibrate(input.main, ctx)?;
             let (scale, bias) = self.bn.eval_affine(ctx)?;
             let r = shortcut(ctx)?;
             let graph = ctx.needs_graph();
@@ -308,6 +330,63 @@ mod tests {
         assert_eq!(bits(&grad), bits(&rec.input_grad));
         let inference = net.forward_recording(&x, &mut Ctx::inference()).unwrap();
         assert_eq!(bits(&inference), bits(&rec.logits));
+    }
+
+    /// Per channel, the mean over batch and positions of (x − μ)².
+    fn second_moment(x: &Tensor, mean: &Tensor) -> Vec<f32> {
+        let c = mean.dims()[0];
+        x.broadcast_sub(&mean.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean((0, 2, 3))
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn recalibration_averages_second_moments_about_the_running_mean() {
+        let norm = bn("layer1.0.bn1", 3, 4);
+        let mean = norm.running_mean.as_tensor().clone();
+        let var = |n: &BatchNorm| n.running_var.as_tensor().to_vec1::<f32>().unwrap();
+        let (x1, x2) = (values(&[2, 3, 4, 5], 1), values(&[3, 3, 2, 2], 9));
+        let (m1, m2) = (second_moment(&x1, &mean), second_moment(&x2, &mean));
+        let out = norm.forward(&x1, &mut Ctx::recalibrating_bn(1.0)).unwrap();
+        for (got, want) in var(&norm).iter().zip(&m1) {
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+        // The pass normalised with the variance it stored.
+        let again = norm.forward(&x1, &mut Ctx::inference()).unwrap();
+        assert_eq!(bits(&out), bits(&again));
+        norm.forward(&x2, &mut Ctx::recalibrating_bn(0.5)).unwrap();
+        for ((got, a), b) in var(&norm).iter().zip(&m1).zip(&m2) {
+            let want = 0.5 * a + 0.5 * b;
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+        // The running mean stays where it was.
+        assert_eq!(bits(norm.running_mean.as_tensor()), bits(&mean));
+    }
+
+    #[test]
+    fn a_residual_block_recalibrates_both_of_its_batch_norms() {
+        let net = net();
+        let x = values(&[2, 3, 4, 4], 6);
+        let before = |b: &BatchNorm| bits(b.running_var.as_tensor());
+        let (main, short) = (before(net.bn3.bn()), before(&net.downsample.1));
+        let out = net
+            .forward_recording(&x, &mut Ctx::recalibrating_bn(1.0))
+            .unwrap();
+        assert_ne!(before(net.bn3.bn()), main);
+        assert_ne!(before(&net.downsample.1), short);
+        let again = net.forward_recording(&x, &mut Ctx::inference()).unwrap();
+        assert_eq!(bits(&out), bits(&again));
     }
 
     #[test]

@@ -1,9 +1,27 @@
 //! BN running variances during decay (`bn_variance = "second_moment"`): as the running mean
 //! is scaled from μ₀ to s·μ₀, the variance about it becomes var₀ + ((1 − s)·μ₀)², so each BN
-//! output keeps the scale the layers after it were trained on.
+//! output keeps the scale the layers after it were trained on. `bn_variance = "recalibrate"`
+//! measures that second moment instead, on the student's own activations: upstream biases
+//! shrink too, so each BN's input is no longer the teacher's.
+
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::models::{Classifier, ParamKind};
+use crate::models::{Classifier, Ctx, ParamKind};
+
+/// Training images the recalibration averages over.
+pub(super) const RECALIBRATION_IMAGES: usize = 256;
+
+/// Every BN's running variance ← the mean over `batches` of the second moment of its input
+/// about its running mean, the student's own network in eval mode. One pass per batch, in
+/// which each BN normalises with its updated variance before the next layer runs, so each
+/// layer's estimate sees the recalibrated layers before it.
+pub(super) fn recalibrate(student: &dyn Classifier, batches: &[Tensor]) -> Result<()> {
+    for (k, x) in batches.iter().enumerate() {
+        student.forward_ctx(x, &mut Ctx::recalibrating_bn(1.0 / (k + 1) as f64))?;
+    }
+    Ok(())
+}
 
 /// Sets every student BN's running variance from the teacher's statistics at `scale`.
 pub(super) fn set_second_moment(
@@ -36,6 +54,42 @@ pub(super) fn set_second_moment(
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    fn running_vars(model: &dyn Classifier) -> Vec<Vec<f32>> {
+        model
+            .params()
+            .iter()
+            .filter(|p| p.kind == ParamKind::BnVar)
+            .map(|p| p.var.as_tensor().to_vec1().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn recalibration_of_one_batch_is_what_that_pass_normalised_with() {
+        let dev = Device::Cpu;
+        let model =
+            crate::models::build(&crate::models::init::resnet50(1, 2, 3, &dev).unwrap(), "s")
+                .unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
+        let before = running_vars(model.as_ref());
+        let during = model
+            .forward_ctx(&x, &mut Ctx::recalibrating_bn(1.0))
+            .unwrap();
+        let after = running_vars(model.as_ref());
+        assert_eq!(before.len(), after.len());
+        assert!(before.iter().zip(&after).all(|(b, a)| b != a));
+        assert!(after.iter().flatten().all(|v| v.is_finite() && *v >= 0.0));
+        // Every BN kept the variance it normalised with: a plain pass gives the same logits.
+        let plain = model.forward(&x).unwrap();
+        let diff = (during - plain).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+        // Two batches: recalibrating again on the first one alone restores one-batch values.
+        let y = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
+        recalibrate(model.as_ref(), &[x.clone(), y]).unwrap();
+        assert_ne!(running_vars(model.as_ref()), after);
+        recalibrate(model.as_ref(), &[x]).unwrap();
+        assert_eq!(running_vars(model.as_ref()), after);
+    }
 
     #[test]
     fn variance_grows_by_the_removed_part_of_the_mean() {

@@ -144,6 +144,9 @@ pub enum BnVariance {
     #[default]
     Fixed,
     SecondMoment,
+    /// Re-estimated at every rescale from the student's own activations on a fixed set of
+    /// training images.
+    Recalibrate,
 }
 
 /// Whose classes the decay's cross-entropy term (`ce_weight`) trains toward.
@@ -199,7 +202,9 @@ pub struct Stage {
     pub feature_weight: f64,
     /// decay: BN running variance as the running mean is scaled by s: `fixed` (the paper)
     /// or `second_moment`, var₀ + ((1 − s)·μ₀)², the variance about the scaled mean, so
-    /// that each BN output keeps its scale as μ goes (an extension).
+    /// that each BN output keeps its scale as μ goes, or `recalibrate`, after every
+    /// rescale the student's own second moment about the scaled mean on 256 training
+    /// images, layer by layer (both extensions).
     #[serde(default)]
     pub bn_variance: BnVariance,
     /// decay: before each rescale, move the constant it removes into the weights of the

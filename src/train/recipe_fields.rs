@@ -91,7 +91,7 @@ pub(super) const STAGE_FIELDS: Fields = &[
     ("ema", Expect::Number, false),
     (
         "bn_variance",
-        Expect::OneOf(&["fixed", "second_moment"]),
+        Expect::OneOf(&["fixed", "second_moment", "recalibrate"]),
         false,
     ),
     ("skip_non_finite", Expect::Count, false),

@@ -81,6 +81,8 @@ struct StageRun {
     curve_teacher: Option<Box<dyn Classifier>>,
     /// `compensate`: moves each rescale's removed constants into the weights.
     compensator: Option<Compensator>,
+    /// `bn_variance = "recalibrate"`: the training images BN variances are measured on.
+    recalibration: Vec<Tensor>,
     adam: optim::Adam,
     biases: BiasSet,
     bias_names: Vec<String>,
@@ -315,6 +317,11 @@ impl<'a> Trainer<'a> {
             Some(t) if stage.compensate => Some(self.compensator(si, &stage, t.as_ref())?),
             _ => None,
         };
+        let recalibration = if teacher.is_some() && stage.bn_variance == BnVariance::Recalibrate {
+            self.side_batches(si, &stage, 0xb4_7a2e, bn_variance::RECALIBRATION_IMAGES)?
+        } else {
+            Vec::new()
+        };
         let mut adam = new_optimiser(self.model.as_ref(), &stage)?;
         adam.load_state(&self.resume_extra, self.state.adam_t)?;
         if let (true, Some(t)) = (stage.anchor > 0.0, &teacher) {
@@ -357,6 +364,7 @@ impl<'a> Trainer<'a> {
             teacher_predictions,
             curve_teacher,
             compensator,
+            recalibration,
             adam,
             biases,
             bias_names,
@@ -373,6 +381,31 @@ impl<'a> Trainer<'a> {
         self.recipe.seed.wrapping_add(si as u64 * 7919)
     }
 
+    /// About `images` augmented training images in batches of the stage's size, from a
+    /// stream of their own (`salt`): the training stream is untouched, and every resume
+    /// draws the same images.
+    fn side_batches(
+        &self,
+        si: usize,
+        stage: &Stage,
+        salt: u64,
+        images: usize,
+    ) -> Result<Vec<Tensor>> {
+        let loader = Loader::new(
+            self.data.train.clone(),
+            stage.batch_size,
+            true,
+            self.stage_seed(si) ^ salt,
+            self.recipe.data.prefetch,
+        );
+        let batches = loader
+            .epoch(0, 0)
+            .take(images.div_ceil(stage.batch_size))
+            .map(|b| Tensor::from_vec(b.pixels, (b.n, 3, b.height, b.width), &self.device))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(batches)
+    }
+
     /// Patch statistics for `compensate` from a few training batches of a stream of its own
     /// (the training stream is untouched), the same on every resume.
     fn compensator(
@@ -381,19 +414,7 @@ impl<'a> Trainer<'a> {
         stage: &Stage,
         teacher: &dyn Classifier,
     ) -> Result<Compensator> {
-        let loader = Loader::new(
-            self.data.train.clone(),
-            stage.batch_size,
-            true,
-            self.stage_seed(si) ^ 0xc0_4e45,
-            self.recipe.data.prefetch,
-        );
-        let images_wanted: usize = 128;
-        let batches: Vec<Tensor> = loader
-            .epoch(0, 0)
-            .take(images_wanted.div_ceil(stage.batch_size))
-            .map(|b| Tensor::from_vec(b.pixels, (b.n, 3, b.height, b.width), &self.device))
-            .collect::<std::result::Result<_, _>>()?;
+        let batches = self.side_batches(si, stage, 0xc0_4e45, 128)?;
         let c = Compensator::new(self.model.as_ref(), teacher, &batches)?;
         let mut r2: Vec<f64> = c.recovered.iter().map(|(_, r)| *r).collect();
         r2.sort_by(f64::total_cmp);
@@ -680,14 +701,21 @@ impl<'a> Trainer<'a> {
                 hold_at_zero(&mut st.adam, &st.bias_names)?;
             }
         }
-        if stage.bn_variance == BnVariance::SecondMoment && state.bias_scale != scale_before {
-            if let Some(teacher) = &st.teacher {
-                bn_variance::set_second_moment(
-                    self.model.as_ref(),
-                    teacher.as_ref(),
-                    state.bias_scale,
-                )?;
+        match stage.bn_variance {
+            BnVariance::SecondMoment if state.bias_scale != scale_before => {
+                if let Some(teacher) = &st.teacher {
+                    bn_variance::set_second_moment(
+                        self.model.as_ref(),
+                        teacher.as_ref(),
+                        state.bias_scale,
+                    )?;
+                }
             }
+            // Once per rescale period also with `smooth` (a pass per image set is not free).
+            BnVariance::Recalibrate if state.rescales_done > before => {
+                bn_variance::recalibrate(self.model.as_ref(), &st.recalibration)?;
+            }
+            _ => {}
         }
         Ok(state.rescales_done > before)
     }
