@@ -149,7 +149,7 @@ fn pool_winners(
 const ROUNDING_TIE: f64 = 1e-3;
 
 /// Images on which our float32 pass routes a max-pool's gradient to another element than
-/// the float64 pass does, with the window's float64 values. The fixtures' second VGG image
+/// the float64 pass does (each such window is reported on stderr). The fixtures' second VGG image
 /// has a window after layer 13 whose two values, ~0.0141, are 3e-6 apart in float64: on
 /// an AVX2 CPU (im2col + the gemm crate, and candle's own convolution alike) float32 picks
 /// the other one, also with the last convolution in float64, and every layer below gets
