@@ -11,6 +11,7 @@ generalisation to unseen parts of the scene, not memorised pixels.
     python3 scripts/make-photo-folder.py OUT [--train 500] [--val 150] [--side 72] [--seed 0]
 """
 import argparse
+import hashlib
 import os
 
 import numpy as np
@@ -67,13 +68,21 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
+    # Pillow's resampling and JPEG encoder change between releases, and so would the
+    # data: the digest says whether two machines measured on the same images.
+    digest = hashlib.sha256()
     for name, photo in sorted(photographs().items()):
         for split, rows, n in (("train", (0.0, 0.6), a.train), ("val", (0.65, 1.0), a.val)):
             d = os.path.join(a.out, split, name)
             os.makedirs(d, exist_ok=True)
             for i, img in enumerate(crops(photo, rows, n, a.side, rng)):
-                img.save(os.path.join(d, f"{i:05d}.jpg"), quality=90)
+                path = os.path.join(d, f"{i:05d}.jpg")
+                img.save(path, quality=90)
+                with open(path, "rb") as f:
+                    digest.update(f"{split}/{name}/{i:05d}.jpg\n".encode())
+                    digest.update(f.read())
     print(f"wrote {a.out}/train and {a.out}/val ({a.train}/{a.val} images per class)")
+    print(f"sha256 of the images: {digest.hexdigest()} (Pillow {Image.__version__})")
 
 
 if __name__ == "__main__":
