@@ -12,6 +12,7 @@ generalisation to unseen parts of the scene, not memorised pixels.
 """
 import argparse
 import hashlib
+import io
 import os
 
 import numpy as np
@@ -76,11 +77,12 @@ def main():
             d = os.path.join(a.out, split, name)
             os.makedirs(d, exist_ok=True)
             for i, img in enumerate(crops(photo, rows, n, a.side, rng)):
-                path = os.path.join(d, f"{i:05d}.jpg")
-                img.save(path, quality=90)
-                with open(path, "rb") as f:
-                    digest.update(f"{split}/{name}/{i:05d}.jpg\n".encode())
-                    digest.update(f.read())
+                jpeg = io.BytesIO()
+                img.save(jpeg, format="JPEG", quality=90)
+                digest.update(f"{split}/{name}/{i:05d}.jpg\n".encode())
+                digest.update(jpeg.getvalue())
+                with open(os.path.join(d, f"{i:05d}.jpg"), "wb") as f:
+                    f.write(jpeg.getvalue())
     print(f"wrote {a.out}/train and {a.out}/val ({a.train}/{a.val} images per class)")
     print(f"sha256 of the images: {digest.hexdigest()} (Pillow {Image.__version__})")
 
