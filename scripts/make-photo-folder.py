@@ -77,12 +77,13 @@ def main():
             d = os.path.join(a.out, split, name)
             os.makedirs(d, exist_ok=True)
             for i, img in enumerate(crops(photo, rows, n, a.side, rng)):
-                jpeg = io.BytesIO()
-                img.save(jpeg, format="JPEG", quality=90)
-                digest.update(f"{split}/{name}/{i:05d}.jpg\n".encode())
-                digest.update(jpeg.getvalue())
-                with open(os.path.join(d, f"{i:05d}.jpg"), "wb") as f:
-                    f.write(jpeg.getvalue())
+                buffer = io.BytesIO()
+                img.save(buffer, format="JPEG", quality=90)
+                jpeg, file = buffer.getvalue(), f"{i:05d}.jpg"
+                digest.update(f"{split}/{name}/{file}\n".encode())
+                digest.update(jpeg)
+                with open(os.path.join(d, file), "wb") as f:
+                    f.write(jpeg)
     print(f"wrote {a.out}/train and {a.out}/val ({a.train}/{a.val} images per class)")
     print(f"sha256 of the images: {digest.hexdigest()} (Pillow {Image.__version__})")
 
