@@ -1,5 +1,7 @@
 //! What a data set is to the loader: normalised samples by index, each with its label.
 
+use std::sync::Arc;
+
 use super::error::DataError;
 use super::rng::Rng;
 
@@ -22,4 +24,140 @@ pub trait Dataset: Send + Sync {
     fn image_size(&self) -> (usize, usize);
     /// One normalised CHW sample; `train` applies augmentation drawn from `rng`.
     fn get(&self, index: usize, train: bool, rng: &mut Rng) -> Result<Sample, DataError>;
+}
+
+/// A fixed selection of another data set's samples, in their original order.
+pub struct Subset {
+    inner: Arc<dyn Dataset>,
+    indices: Vec<usize>,
+}
+
+/// Seed of [`Subset::spread`]'s draw: one fixed selection for every run and evaluation.
+const SPREAD_SEED: u64 = 0x5eed_5b5e7;
+
+impl Subset {
+    /// `limit` samples of `data` drawn uniformly without replacement by a fixed seed, kept in
+    /// their original order; all of `data` when `limit` is 0 or not smaller than it. Not the
+    /// first `limit`: image folders list one class after another, so a prefix would measure
+    /// only the first classes (the first 10 000 of ImageNet's validation set are 200 of its
+    /// 1000).
+    pub fn spread(data: Arc<dyn Dataset>, limit: usize) -> Arc<dyn Dataset> {
+        if limit == 0 || limit >= data.len() {
+            return data;
+        }
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        Rng::new(SPREAD_SEED).shuffle(&mut order);
+        let mut indices = order[..limit].to_vec();
+        indices.sort_unstable();
+        Arc::new(Subset {
+            inner: data,
+            indices,
+        })
+    }
+}
+
+impl Dataset for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+    fn class_names(&self) -> Vec<String> {
+        self.inner.class_names()
+    }
+    fn image_size(&self) -> (usize, usize) {
+        self.inner.image_size()
+    }
+    fn get(&self, index: usize, train: bool, rng: &mut Rng) -> Result<Sample, DataError> {
+        let inner = *self.indices.get(index).ok_or(DataError::Index {
+            index,
+            len: self.indices.len(),
+        })?;
+        self.inner.get(inner, train, rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `classes` classes of `per_class` samples each, listed class by class like a folder.
+    struct Sorted {
+        classes: usize,
+        per_class: usize,
+    }
+
+    impl Dataset for Sorted {
+        fn len(&self) -> usize {
+            self.classes * self.per_class
+        }
+        fn num_classes(&self) -> usize {
+            self.classes
+        }
+        fn class_names(&self) -> Vec<String> {
+            (0..self.classes).map(|c| c.to_string()).collect()
+        }
+        fn image_size(&self) -> (usize, usize) {
+            (1, 1)
+        }
+        fn get(&self, index: usize, _: bool, _: &mut Rng) -> Result<Sample, DataError> {
+            Ok(Sample {
+                pixels: vec![index as f32; 3],
+                label: (index / self.per_class) as u32,
+                mask: None,
+            })
+        }
+    }
+
+    fn labels_and_indices(d: &dyn Dataset) -> (Vec<u32>, Vec<usize>) {
+        let mut rng = Rng::new(1);
+        (0..d.len())
+            .map(|i| {
+                let s = d.get(i, false, &mut rng).unwrap();
+                (s.label, s.pixels[0] as usize)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn spread_covers_every_class_of_a_class_sorted_set_in_proportion() {
+        let data: Arc<dyn Dataset> = Arc::new(Sorted {
+            classes: 10,
+            per_class: 150,
+        });
+        let sub = Subset::spread(data, 1000);
+        assert_eq!(sub.len(), 1000);
+        let (labels, indices) = labels_and_indices(sub.as_ref());
+        for c in 0..10u32 {
+            let n = labels.iter().filter(|&&l| l == c).count();
+            // A prefix of 1000 would hold six classes in full and none of the last three.
+            assert!((70..=130).contains(&n), "class {c}: {n} of 1000");
+        }
+        assert!(
+            indices.windows(2).all(|w| w[0] < w[1]),
+            "distinct, in order"
+        );
+        assert!(*indices.last().unwrap() < 1500);
+    }
+
+    #[test]
+    fn spread_is_one_fixed_selection_and_all_when_not_limited() {
+        let data: Arc<dyn Dataset> = Arc::new(Sorted {
+            classes: 4,
+            per_class: 50,
+        });
+        let a = labels_and_indices(Subset::spread(data.clone(), 64).as_ref());
+        let b = labels_and_indices(Subset::spread(data.clone(), 64).as_ref());
+        assert_eq!(a, b);
+        for limit in [0, 200, 500] {
+            let all = Subset::spread(data.clone(), limit);
+            assert_eq!(
+                labels_and_indices(all.as_ref()).1,
+                (0..200).collect::<Vec<_>>()
+            );
+        }
+        let err = Subset::spread(data, 10).get(10, false, &mut Rng::new(0));
+        assert!(matches!(err, Err(DataError::Index { index: 10, len: 10 })));
+    }
 }

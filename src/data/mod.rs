@@ -32,7 +32,7 @@ pub mod rng;
 pub mod synthetic;
 pub mod transforms;
 
-pub use dataset::{Dataset, Sample};
+pub use dataset::{Dataset, Sample, Subset};
 pub use error::DataError;
 pub use image_folder::{
     check_splits, decode_image_file, default_resize, list_images, load_image_file, ImageFolder,

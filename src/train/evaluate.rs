@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 
 use super::optim;
-use crate::data::{Dataset, Loader};
+use crate::data::{Dataset, Loader, Subset};
 use crate::error::{Error, Result};
 use crate::models::Classifier;
 use crate::report::tensorboard::EventWriter;
@@ -40,14 +40,15 @@ fn matching(a: &[u32], b: &[u32]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
 }
 
-/// The top-1 class of the first `limit` validation images (all when 0), in order.
+/// The top-1 class of `limit` validation images (all when 0), in order: the same fixed
+/// selection spread over the whole set ([`Subset::spread`]) at every call.
 pub fn predict(
     model: &dyn Classifier,
     data: &Arc<dyn Dataset>,
     limit: usize,
     device: &Device,
 ) -> Result<Predictions> {
-    let loader = Loader::new(data.clone(), 64, false, 0, 2);
+    let loader = Loader::new(Subset::spread(data.clone(), limit), 64, false, 0, 2);
     let mut out = Predictions {
         predicted: Vec::new(),
         labels: Vec::new(),
@@ -70,9 +71,6 @@ pub fn predict(
         }
         out.predicted.extend(logits.argmax(1)?.to_vec1::<u32>()?);
         out.labels.extend(&batch.labels);
-        if limit > 0 && out.labels.len() >= limit {
-            break;
-        }
     }
     if out.labels.is_empty() {
         return Err(Error::input("validation set is empty"));
@@ -80,7 +78,8 @@ pub fn predict(
     Ok(out)
 }
 
-/// Fraction of the first `limit` validation images (all when 0) whose argmax is the label.
+/// Fraction of `limit` validation images (all when 0; see [`predict`]) whose argmax is the
+/// label.
 pub fn evaluate_top1(
     model: &dyn Classifier,
     data: &Arc<dyn Dataset>,
@@ -143,6 +142,59 @@ mod tests {
         // Both right on image 0, both wrong alike on image 2, apart on 1 and 3.
         assert_eq!(student.agreement(&teacher).unwrap(), 0.5);
         assert_eq!(teacher.agreement(&teacher).unwrap(), 1.0);
+    }
+
+    /// `per_class` blank 32-px images of each of `classes` classes, listed class by class.
+    struct ClassSorted {
+        classes: usize,
+        per_class: usize,
+    }
+
+    impl Dataset for ClassSorted {
+        fn len(&self) -> usize {
+            self.classes * self.per_class
+        }
+        fn num_classes(&self) -> usize {
+            self.classes
+        }
+        fn class_names(&self) -> Vec<String> {
+            (0..self.classes).map(|c| format!("c{c}")).collect()
+        }
+        fn image_size(&self) -> (usize, usize) {
+            (32, 32)
+        }
+        fn get(
+            &self,
+            index: usize,
+            _: bool,
+            _: &mut crate::data::Rng,
+        ) -> std::result::Result<crate::data::Sample, crate::data::DataError> {
+            Ok(crate::data::Sample {
+                pixels: vec![0.0; 3 * 32 * 32],
+                label: (index / self.per_class) as u32,
+                mask: None,
+            })
+        }
+    }
+
+    #[test]
+    fn a_limited_evaluation_covers_every_class_of_a_class_sorted_folder() {
+        let dev = Device::Cpu;
+        let tensors = crate::models::init::vgg16(2, 8, 10, 0, &dev).unwrap();
+        let model = crate::models::build(&tensors, "test").unwrap();
+        let data: Arc<dyn Dataset> = Arc::new(ClassSorted {
+            classes: 10,
+            per_class: 30,
+        });
+        let limited = predict(model.as_ref(), &data, 100, &dev).unwrap();
+        assert_eq!(limited.labels.len(), 100);
+        for c in 0..10 {
+            // The first 100 images would be classes 0–3 only.
+            assert!(limited.labels.contains(&c), "class {c} missing");
+        }
+        let all = predict(model.as_ref(), &data, 0, &dev).unwrap();
+        let expected: Vec<u32> = (0..300).map(|i| i / 30).collect();
+        assert_eq!(all.labels, expected);
     }
 
     #[test]

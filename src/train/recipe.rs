@@ -86,7 +86,8 @@ pub struct DataSpec {
     pub train_len: usize,
     #[serde(default = "default_val_len")]
     pub val_len: usize,
-    /// Cap on validation images per evaluation (0 = all).
+    /// Cap on validation images per evaluation (0 = all): one fixed selection drawn across
+    /// the whole set, not the first images (a folder lists one class after another).
     #[serde(default)]
     pub val_limit: usize,
     /// Batches decoded ahead of the model.
@@ -285,9 +286,9 @@ pub struct Stage {
     /// Fig. 6): TensorBoard `decay/*`, `summary.json`'s `decay_curve`, `decay_curve.png`.
     #[serde(default = "default_true")]
     pub decay_curve: bool,
-    /// decay: validation images of each of those two evaluations, at most; they run in
-    /// batches of 64, so a limit is rounded up to whole batches (0 = as many as
-    /// `data.val_limit`). Bounded by default: two evaluations per rescale.
+    /// decay: validation images of each of those two evaluations, at most, drawn across the
+    /// whole set as for `data.val_limit` (0 = as many as `data.val_limit`). Bounded by
+    /// default: two evaluations per rescale.
     #[serde(default = "default_decay_curve_images")]
     pub decay_curve_images: usize,
 }
