@@ -358,6 +358,11 @@ fn ema_student_is_the_zero_phase_average_and_resumes() {
         let dir = |n: &str| tmp.path().join(format!("{n}-{}", arch.len()));
         let a = run(&recipe, &opts(&dir("a"), false, None, &set)).unwrap();
         assert_eq!(a.final_max_abs_bias, 0.0);
+        let last_weights = a.student_top1_last_weights;
+        assert!(
+            last_weights.is_some_and(|t| (0.0..=1.0).contains(&t)),
+            "the last weights' top-1 is reported beside the average's: {last_weights:?}"
+        );
         // Train 6 steps; decay: rescales after global steps 8 and 10 (zero), then 3 steps.
         let all = |step: usize| -> HashMap<String, Vec<f32>> {
             let path = dir("a").join(format!("step-{step:06}.safetensors"));

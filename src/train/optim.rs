@@ -220,6 +220,12 @@ impl Adam {
         Ok(())
     }
 
+    /// Whether a moving average has begun (and [`Adam::assign_average`] would change the
+    /// parameters).
+    pub fn is_averaging(&self) -> bool {
+        self.average.is_some()
+    }
+
     /// Set the parameters to their moving average, if one was kept.
     pub fn assign_average(&self) -> Result<()> {
         if let Some(avg) = &self.average {

@@ -23,6 +23,10 @@ pub struct Summary {
     /// below it; |student − teacher top-1| is at most 1 − agreement.
     #[serde(default)]
     pub agreement: Option<f64>,
+    /// With `ema`: the top-1 of the student's last weights, before their average replaced
+    /// them (absent without an average).
+    #[serde(default)]
+    pub student_top1_last_weights: Option<f64>,
     pub teacher_checkpoint: Option<PathBuf>,
     pub final_checkpoint: PathBuf,
     pub tensorboard_dir: PathBuf,
@@ -131,6 +135,13 @@ impl Summary {
                 "zero-bias student top-1 (decayed)",
                 pct(self.student_top1)
             ));
+            if let Some(last) = self.student_top1_last_weights {
+                s.push_str(&format!(
+                    "  {:<40} {}\n",
+                    "  its last weights, not averaged (ema)",
+                    pct(last)
+                ));
+            }
             s.push_str(&format!(
                 "  {:<40} {}\n",
                 "teacher with biases set to zero",
@@ -199,6 +210,7 @@ mod tests {
             brute_force_zero_top1: brute_force,
             retention: 0.69 / 0.7,
             agreement: brute_force.is_finite().then_some(0.95),
+            student_top1_last_weights: None,
             teacher_checkpoint: None,
             final_checkpoint: "run/final.safetensors".into(),
             tensorboard_dir: "run/tb".into(),
@@ -210,6 +222,21 @@ mod tests {
             skipped_non_finite: 0,
             decay_curve: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_averaged_student_is_reported_beside_its_last_weights() {
+        let plain = summary(0.1).table();
+        assert!(!plain.contains("not averaged"), "{plain}");
+        let averaged = Summary {
+            student_top1_last_weights: Some(0.675),
+            ..summary(0.1)
+        }
+        .table();
+        assert!(
+            averaged.contains("    its last weights, not averaged (ema)   67.50%"),
+            "{averaged}"
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub(super) struct Trainer<'a> {
     student_top1: f64,
     /// Share of validation images on which the student's top-1 class is the teacher's.
     agreement: Option<f64>,
+    /// `ema`: the student's top-1 before its average replaced its last weights.
+    last_weights_top1: Option<f64>,
     brute_force: f64,
 }
 
@@ -183,6 +185,7 @@ impl<'a> Trainer<'a> {
             teacher_ckpt: None,
             student_top1: f64::NAN,
             agreement: None,
+            last_weights_top1: None,
             brute_force: f64::NAN,
         })
     }
@@ -902,8 +905,15 @@ impl<'a> Trainer<'a> {
                 st.loader.skipped()
             );
         }
-        if st.stage.kind == StageKind::Decay {
-            // `ema`: the student is the average of its zero phase (no-op without one).
+        if st.stage.kind == StageKind::Decay && st.adam.is_averaging() {
+            // `ema`: the student is the average of its zero phase; its last weights are
+            // reported beside it, so that the average's effect is on record.
+            self.last_weights_top1 = Some(evaluate_top1(
+                self.model.as_ref(),
+                &self.data.val,
+                self.recipe.data.val_limit,
+                &self.device,
+            )?);
             st.adam.assign_average()?;
         }
         let predicted = predict(
@@ -994,6 +1004,7 @@ impl<'a> Trainer<'a> {
             brute_force_zero_top1: self.brute_force,
             retention: self.student_top1 / self.teacher_top1,
             agreement: self.agreement,
+            student_top1_last_weights: self.last_weights_top1,
             teacher_checkpoint: self.teacher_ckpt.clone(),
             final_checkpoint: final_path,
             tensorboard_dir: self.tb_dir.clone(),
