@@ -78,37 +78,42 @@ impl Dataset for Subset {
     }
 }
 
+/// Test data: `classes` classes of `per_class` samples each, listed class by class as an
+/// image folder lists them; every pixel of sample `i` is `i`.
+#[cfg(test)]
+pub(crate) struct ClassSorted {
+    pub classes: usize,
+    pub per_class: usize,
+    /// Height and width of every sample.
+    pub size: usize,
+}
+
+#[cfg(test)]
+impl Dataset for ClassSorted {
+    fn len(&self) -> usize {
+        self.classes * self.per_class
+    }
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+    fn class_names(&self) -> Vec<String> {
+        (0..self.classes).map(|c| format!("c{c}")).collect()
+    }
+    fn image_size(&self) -> (usize, usize) {
+        (self.size, self.size)
+    }
+    fn get(&self, index: usize, _: bool, _: &mut Rng) -> Result<Sample, DataError> {
+        Ok(Sample {
+            pixels: vec![index as f32; 3 * self.size * self.size],
+            label: (index / self.per_class) as u32,
+            mask: None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `classes` classes of `per_class` samples each, listed class by class like a folder.
-    struct Sorted {
-        classes: usize,
-        per_class: usize,
-    }
-
-    impl Dataset for Sorted {
-        fn len(&self) -> usize {
-            self.classes * self.per_class
-        }
-        fn num_classes(&self) -> usize {
-            self.classes
-        }
-        fn class_names(&self) -> Vec<String> {
-            (0..self.classes).map(|c| c.to_string()).collect()
-        }
-        fn image_size(&self) -> (usize, usize) {
-            (1, 1)
-        }
-        fn get(&self, index: usize, _: bool, _: &mut Rng) -> Result<Sample, DataError> {
-            Ok(Sample {
-                pixels: vec![index as f32; 3],
-                label: (index / self.per_class) as u32,
-                mask: None,
-            })
-        }
-    }
 
     fn labels_and_indices(d: &dyn Dataset) -> (Vec<u32>, Vec<usize>) {
         let mut rng = Rng::new(1);
@@ -122,9 +127,10 @@ mod tests {
 
     #[test]
     fn spread_covers_every_class_of_a_class_sorted_set_in_proportion() {
-        let data: Arc<dyn Dataset> = Arc::new(Sorted {
+        let data: Arc<dyn Dataset> = Arc::new(ClassSorted {
             classes: 10,
             per_class: 150,
+            size: 1,
         });
         let sub = Subset::spread(data, 1000);
         assert_eq!(sub.len(), 1000);
@@ -143,9 +149,10 @@ mod tests {
 
     #[test]
     fn spread_is_one_fixed_selection_and_all_when_not_limited() {
-        let data: Arc<dyn Dataset> = Arc::new(Sorted {
+        let data: Arc<dyn Dataset> = Arc::new(ClassSorted {
             classes: 4,
             per_class: 50,
+            size: 1,
         });
         let a = labels_and_indices(Subset::spread(data.clone(), 64).as_ref());
         let b = labels_and_indices(Subset::spread(data.clone(), 64).as_ref());

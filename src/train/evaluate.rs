@@ -144,47 +144,15 @@ mod tests {
         assert_eq!(teacher.agreement(&teacher).unwrap(), 1.0);
     }
 
-    /// `per_class` blank 32-px images of each of `classes` classes, listed class by class.
-    struct ClassSorted {
-        classes: usize,
-        per_class: usize,
-    }
-
-    impl Dataset for ClassSorted {
-        fn len(&self) -> usize {
-            self.classes * self.per_class
-        }
-        fn num_classes(&self) -> usize {
-            self.classes
-        }
-        fn class_names(&self) -> Vec<String> {
-            (0..self.classes).map(|c| format!("c{c}")).collect()
-        }
-        fn image_size(&self) -> (usize, usize) {
-            (32, 32)
-        }
-        fn get(
-            &self,
-            index: usize,
-            _: bool,
-            _: &mut crate::data::Rng,
-        ) -> std::result::Result<crate::data::Sample, crate::data::DataError> {
-            Ok(crate::data::Sample {
-                pixels: vec![0.0; 3 * 32 * 32],
-                label: (index / self.per_class) as u32,
-                mask: None,
-            })
-        }
-    }
-
     #[test]
     fn a_limited_evaluation_covers_every_class_of_a_class_sorted_folder() {
         let dev = Device::Cpu;
         let tensors = crate::models::init::vgg16(2, 8, 10, 0, &dev).unwrap();
         let model = crate::models::build(&tensors, "test").unwrap();
-        let data: Arc<dyn Dataset> = Arc::new(ClassSorted {
+        let data: Arc<dyn Dataset> = Arc::new(crate::data::dataset::ClassSorted {
             classes: 10,
             per_class: 30,
+            size: 32,
         });
         let limited = predict(model.as_ref(), &data, 100, &dev).unwrap();
         assert_eq!(limited.labels.len(), 100);
