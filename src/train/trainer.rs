@@ -68,6 +68,8 @@ pub(super) struct Trainer<'a> {
     agreement: Option<f64>,
     /// `ema`: the student's top-1 before its average replaced its last weights.
     last_weights_top1: Option<f64>,
+    /// Global step and top-1 of the latest evaluation of the training weights.
+    last_eval: Option<(usize, f64)>,
     brute_force: f64,
 }
 
@@ -186,6 +188,7 @@ impl<'a> Trainer<'a> {
             student_top1: f64::NAN,
             agreement: None,
             last_weights_top1: None,
+            last_eval: None,
             brute_force: f64::NAN,
         })
     }
@@ -851,6 +854,7 @@ impl<'a> Trainer<'a> {
             &self.device,
         )?;
         self.tb.add_scalar("eval/top1", top1 as f32, g)?;
+        self.last_eval = Some((self.state.global_step, top1));
         log_probe_panel(
             &mut self.tb,
             self.model.as_ref(),
@@ -907,13 +911,17 @@ impl<'a> Trainer<'a> {
         }
         if st.stage.kind == StageKind::Decay && st.adam.is_averaging() {
             // `ema`: the student is the average of its zero phase; its last weights are
-            // reported beside it, so that the average's effect is on record.
-            self.last_weights_top1 = Some(evaluate_top1(
-                self.model.as_ref(),
-                &self.data.val,
-                self.recipe.data.val_limit,
-                &self.device,
-            )?);
+            // reported beside it, so that the average's effect is on record. The stage's
+            // last step evaluated them, unless a resume began after it.
+            self.last_weights_top1 = Some(match self.last_eval {
+                Some((step, top1)) if step == self.state.global_step => top1,
+                _ => evaluate_top1(
+                    self.model.as_ref(),
+                    &self.data.val,
+                    self.recipe.data.val_limit,
+                    &self.device,
+                )?,
+            });
             st.adam.assign_average()?;
         }
         let predicted = predict(
