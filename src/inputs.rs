@@ -225,10 +225,7 @@ pub fn load_data_dir_with(
 
 fn pick<T>(items: &mut Vec<T>, limit: usize, seed: u64) {
     if limit > 0 && limit < items.len() {
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        crate::data::Rng::new(seed).shuffle(&mut order);
-        let mut keep: Vec<usize> = order[..limit].to_vec();
-        keep.sort_unstable();
+        let keep = crate::data::Rng::new(seed).sorted_sample(items.len(), limit);
         let mut i = 0;
         items.retain(|_| {
             let k = keep.binary_search(&i).is_ok();

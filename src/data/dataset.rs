@@ -45,10 +45,7 @@ impl Subset {
         if limit == 0 || limit >= data.len() {
             return data;
         }
-        let mut order: Vec<usize> = (0..data.len()).collect();
-        Rng::new(SPREAD_SEED).shuffle(&mut order);
-        let mut indices = order[..limit].to_vec();
-        indices.sort_unstable();
+        let indices = Rng::new(SPREAD_SEED).sorted_sample(data.len(), limit);
         Arc::new(Subset {
             inner: data,
             indices,

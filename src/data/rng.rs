@@ -96,6 +96,19 @@ impl Rng {
         }
     }
 
+    /// `k` distinct indices of `0..n` drawn uniformly (the first `k` of a shuffle), in
+    /// increasing order; all of them when `k >= n`.
+    pub fn sorted_sample(&mut self, n: usize, k: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        if k >= n {
+            return order;
+        }
+        self.shuffle(&mut order);
+        order.truncate(k);
+        order.sort_unstable();
+        order
+    }
+
     /// Standard normal via Box–Muller; no spare value is cached so `state` stays the whole state.
     pub fn normal(&mut self) -> f32 {
         let u1 = 1.0 - self.uniform_f64(); // (0, 1]: keeps ln finite
