@@ -765,3 +765,31 @@ fn data_classes_disagreeing_with_the_folders_is_warned_about() {
         }
     }
 }
+
+#[test]
+fn predict_on_a_folder_with_more_classes_than_the_model_names_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("val");
+    for class in ["a", "b", "c"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        write_png(&root.join(class).join("0.png"), [9, 40, 9]);
+    }
+    let vgg = vgg_file(dir.path(), "vgg.safetensors", 2);
+    expect_error(
+        dir.path(),
+        &[
+            "predict",
+            "--model",
+            s(&vgg),
+            "--data",
+            s(&root),
+            "--size",
+            "32",
+        ],
+        &[
+            &format!("--data {}", root.display()),
+            "at least 3 class folders",
+            "the model has 2 classes",
+        ],
+    );
+}

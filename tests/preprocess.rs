@@ -1,4 +1,4 @@
-//! Preprocessing as configured: `--size`/`--resize` (evaluate, survey) and an ImageFolder's
+//! Preprocessing as configured: `--size`/`--resize` (evaluate, survey, predict) and an ImageFolder's
 //! `resize`/`augment` follow torchvision's Resize(resize) + CenterCrop(size), checked
 //! against PIL (what torchvision calls on PIL images; skipped with a message when python3
 //! cannot import PIL; `ZEROBIAS_PYTHON` picks another interpreter).
@@ -197,9 +197,10 @@ fn resize_zero_is_refused_with_its_name() {
 
 /// A recipe's `data.resize`/`data.augment` reach the run: recorded in its recipe.toml, and
 /// the teacher's top-1 on the validation folder is what `survey --size --resize` measures
-/// on the same folder with the same preprocessing.
+/// on the same folder with the same preprocessing, and what `predict --data` prints (its
+/// logits: the model's on the folder preprocessed so).
 #[test]
-fn recipe_resize_is_recorded_and_matches_survey() {
+fn recipe_resize_is_recorded_and_matches_survey_and_predict() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(8);
     for split in ["train", "val"] {
@@ -297,6 +298,43 @@ batch_size = 4
         (vanilla - teacher_top1).abs() < 1e-6,
         "survey {vanilla} vs run {teacher_top1}\n{acc}"
     );
+
+    // predict on the labelled folder: the same preprocessing, in passes of 3 images.
+    let logits_out = dir.path().join("predict.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_zerobias"))
+        .args(["predict", "--model"])
+        .arg(&teacher)
+        .arg("--data")
+        .arg(dir.path().join("val"))
+        .args(["--size", "32", "--resize", "32", "--batch", "3", "--out"])
+        .arg(&logits_out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let printed: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("top-1"))
+        .and_then(|v| v.trim().trim_end_matches('%').parse().ok())
+        .unwrap_or_else(|| panic!("no top-1 line in: {text}"));
+    assert!(
+        (printed - 100.0 * teacher_top1).abs() < 0.01,
+        "predict {printed}% vs run {teacher_top1}\n{text}"
+    );
+    let (saved, _) = zerobias::checkpoint::read_tensors(&logits_out, &Device::Cpu).unwrap();
+    let labels: Vec<i64> = saved["labels"].to_vec1().unwrap();
+    assert_eq!(labels, [0, 0, 0, 0, 1, 1, 1, 1]);
+    let pre = Preprocess::new(Some(32), Some(32)).unwrap();
+    let (batch, _) = load_data_dir_with(&dir.path().join("val"), 0, 0, pre, &Device::Cpu).unwrap();
+    let model = zerobias::models::open(teacher.to_str().unwrap(), None, &Device::Cpu).unwrap();
+    let expected: Vec<Vec<f32>> = model.forward(&batch.tensor).unwrap().to_vec2().unwrap();
+    let got: Vec<Vec<f32>> = saved["logits"].to_vec2().unwrap();
+    for (g, e) in got.iter().flatten().zip(expected.iter().flatten()) {
+        assert!(
+            (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+            "{got:?}\n{expected:?}"
+        );
+    }
 }
 
 /// A photo-like image: smooth colour gradients, sharp coloured edges (where chroma
