@@ -1,6 +1,8 @@
 //! `survey` part (c) on raw pixels: scaling 0.001×–1000× and shifts up to a full value range
-//! (±1 on [0, 1] pixels), before normalisation, with the relative change per model.
+//! (±1 on [0, 1] pixels), before normalisation, with the relative change per model; and part
+//! (d), the normalised input scaled, to which a zero-bias network is blind.
 
+use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
@@ -63,4 +65,82 @@ fn robustness_table_spans_the_papers_ranges() {
             assert_eq!((r[3], r[4]), ("1.000000", "0.000000"), "{r:?}");
         }
     }
+}
+
+fn save(path: &Path, tensors: &std::collections::HashMap<String, Tensor>) {
+    let mut named: Vec<(String, Tensor)> = tensors.clone().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    zerobias::checkpoint::save(path, &named, Default::default()).unwrap();
+}
+
+#[test]
+fn a_zero_bias_network_keeps_its_class_when_its_input_is_scaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    // One random image u, normalised as every input is.
+    let mut rng = zerobias::data::Rng::new(5);
+    let rgb: Vec<u8> = (0..32 * 32 * 3).map(|_| rng.below(256) as u8).collect();
+    let u = zerobias::data::normalise::normalise_hwc(&rgb, 32, 32);
+    // A VGG-16 without biases has logits z0 = f(u) on it, and f(s·u) = s·z0. With the last
+    // layer's bias set to −z0 the logits at s·u are (s − 1)·z0: below s = 1 the class is
+    // z0's smallest, above it z0's largest; every other bias stays zero.
+    let mut t = zerobias::models::init::vgg16(2, 8, 3, 1, &dev).unwrap();
+    for (k, v) in t.iter_mut() {
+        if k.ends_with(".bias") {
+            *v = v.zeros_like().unwrap();
+        }
+    }
+    let model = dir.path().join("m.safetensors");
+    save(&model, &t);
+    let x1 = Tensor::from_vec(u.clone(), (1, 3, 32, 32), &dev).unwrap();
+    let open = || zerobias::models::open(model.to_str().unwrap(), None, &dev).unwrap();
+    let z0 = open().forward(&x1).unwrap().flatten_all().unwrap();
+    let spread: Vec<f32> = z0.to_vec1().unwrap();
+    let (lo, hi) = spread
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(hi - lo > 1e-3, "degenerate zero-bias logits {spread:?}");
+    t.insert("classifier.6.bias".into(), z0.neg().unwrap());
+    save(&model, &t);
+    // Norms s = 0.6, 0.8, 1.25, 1.6: ×0.5 moves 1.25 and 1.6 below 1, ×0.75 moves 1.25,
+    // ×1.5 moves 0.8 above 1, ×2 moves 0.6 and 0.8.
+    let norms = [0.6f32, 0.8, 1.25, 1.6];
+    let x: Vec<f32> = norms
+        .iter()
+        .flat_map(|s| u.iter().map(move |v| v * s))
+        .collect();
+    let xp = dir.path().join("x.safetensors");
+    let xt = Tensor::from_vec(x, (4, 3, 32, 32), &dev).unwrap();
+    zerobias::checkpoint::save(&xp, &[("input".into(), xt)], Default::default()).unwrap();
+    let out = dir.path().join("survey");
+    let o = Command::new(env!("CARGO_BIN_EXE_zerobias"))
+        .args(["survey", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&xp)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = std::fs::read_to_string(out.join("input_scaling.csv")).unwrap();
+    let mut lines = table.lines();
+    assert_eq!(lines.next(), Some("variant,factor,top1,same_class"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let column = |variant: &str, c: usize| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r[0] == variant)
+            .map(|r| r[c].parse().unwrap())
+            .collect()
+    };
+    assert_eq!(column("vanilla", 1), [0.5, 0.75, 1.5, 2.0]);
+    assert_eq!(column("vanilla", 3), [0.5, 0.75, 0.75, 0.5], "{table}");
+    // Without biases the class never changes (at 0.5 and 2 the logits scale exactly).
+    assert_eq!(column("zero-bias", 1), [0.5, 0.75, 1.5, 2.0]);
+    assert_eq!(column("zero-bias", 3), [1.0; 4], "{table}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("vanilla      same class with the normalised input × 0.5/0.75/1.5/2: 50.0% / 75.0% / 75.0% / 50.0%"),
+        "{text}"
+    );
 }

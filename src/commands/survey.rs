@@ -99,6 +99,20 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     if labels.is_none() {
         println!("(no labels: accuracy is agreement with the vanilla model's predictions)");
     }
+    // What a zero-bias version cannot see: how often the class changes with the input's norm.
+    for (variant, rows) in &r.input_scaling {
+        let shares: Vec<String> = rows
+            .iter()
+            .map(|(_, same)| format!("{:.1}%", 100.0 * same))
+            .collect();
+        println!(
+            "{variant:<12} same class with the normalised input × {}: {}",
+            zerobias::eval::survey::INPUT_SCALES
+                .map(|a| a.to_string())
+                .join("/"),
+            shares.join(" / ")
+        );
+    }
     for f in files {
         println!("wrote {}", f.display());
     }

@@ -1,6 +1,6 @@
 //! The bias survey: what happens when all biases are set to zero (paper Fig. 3,
-//! Supp. Figs 1–2 and 4–5). Its tables are written here; its figures are
-//! `report::survey_plots`.
+//! Supp. Figs 1–2 and 4–5), and what a zero-bias network cannot see (part (d): the input's
+//! norm). Its tables are written here; its figures are `report::survey_plots`.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,13 @@ use crate::stats;
 /// (±1 on [0, 1] pixels = ±255 in 8-bit terms), both before normalisation.
 pub const SCALES: [f64; 7] = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0];
 pub const SHIFTS: [f64; 9] = [-1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0];
+
+/// Part (d), beyond the paper: factors multiplying the network's own (normalised) input.
+/// A ReLU network without biases is positively homogeneous, f(a·x) = a·f(x) for a > 0, so
+/// its predicted class cannot change under them: what the vanilla model does with them is
+/// what a zero-bias version of it cannot see (the input's norm). 0.5 and 2 scale floats
+/// exactly, so there the zero-bias class is the same bit for bit.
+pub const INPUT_SCALES: [f64; 4] = [0.5, 0.75, 1.5, 2.0];
 
 /// A change of the raw pixel values p ∈ [0, 1] before normalisation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,6 +62,9 @@ pub struct SurveyReport {
     pub fit: (f64, f64),
     /// Top-1 per variant (vanilla, then zero-bias) under each of [`SCALES`] and [`SHIFTS`].
     pub curves: Vec<(String, Vec<f64>, Vec<f64>)>,
+    /// Per variant (vanilla, then zero-bias), under each of [`INPUT_SCALES`]: (top-1, share
+    /// of images whose predicted class is the one of the unscaled input).
+    pub input_scaling: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 /// Logits of every image of `x` (`what` names the variant in the error a non-finite logit
@@ -152,12 +162,18 @@ pub fn run(
         let mut curves: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
         let (zero_scale, zero_shift) = robustness(model, x, &reference, batch, "all biases zero")?;
         curves.push(("zero-bias".into(), zero_scale, zero_shift));
-        Ok((zero, curves))
+        let scaled = input_scaling(model, x, &reference, &zero, batch, "all biases zero")?;
+        Ok((zero, curves, scaled))
     })();
     biases.restore(&saved)?;
-    let (zero, mut curves) = result?;
+    let (zero, mut curves, zero_scaled) = result?;
     let (van_scale, van_shift) = robustness(model, x, &reference, batch, "vanilla model")?;
     curves.insert(0, ("vanilla".into(), van_scale, van_shift));
+    let van_scaled = input_scaling(model, x, &reference, &vanilla, batch, "vanilla model")?;
+    let input_scaling = vec![
+        ("vanilla".to_string(), van_scaled),
+        ("zero-bias".to_string(), zero_scaled),
+    ];
 
     let k5 = 5.min(model.num_classes());
     let report_top = (
@@ -218,6 +234,16 @@ pub fn run(
     write_atomic(&out.join("robustness.csv"), rob.as_bytes())?;
     files.push(out.join("robustness.csv"));
 
+    // (d) the normalised input scaled: what a zero-bias network cannot see.
+    let mut table = String::from("variant,factor,top1,same_class\n");
+    for (name, rows) in &input_scaling {
+        for (a, (top1, same)) in INPUT_SCALES.iter().zip(rows) {
+            table.push_str(&format!("{name},{a},{top1:.6},{same:.6}\n"));
+        }
+    }
+    write_atomic(&out.join("input_scaling.csv"), table.as_bytes())?;
+    files.push(out.join("input_scaling.csv"));
+
     Ok(SurveyReport {
         top1_vanilla: report_top.0,
         top5_vanilla: report_top.1,
@@ -229,7 +255,38 @@ pub fn run(
         zero_logits: g,
         fit,
         curves,
+        input_scaling,
     })
+}
+
+/// Per factor of [`INPUT_SCALES`]: top-1 against `reference` of the normalised input times
+/// the factor, and the share of images whose class is the one `base` (the unscaled logits)
+/// predicts.
+fn input_scaling(
+    model: &dyn Classifier,
+    x: &Tensor,
+    reference: &[u32],
+    base: &[Vec<f32>],
+    batch: usize,
+    variant: &str,
+) -> Result<Vec<(f64, f64)>> {
+    let base: Vec<u32> = base.iter().map(|r| argmax(r)).collect();
+    INPUT_SCALES
+        .iter()
+        .map(|&a| {
+            let what = format!("{variant}, normalised input × {a}");
+            let logits = logits_batched(model, &(x * a)?, batch, &what)?;
+            let same = logits
+                .iter()
+                .zip(&base)
+                .filter(|(row, &c)| argmax(row) == c)
+                .count();
+            Ok((
+                topk_accuracy(&logits, reference, 1),
+                same as f64 / base.len().max(1) as f64,
+            ))
+        })
+        .collect()
 }
 
 /// Top-1 against `reference` under each of [`SCALES`] and [`SHIFTS`] of the raw pixels.

@@ -119,7 +119,12 @@ pub fn run(job: &ReportJob) -> Result<PathBuf> {
         .filter_map(|f| relative(&job.out, f))
         .collect();
     for (label, _) in &job.models {
-        for t in ["accuracy.csv", "regression.csv", "robustness.csv"] {
+        for t in [
+            "accuracy.csv",
+            "regression.csv",
+            "robustness.csv",
+            "input_scaling.csv",
+        ] {
             files.push(format!("survey-{label}/{t}"));
         }
     }

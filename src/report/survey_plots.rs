@@ -170,6 +170,7 @@ mod tests {
             zero_logits: zero,
             fit: (1.0, 0.0),
             curves: Vec::new(),
+            input_scaling: Vec::new(),
         };
         let fits = per_image_fits(&report, 3).unwrap();
         assert_eq!(fits.len(), 2);
