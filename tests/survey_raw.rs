@@ -10,11 +10,11 @@ use candle_core::{Device, Tensor};
 #[test]
 fn robustness_table_spans_the_papers_ranges() {
     let dir = tempfile::tempdir().unwrap();
-    let t = zerobias::models::init::vgg16(2, 8, 3, 1, &Device::Cpu).unwrap();
-    let mut named: Vec<(String, Tensor)> = t.into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
     let model = dir.path().join("m.safetensors");
-    zerobias::checkpoint::save(&model, &named, Default::default()).unwrap();
+    save(
+        &model,
+        &zerobias::models::init::vgg16(2, 8, 3, 1, &Device::Cpu).unwrap(),
+    );
     // Real-looking inputs: random bytes normalised as every input is.
     let mut rng = zerobias::data::Rng::new(3);
     let mut x = Vec::new();
@@ -26,17 +26,7 @@ fn robustness_table_spans_the_papers_ranges() {
     let xt = Tensor::from_vec(x, (4, 3, 32, 32), &Device::Cpu).unwrap();
     zerobias::checkpoint::save(&xp, &[("input".into(), xt)], Default::default()).unwrap();
     let out = dir.path().join("survey");
-    let o = Command::new(env!("CARGO_BIN_EXE_zerobias"))
-        .arg("survey")
-        .arg("--model")
-        .arg(&model)
-        .arg("--input")
-        .arg(&xp)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    survey(&model, &xp, &out);
     let rob = std::fs::read_to_string(out.join("robustness.csv")).unwrap();
     let mut lines = rob.lines();
     assert_eq!(lines.next(), Some("variant,transform,value,top1,relative"));
@@ -65,6 +55,21 @@ fn robustness_table_spans_the_papers_ranges() {
             assert_eq!((r[3], r[4]), ("1.000000", "0.000000"), "{r:?}");
         }
     }
+}
+
+/// `zerobias survey --model M --input X --out DIR`, which must succeed; its stdout.
+fn survey(model: &Path, input: &Path, out: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_zerobias"))
+        .args(["survey", "--model"])
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn save(path: &Path, tensors: &std::collections::HashMap<String, Tensor>) {
@@ -113,16 +118,7 @@ fn a_zero_bias_network_keeps_its_class_when_its_input_is_scaled() {
     let xt = Tensor::from_vec(x, (4, 3, 32, 32), &dev).unwrap();
     zerobias::checkpoint::save(&xp, &[("input".into(), xt)], Default::default()).unwrap();
     let out = dir.path().join("survey");
-    let o = Command::new(env!("CARGO_BIN_EXE_zerobias"))
-        .args(["survey", "--model"])
-        .arg(&model)
-        .arg("--input")
-        .arg(&xp)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = survey(&model, &xp, &out);
     let table = std::fs::read_to_string(out.join("input_scaling.csv")).unwrap();
     let mut lines = table.lines();
     assert_eq!(lines.next(), Some("variant,factor,top1,same_class"));
@@ -138,7 +134,6 @@ fn a_zero_bias_network_keeps_its_class_when_its_input_is_scaled() {
     // Without biases the class never changes (at 0.5 and 2 the logits scale exactly).
     assert_eq!(column("zero-bias", 1), [0.5, 0.75, 1.5, 2.0]);
     assert_eq!(column("zero-bias", 3), [1.0; 4], "{table}");
-    let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains("vanilla      same class with the normalised input × 0.5/0.75/1.5/2: 50.0% / 75.0% / 75.0% / 50.0%"),
         "{text}"
