@@ -77,6 +77,15 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
         &preprocessing,
         dev,
     )?;
+    if let Some(&l) = labels.as_deref().and_then(|l| l.iter().max()) {
+        let classes = model.num_classes();
+        if l as usize >= classes {
+            anyhow::bail!(
+                "--data {source}: has at least {} class folders, the model has {classes} classes",
+                l + 1
+            );
+        }
+    }
     let (n, _, h, w) = inputs.tensor.dims4()?;
     models::check_input_size(model.as_ref(), h, w).with_context(|| format!("{flag} {source}"))?;
     let mut chunks = Vec::with_capacity(n.div_ceil(batch));
@@ -113,14 +122,6 @@ fn print_accuracy(
     source: &str,
 ) -> Result<()> {
     let classes = model.num_classes();
-    if let Some(&l) = labels.iter().max() {
-        if l as usize >= classes {
-            anyhow::bail!(
-                "--data {source}: has at least {} class folders, the model has {classes} classes",
-                l + 1
-            );
-        }
-    }
     let rows: Vec<Vec<f32>> = logits.to_vec2()?;
     let k = k.clamp(1, classes);
     let (mut top1, mut topk) = (0usize, 0usize);
