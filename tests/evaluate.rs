@@ -181,7 +181,12 @@ fn survey_reports_zero_bias_accuracy_and_robustness() {
     assert_eq!(rob.lines().count(), 1 + 2 * (7 + 9));
     let reg = std::fs::read_to_string(out.join("regression.csv")).unwrap();
     assert_eq!(reg.lines().count(), 1 + 6);
-    for f in ["regression.png", "scaling.png", "shift.png"] {
+    for f in [
+        "regression.png",
+        "scaling.png",
+        "shift.png",
+        "input_scaling.png",
+    ] {
         assert!(out.join(f).exists());
     }
 }

@@ -174,6 +174,7 @@ fn report_page_loads_with_every_image() {
         "eval/fig9-difference-delta_e_delta.png",
         "eval/fig8-correlations.png",
         "survey-zero/scaling.png",
+        "survey-zero/input_scaling.png",
         "survey-vanilla/supp5-alpha-beta.png",
     ] {
         assert!(

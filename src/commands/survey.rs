@@ -71,8 +71,11 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
     );
     survey_plots::regression(&r, &label, &regression)?;
     survey_plots::robustness(&r, &label, &scaling, &shift)?;
+    let norm = out.join("input_scaling.png");
+    survey_plots::input_norm(&r, &label, &norm)?;
     // Listed as always: each table followed by its figures (accuracy.csv, regression.csv,
-    // regression.png, robustness.csv, scaling.png, shift.png).
+    // regression.png, robustness.csv, scaling.png, shift.png, input_scaling.csv,
+    // input_scaling.png).
     let mut files = Vec::new();
     for table in &r.files {
         files.push(table.clone());
@@ -80,6 +83,8 @@ pub fn run(args: Args, dev: &Device) -> Result<()> {
             files.push(regression.clone());
         } else if table.ends_with("robustness.csv") {
             files.extend([scaling.clone(), shift.clone()]);
+        } else if table.ends_with("input_scaling.csv") {
+            files.push(norm.clone());
         }
     }
     println!("bias parameters: {}", r.bias_parameters);

@@ -359,7 +359,13 @@ fn survey_sections(job: &ReportJob) -> Result<Vec<Section>> {
         )?;
         let (scaling, shift) = (dir.join("scaling.png"), dir.join("shift.png"));
         survey_plots::robustness(&r, label, &scaling, &shift)?;
-        for (p, what) in [(scaling, "scaling"), (shift, "shifts")] {
+        let norm = dir.join("input_scaling.png");
+        survey_plots::input_norm(&r, label, &norm)?;
+        for (p, what) in [
+            (scaling, "scaling"),
+            (shift, "shifts"),
+            (norm, "class kept under scaling of the normalised input"),
+        ] {
             robust.figures.push(Figure {
                 src: relative(&job.out, &p).unwrap_or_default(),
                 caption: format!("{label}: {what}"),

@@ -1,6 +1,6 @@
 //! Figures of the bias survey (`eval::survey`): the logits with all biases set to 0 against
-//! the model's own (as loaded) with their fit (part b), and top-1 under input scaling and
-//! shifts (part c). The survey's variants are one model with and without its biases, so
+//! the model's own (as loaded) with their fit (part b), top-1 under input scaling and
+//! shifts (part c), and how often the class survives scaling the normalised input (part d). The survey's variants are one model with and without its biases, so
 //! the figures say "biases set to 0" rather than "zero-bias", which a report uses for the
 //! second (decayed) model.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::plot::{line_plot, save_png, scatter_plot, LineSeries};
 use crate::error::Result;
-use crate::eval::survey::{SurveyReport, SCALES, SHIFTS};
+use crate::eval::survey::{SurveyReport, INPUT_SCALES, SCALES, SHIFTS};
 
 /// The logits with every bias set to 0 against the model's as loaded, with the fit.
 pub fn regression(report: &SurveyReport, label: &str, path: &Path) -> Result<()> {
@@ -77,6 +77,44 @@ pub fn robustness(report: &SurveyReport, label: &str, scaling: &Path, shift: &Pa
             "top-1",
         )?,
         shift,
+    )?;
+    Ok(())
+}
+
+/// Part (d): the share of images that keep their class when the normalised input is scaled,
+/// per variant, with the unscaled input (factor 1, share 1 by definition) as the middle
+/// point. A bias-free ReLU network stays at 1 everywhere.
+pub fn input_norm(report: &SurveyReport, label: &str, path: &Path) -> Result<()> {
+    let colors = [[214, 96, 77], [67, 147, 195]];
+    let series: Vec<LineSeries> = report
+        .input_scaling
+        .iter()
+        .zip(colors)
+        .map(|((n, rows), c)| {
+            let mut points: Vec<(f64, f64)> = INPUT_SCALES
+                .iter()
+                .zip(rows)
+                .map(|(&a, &(_, same))| (a, same))
+                .chain([(1.0, 1.0)])
+                .collect();
+            points.sort_by(|p, q| p.0.total_cmp(&q.0));
+            LineSeries {
+                name: variant_name(n),
+                color: c,
+                x: points.iter().map(|p| p.0).collect(),
+                y: points.iter().map(|p| p.1).collect(),
+            }
+        })
+        .collect();
+    save_png(
+        &line_plot(
+            &series,
+            true,
+            &format!("{label}: class kept when the normalised input is scaled"),
+            "factor on the normalised input",
+            "share of images with the same class",
+        )?,
+        path,
     )?;
     Ok(())
 }
