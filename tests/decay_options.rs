@@ -223,15 +223,16 @@ fn frozen_biases_are_only_rescaled() {
     }
 }
 
-/// mixup (with or without labels) and `standardize_logits` change what the student
-/// learns, and a resumed run draws the same blends.
+/// mixup (with or without labels), `standardize_logits` and `norm_free_logits` change what
+/// the student learns, and a resumed run draws the same blends.
 #[test]
-fn mixup_and_standardized_logits_change_the_student_and_resume_exactly() {
+fn mixup_and_logit_options_change_the_student_and_resume_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     for (i, (option, ce)) in [
         ("stage.1.mixup=true", "stage.1.ce_weight=0"),
         ("stage.1.mixup=true", "stage.1.ce_weight=1"),
         ("stage.1.standardize_logits=true", "stage.1.ce_weight=0"),
+        ("stage.1.norm_free_logits=true", "stage.1.ce_weight=1"),
     ]
     .into_iter()
     .enumerate()
@@ -338,6 +339,7 @@ fn feature_weight_and_bn_variance_are_decay_options() {
             "stage.0.standardize_logits=true",
             "stage[0].standardize_logits",
         ),
+        ("stage.0.norm_free_logits=true", "stage[0].norm_free_logits"),
     ] {
         let e = zerobias::train::Recipe::parse(TINY, &[set.into()], "t")
             .unwrap_err()

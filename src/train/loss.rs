@@ -25,6 +25,23 @@ pub fn standardize(logits: &Tensor) -> Result<Tensor> {
     Ok(centred.broadcast_div(&std)?)
 }
 
+/// Per image, (‖x_i‖ / mean_j ‖x_j‖)^power as an (n, 1) column, detached: what a zero-bias
+/// ReLU network's logits carry of its input's norm at `power` 1, since f(a·x) = a·f(x).
+pub fn norm_divisor(x: &Tensor, power: f64) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    let norms = x.detach().flatten_from(1)?.sqr()?.sum(1)?.sqrt()?;
+    let mean = norms.mean_all()?.to_scalar::<f32>()? as f64;
+    if !(mean.is_finite() && mean > 0.0) {
+        return Err(Error::Training(format!(
+            "norm_free_logits: the batch's mean input norm is {mean}; expected a positive number"
+        )));
+    }
+    // An all-zero image has norm 0: its logits are 0 at zero bias whatever the divisor, so
+    // a floor keeps the division finite without changing what is learnt.
+    let relative = ((norms / mean)?.maximum(1e-6)?).powf(power)?;
+    Ok(relative.reshape((n, 1))?)
+}
+
 /// Mean over layers of ‖s_l − t_l‖² / ‖t_l‖²: each layer's error relative to the
 /// teacher's activation energy, so that wide early maps and the narrow top count alike.
 pub fn feature_loss(student: &[Tensor], teacher: &[Tensor]) -> Result<Tensor> {
@@ -121,6 +138,53 @@ mod tests {
         assert!(feature_loss(std::slice::from_ref(&s1), &[t1.clone(), t2.clone()]).is_err());
         assert!(feature_loss(&[s2], &[t1]).is_err());
         assert!(feature_loss(&[], &[]).is_err());
+    }
+
+    /// At power 1 the divisor takes out exactly what scaling an input does to a bias-free
+    /// map's logits; at power 0 it is 1; in between it follows the power.
+    #[test]
+    fn norm_divisor_removes_the_input_scale_of_a_bias_free_map() {
+        let dev = Device::Cpu;
+        // Norms 1 and 3 (3-4-12 → 13/13, scaled): mean 2.
+        let x = Tensor::new(&[[0.6f32, 0.8, 0.0], [1.8, 0.0, 2.4]], &dev).unwrap();
+        let d = |p: f64| -> Vec<f32> {
+            norm_divisor(&x, p)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        for (p, want) in [(1.0, [0.5f32, 1.5]), (0.0, [1.0, 1.0])] {
+            let got = d(p);
+            assert!(
+                got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6),
+                "{p}: {got:?}"
+            );
+        }
+        let half = d(0.5);
+        assert!((half[0] - 0.5f32.sqrt()).abs() < 1e-6 && (half[1] - 1.5f32.sqrt()).abs() < 1e-6);
+
+        // A bias-free linear map W: the same image at norm a and at norm 3a gives one set of
+        // divided logits.
+        let w = Tensor::new(&[[1.0f32, -2.0], [0.5, 3.0], [-1.0, 0.25]], &dev).unwrap();
+        let img = Tensor::new(&[0.3f32, -0.4, 1.2], &dev).unwrap();
+        let pair = Tensor::stack(&[&img, &(&img * 3.0).unwrap()], 0).unwrap();
+        let logits = pair.matmul(&w).unwrap();
+        let free: Vec<Vec<f32>> = logits
+            .broadcast_div(&norm_divisor(&pair, 1.0).unwrap())
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        for (a, b) in free[0].iter().zip(&free[1]) {
+            assert!((a - b).abs() < 1e-5, "{free:?}");
+        }
+        let zero = Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap();
+        let e = norm_divisor(&zero, 1.0).unwrap_err().to_string();
+        assert!(
+            e.contains("norm_free_logits") && e.contains("positive"),
+            "{e}"
+        );
     }
 
     /// Each row has mean 0 and standard deviation 1, and a row's positive scaling and

@@ -226,6 +226,13 @@ pub struct Stage {
     /// standardisation; an extension: the student's logit scale is left free).
     #[serde(default)]
     pub standardize_logits: bool,
+    /// decay: the student's logits enter the losses divided by r^(1 − s), r its input's
+    /// norm over the batch's mean norm and s the bias scale (an extension). A zero-bias
+    /// ReLU network's logits grow with its input's norm, f(a·x) = a·f(x), a teacher's need
+    /// not: this leaves the student the part of the teacher's logits it can represent. Its
+    /// classes (argmax) are unchanged, so evaluation and attributions are untouched.
+    #[serde(default)]
+    pub norm_free_logits: bool,
     /// decay: decoupled pull of every trained weight and γ toward the teacher's value: after
     /// each Adam update, w ← w − lr·anchor·(w − w_teacher) (L2-SP; an extension, 0 = off).
     /// Biases are not pulled: the schedule takes them to zero.
@@ -586,6 +593,7 @@ impl Recipe {
                 (s.compensate, "compensate", rescale),
                 (s.anchor != 0.0, "anchor", distil),
                 (s.standardize_logits, "standardize_logits", distil),
+                (s.norm_free_logits, "norm_free_logits", distil),
                 (
                     s.ema != 0.0,
                     "ema",

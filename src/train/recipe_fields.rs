@@ -88,6 +88,7 @@ pub(super) const STAGE_FIELDS: Fields = &[
     ("mixup", Expect::Flag, false),
     ("anchor", Expect::Number, false),
     ("standardize_logits", Expect::Flag, false),
+    ("norm_free_logits", Expect::Flag, false),
     ("ema", Expect::Number, false),
     (
         "bn_variance",

@@ -505,7 +505,11 @@ impl<'a> Trainer<'a> {
                     (t_ctx, s_ctx) = (t_ctx.collecting_features(), s_ctx.collecting_features());
                 }
                 let t_logits = t.forward_ctx(&x, &mut t_ctx)?;
-                let s_logits = self.model.forward_ctx(&x, &mut s_ctx)?;
+                let mut s_logits = self.model.forward_ctx(&x, &mut s_ctx)?;
+                if stage.norm_free_logits {
+                    let divisor = loss::norm_divisor(&x, 1.0 - self.state.bias_scale)?;
+                    s_logits = s_logits.broadcast_div(&divisor)?;
+                }
                 let mut loss = if stage.standardize_logits {
                     let (s, t) = (loss::standardize(&s_logits)?, loss::standardize(&t_logits)?);
                     loss::kd_loss(&s, &t, stage.temperature)?
