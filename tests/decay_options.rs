@@ -346,6 +346,18 @@ fn feature_weight_and_bn_variance_are_decay_options() {
             .to_string();
         assert!(e.contains(field), "{set}: {e}");
     }
+    // z-scored logits have no scale left to free.
+    let both = [
+        "stage.1.norm_free_logits=true".to_string(),
+        "stage.1.standardize_logits=true".to_string(),
+    ];
+    let e = zerobias::train::Recipe::parse(TINY, &both, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stage[1].norm_free_logits") && e.contains("standardize_logits"),
+        "{e}"
+    );
 }
 
 /// `ema`: the zero phase's average begins as the zeroed student, follows

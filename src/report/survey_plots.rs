@@ -1,8 +1,9 @@
 //! Figures of the bias survey (`eval::survey`): the logits with all biases set to 0 against
 //! the model's own (as loaded) with their fit (part b), top-1 under input scaling and
-//! shifts (part c), and how often the class survives scaling the normalised input (part d). The survey's variants are one model with and without its biases, so
-//! the figures say "biases set to 0" rather than "zero-bias", which a report uses for the
-//! second (decayed) model.
+//! shifts (part c), and how often the class survives scaling the normalised input (part d).
+//! The survey's variants are one model with and without its biases, so the figures say
+//! "biases set to 0" rather than "zero-bias", which a report uses for the second (decayed)
+//! model.
 
 use std::path::Path;
 

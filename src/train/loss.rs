@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn norm_divisor_removes_the_input_scale_of_a_bias_free_map() {
         let dev = Device::Cpu;
-        // Norms 1 and 3 (3-4-12 → 13/13, scaled): mean 2.
+        // (0.6, 0.8, 0) has norm 1 and (1.8, 0, 2.4) norm 3: mean 2.
         let x = Tensor::new(&[[0.6f32, 0.8, 0.0], [1.8, 0.0, 2.4]], &dev).unwrap();
         let d = |p: f64| -> Vec<f32> {
             norm_divisor(&x, p)

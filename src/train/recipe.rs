@@ -622,6 +622,12 @@ impl Recipe {
                     "set either cosine (over the whole stage) or zero_phase_cosine (over the zero phase), not both".into(),
                 );
             }
+            if s.norm_free_logits && s.standardize_logits {
+                return bad(
+                    &f("norm_free_logits"),
+                    "standardize_logits already leaves the student's logit scale free; set one of them, not both".into(),
+                );
+            }
             if s.zero_phase_cosine && s.zero_steps == 0 {
                 return bad(
                     &f("zero_phase_cosine"),
