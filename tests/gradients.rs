@@ -327,6 +327,65 @@ fn rescaling_biases_acts_on_the_live_model() {
     assert_eq!(set.len(), 16);
 }
 
+/// Every bias handle at s times its value is the input at 1/s times its norm:
+/// f_{s·b}(x) = s·f_b(x/s), since each layer's pre-activation W·h + s·b is s·(W·h/s + b)
+/// and ReLU, max-pool, average-pool and the residual sums commute with positive scaling.
+/// So the decay curve's teacher at scale s is the teacher shown inputs 1/s times larger.
+/// It holds only if the handles are exactly the bias-like parameters: conv and linear
+/// biases, BN β and running mean, not γ or the running variance.
+#[test]
+fn biases_at_scale_s_are_the_input_at_one_over_s() {
+    let x = rand(&[2, 3, 32, 32], 21);
+    for model in [tiny_vgg(1.0), tiny_resnet()] {
+        let set = model.bias_set();
+        let saved = set.snapshot();
+        for s in [0.5, 0.125, 0.3] {
+            let inflated: Vec<f32> = (model.forward(&(&x / s).unwrap()).unwrap() * s)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            set.scale(s).unwrap();
+            let scaled: Vec<f32> = model
+                .forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            set.restore(&saved).unwrap();
+            let top = inflated.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(top > 0.0);
+            for (a, b) in inflated.iter().zip(&scaled) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * top,
+                    "{:?}, s = {s}: s·f(x/s) = {a}, f with biases × s = {b}",
+                    model.arch()
+                );
+            }
+        }
+        // Not a tautology: without the biases the two differ.
+        set.scale(0.0).unwrap();
+        let zero: Vec<f32> = model
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        set.restore(&saved).unwrap();
+        let full: Vec<f32> = model
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_ne!(zero, full);
+    }
+}
+
 #[test]
 fn adaptive_pool_matches_pytorch_bins() {
     // 5 -> 7 (bins repeat) and 10 -> 7 (bins overlap), against hand-computed PyTorch bins.
