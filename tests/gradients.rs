@@ -18,6 +18,17 @@ fn rand(shape: &[usize], seed: u64) -> Tensor {
     .unwrap()
 }
 
+/// Every logit of `model` on `x`, flattened.
+fn logits(model: &dyn Classifier, x: &Tensor) -> Vec<f32> {
+    model
+        .forward(x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 /// Central finite differences of sum(w ⊙ f(x)) vs autograd.
 fn check_fd(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, seed: u64) {
     let w = rand(f(x0).dims(), seed + 1);
@@ -191,13 +202,7 @@ fn probes_give_the_gradient_of_the_target_logit() {
     }
     assert_eq!(rec.acts.len(), 13);
     // Probes do not change the forward result.
-    let plain: Vec<f32> = model
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let plain: Vec<f32> = logits(model.as_ref(), &x);
     let tapped: Vec<f32> = rec.logits.flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(plain, tapped);
 }
@@ -295,31 +300,13 @@ fn activation_attribution_matches_finite_differences() {
 fn rescaling_biases_acts_on_the_live_model() {
     let model = tiny_vgg(1.0);
     let x = rand(&[1, 3, 32, 32], 3);
-    let before: Vec<f32> = model
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let before: Vec<f32> = logits(model.as_ref(), &x);
     let set = model.bias_set();
     set.scale(0.0).unwrap();
-    let after: Vec<f32> = model
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let after: Vec<f32> = logits(model.as_ref(), &x);
     assert_ne!(before, after);
     let zeroed = tiny_vgg(0.0);
-    let expect: Vec<f32> = zeroed
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let expect: Vec<f32> = logits(zeroed.as_ref(), &x);
     for (a, b) in after.iter().zip(&expect) {
         assert!((a - b).abs() < 1e-5);
     }
@@ -340,20 +327,12 @@ fn biases_at_scale_s_are_the_input_at_one_over_s() {
         let set = model.bias_set();
         let saved = set.snapshot();
         for s in [0.5, 0.125, 0.3] {
-            let inflated: Vec<f32> = (model.forward(&(&x / s).unwrap()).unwrap() * s)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let inflated: Vec<f32> = logits(model.as_ref(), &(&x / s).unwrap())
+                .iter()
+                .map(|v| v * s as f32)
+                .collect();
             set.scale(s).unwrap();
-            let scaled: Vec<f32> = model
-                .forward(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let scaled: Vec<f32> = logits(model.as_ref(), &x);
             set.restore(&saved).unwrap();
             let top = inflated.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(top > 0.0);
@@ -367,21 +346,9 @@ fn biases_at_scale_s_are_the_input_at_one_over_s() {
         }
         // Not a tautology: without the biases the two differ.
         set.scale(0.0).unwrap();
-        let zero: Vec<f32> = model
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let zero: Vec<f32> = logits(model.as_ref(), &x);
         set.restore(&saved).unwrap();
-        let full: Vec<f32> = model
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let full: Vec<f32> = logits(model.as_ref(), &x);
         assert_ne!(zero, full);
     }
 }
