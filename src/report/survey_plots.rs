@@ -11,6 +11,9 @@ use super::plot::{line_plot, save_png, scatter_plot, LineSeries};
 use crate::error::Result;
 use crate::eval::survey::{SurveyReport, INPUT_SCALES, SCALES, SHIFTS};
 
+/// Line colours of the two variants, vanilla then zero-bias, in every survey figure.
+const VARIANT_COLORS: [[u8; 3]; 2] = [[214, 96, 77], [67, 147, 195]];
+
 /// The logits with every bias set to 0 against the model's as loaded, with the fit.
 pub fn regression(report: &SurveyReport, label: &str, path: &Path) -> Result<()> {
     let img = scatter_plot(
@@ -36,11 +39,10 @@ fn variant_name(variant: &str) -> String {
 
 /// Top-1 of both variants under input scaling (into `scaling`) and shifts (into `shift`).
 pub fn robustness(report: &SurveyReport, label: &str, scaling: &Path, shift: &Path) -> Result<()> {
-    let colors = [[214, 96, 77], [67, 147, 195]];
     let scale_series: Vec<LineSeries> = report
         .curves
         .iter()
-        .zip(colors)
+        .zip(VARIANT_COLORS)
         .map(|((n, sc, _), c)| LineSeries {
             name: variant_name(n),
             color: c,
@@ -61,7 +63,7 @@ pub fn robustness(report: &SurveyReport, label: &str, scaling: &Path, shift: &Pa
     let shift_series: Vec<LineSeries> = report
         .curves
         .iter()
-        .zip(colors)
+        .zip(VARIANT_COLORS)
         .map(|((n, _, sh), c)| LineSeries {
             name: variant_name(n),
             color: c,
@@ -86,11 +88,10 @@ pub fn robustness(report: &SurveyReport, label: &str, scaling: &Path, shift: &Pa
 /// per variant, with the unscaled input (factor 1, share 1 by definition) as the middle
 /// point. A bias-free ReLU network stays at 1 everywhere.
 pub fn input_norm(report: &SurveyReport, label: &str, path: &Path) -> Result<()> {
-    let colors = [[214, 96, 77], [67, 147, 195]];
     let series: Vec<LineSeries> = report
         .input_scaling
         .iter()
-        .zip(colors)
+        .zip(VARIANT_COLORS)
         .map(|((n, rows), c)| {
             let mut points: Vec<(f64, f64)> = INPUT_SCALES
                 .iter()
